@@ -1,0 +1,11 @@
+//! Shared by berth's services and CLI: where things live ([`config`]), serving gRPC on a
+//! Unix socket with health and reflection ([`serve`]), connecting to a service
+//! ([`client`]), status helpers ([`status`]) and tracing set-up ([`telemetry`]).
+pub mod client;
+pub mod config;
+pub mod ids;
+pub mod serve;
+pub mod status;
+pub mod telemetry;
+
+pub use config::{Config, Service};

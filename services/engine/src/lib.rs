@@ -1,0 +1,1 @@
+//! The coordinator: user-facing API and multi-service sagas

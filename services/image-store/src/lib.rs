@@ -1,0 +1,1 @@
+//! Content-addressed image store with overlay layer snapshots

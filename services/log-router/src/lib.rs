@@ -1,0 +1,1 @@
+//! Per-container log pipelines, drivers and log reading

@@ -1,0 +1,1 @@
+//! Networks, endpoints and container network namespaces

@@ -1,0 +1,1 @@
+//! Per-container shim and the built-in runtime.

@@ -1,0 +1,1 @@
+//! Container records, lifecycle and per-container shims
