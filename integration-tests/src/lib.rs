@@ -1,1 +1,401 @@
-//! Test harness.
+//! Test harness: starts berth's six real services on a private state root, run directory
+//! and instance name, drives them through the real `berth` CLI, and on drop stops them and
+//! removes every kernel object the instance made (processes in its cgroups, its cgroups,
+//! its mounts), on failure too.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const SERVICES: [&str; 6] = ["image-store", "supervisor", "network", "volume", "log-router", "engine"];
+
+/// Directory holding the built binaries (`cargo build --workspace --bins`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target"));
+    target.join("debug")
+}
+
+/// The offline busybox OCI image tarball; built by the project's script when missing.
+pub fn busybox_image() -> PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_TEST_IMAGE") {
+        let path = PathBuf::from(path);
+        if path.exists() {
+            return path;
+        }
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = manifest.join("../target/berth-images/busybox.tar");
+    if !out.exists() {
+        // Build under a unique name and rename, so parallel test binaries never see half a file.
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let status = Command::new(manifest.join("../deploy/images/build-busybox-image.sh"))
+            .arg(&tmp)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run build-busybox-image.sh");
+        assert!(status.success(), "building the busybox test image failed");
+        std::fs::rename(&tmp, &out).expect("rename test image");
+    }
+    out
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One berth engine: six service processes with their own root, sockets and instance name.
+pub struct Engine {
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub instance: String,
+    dir: tempfile::TempDir,
+    services: BTreeMap<&'static str, Child>,
+}
+
+impl Engine {
+    /// Starts all six services and waits until the engine answers.
+    pub fn start() -> Engine {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Short paths: Unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("bt").tempdir_in("/tmp").expect("temp dir");
+        let root = dir.path().join("root");
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let instance = format!("berth-t{}-{n}", std::process::id());
+        let mut engine = Engine { root, run_dir, instance, dir, services: BTreeMap::new() };
+        for service in SERVICES {
+            engine.spawn(service);
+        }
+        engine.wait_ready();
+        engine
+    }
+
+    /// Starts an engine and loads the busybox test image as `busybox:latest`.
+    pub fn with_busybox() -> Engine {
+        let engine = Engine::start();
+        let image = busybox_image();
+        engine.ok(&["load", "-i", image.to_str().unwrap()]);
+        engine
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("BERTH_ROOT", &self.root)
+            .env("BERTH_RUN", &self.run_dir)
+            .env("BERTH_INSTANCE", &self.instance)
+            .env("BERTH_ENGINE_SOCKET", self.run_dir.join("engine.sock"))
+            .env_remove("BERTH_HOST")
+            .env("RUST_LOG", "info");
+    }
+
+    fn spawn(&mut self, service: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(service))
+            .unwrap();
+        let mut cmd = Command::new(bin_dir().join(format!("berth-{service}")));
+        self.env(&mut cmd);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start berth-{service}: {e} (run `cargo build --workspace --bins` first)"));
+        self.services.insert(service, child);
+    }
+
+    pub fn log_path(&self, service: &str) -> PathBuf {
+        self.dir.path().join(format!("{service}.log"))
+    }
+
+    /// The service logs, for failure messages.
+    pub fn service_logs(&self) -> String {
+        SERVICES
+            .iter()
+            .map(|s| format!("--- {s} ---\n{}", std::fs::read_to_string(self.log_path(s)).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn wait_socket(&self, service: &str) {
+        let socket = self.run_dir.join(format!("{service}.sock"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("berth-{service} did not come up\n{}", self.service_logs());
+    }
+
+    fn wait_ready(&self) {
+        for service in SERVICES {
+            self.wait_socket(service);
+        }
+        let out = self.berth(&["version"]);
+        assert!(out.status.success(), "engine not ready: {}\n{}", stderr(&out), self.service_logs());
+    }
+
+    /// Stops a service (SIGKILL when `kill9`, else SIGTERM) and starts it again.
+    pub fn restart_service(&mut self, service: &'static str, kill9: bool) {
+        self.stop_service(service, kill9);
+        self.spawn(service);
+        self.wait_socket(service);
+    }
+
+    pub fn stop_service(&mut self, service: &'static str, kill9: bool) {
+        if let Some(mut child) = self.services.remove(service) {
+            let signal = if kill9 { libc::SIGKILL } else { libc::SIGTERM };
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn start_service(&mut self, service: &'static str) {
+        self.spawn(service);
+        self.wait_socket(service);
+    }
+
+    /// Runs the CLI against this engine.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_cmd(args).output().expect("run berth")
+    }
+
+    pub fn berth_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_dir().join("berth"));
+        self.env(&mut cmd);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs the CLI with `stdin` as its input.
+    pub fn berth_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .berth_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs the CLI, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed with {:?}\nstdout: {}\nstderr: {}\n{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out),
+            self.service_logs()
+        );
+        stdout(&out)
+    }
+
+    /// `berth inspect --format`.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, name]).trim().to_string()
+    }
+
+    /// Waits until `inspect` of `name` shows `status`.
+    pub fn wait_status(&self, name: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.inspect(name, "{{.State.Status}}");
+            if now == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} stayed {now}, wanted {status}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the instance has in the kernel and on disk, to prove a failure left nothing.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            mounts: self.mounts(),
+            cgroups: self.cgroup_dirs(),
+            bundles: list(&self.root.join("supervisor/containers")),
+            snapshots: list(&self.root.join("image-store/snapshots/active")),
+            netns: list(&self.run_dir.join("netns")),
+            logs: list(&self.root.join("log-router/containers")),
+            volumes: list(&self.root.join("volume/volumes")),
+        }
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let root = self.dir.path().to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Container cgroup directories of this instance in every hierarchy.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for hierarchy in cgroup_hierarchies() {
+            out.extend(list_paths(&hierarchy.join(&self.instance)).into_iter().filter(|p| p.is_dir()));
+        }
+        out.sort();
+        out
+    }
+
+    fn kill_instance_processes(&self) {
+        // Processes in this instance's cgroups are containers this test started.
+        for _ in 0..50 {
+            let mut pids = Vec::new();
+            for dir in self.cgroup_dirs() {
+                if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                    pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+            }
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shim_pids(&self) -> Vec<i32> {
+        // Shims of this engine are the berth-shim processes whose bundle lies under our root.
+        let root = self.root.to_string_lossy().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+            if args.first().is_some_and(|a| a.ends_with("berth-shim")) && args.iter().any(|a| a.starts_with(&root)) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn cleanup(&mut self) {
+        self.kill_instance_processes();
+        // Give shims a moment to flush to the still-running log router and exit.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.shim_pids().is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        for service in SERVICES.iter().rev() {
+            self.stop_service(service, false);
+        }
+        for pid in self.shim_pids() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.kill_instance_processes();
+        for mount in self.mounts().into_iter().rev() {
+            let c = std::ffi::CString::new(mount).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        for hierarchy in cgroup_hierarchies() {
+            let parent = hierarchy.join(&self.instance);
+            for dir in list_paths(&parent) {
+                if dir.is_dir() {
+                    remove_cgroup(&dir);
+                }
+            }
+            if parent.exists() {
+                remove_cgroup(&parent);
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified one).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(pre.split(' ').nth(4)?))
+        })
+        .collect()
+}
+
+/// Everything an engine instance holds for its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    pub mounts: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    pub bundles: Vec<String>,
+    pub snapshots: Vec<String>,
+    pub netns: Vec<String>,
+    pub logs: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn list_paths(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A unique container name for this test process.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
