@@ -1,0 +1,86 @@
+//! The image store's one error vocabulary and its mapping to gRPC codes.
+use std::path::PathBuf;
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    #[error("no such snapshot: {0}")]
+    SnapshotNotFound(String),
+    #[error("invalid reference format: {reason}: {reference:?}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("ambiguous image ID prefix {0:?}: it matches several images")]
+    AmbiguousId(String),
+    #[error("invalid snapshot key {0:?}")]
+    InvalidKey(String),
+    /// A layer entry that would escape the root or is otherwise unsafe or malformed.
+    #[error("invalid layer entry {entry:?}: {reason}")]
+    UnsafeEntry { entry: String, reason: String },
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// The uploaded archive or a document in it is malformed.
+    #[error("invalid archive: {0}")]
+    InvalidArchive(String),
+    #[error("invalid change {change:?}: {reason}")]
+    InvalidChange { change: String, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Removal refused because of users or several tags (Docker's "conflict: ...").
+    #[error("{0}")]
+    Conflict(String),
+    #[error("snapshot {key} already exists for image {image_id}")]
+    SnapshotExists { key: String, image_id: String },
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { context, path, source }
+    }
+
+    pub fn unsafe_entry(entry: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::UnsafeEntry {
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let message = e.to_string();
+        match e {
+            Error::ImageNotFound(_) | Error::SnapshotNotFound(_) => Status::not_found(message),
+            Error::InvalidReference { .. }
+            | Error::AmbiguousId(_)
+            | Error::InvalidKey(_)
+            | Error::UnsafeEntry { .. }
+            | Error::DigestMismatch { .. }
+            | Error::InvalidArchive(_)
+            | Error::InvalidChange { .. }
+            | Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::Conflict(_) => Status::failed_precondition(message),
+            Error::SnapshotExists { .. } => Status::already_exists(message),
+            Error::Io { .. } | Error::Db(_) | Error::Internal(_) => Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The network service's one error type and its mapping to gRPC status codes.
+use tonic::Status;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A state conflict (joining a container that has no network, re-attaching with
+    /// another mode).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("network database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Sys { context: String, source: std::io::Error },
+}
+
+impl Error {
+    pub fn sys(context: impl Into<String>, source: impl Into<std::io::Error>) -> Error {
+        Error::Sys { context: context.into(), source: source.into() }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let msg = e.to_string();
+        match e {
+            Error::NetworkNotFound(_) => Status::not_found(msg),
+            Error::InvalidArgument(_) => Status::invalid_argument(msg),
+            Error::FailedPrecondition(_) => Status::failed_precondition(msg),
+            Error::Db(_) | Error::Sys { .. } => Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn errors_map_to_precise_codes() {
+        let s: Status = Error::NetworkNotFound("foo".into()).into();
+        assert_eq!((s.code(), s.message()), (Code::NotFound, "network foo not found"));
+        let s: Status = Error::InvalidArgument("bad".into()).into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+    }
+}
