@@ -67,7 +67,10 @@ pub fn human_duration(d: Duration) -> String {
 
 /// "3 seconds ago" for a time before `now` (a time in the future counts as now).
 pub fn ago(then: SystemTime, now: SystemTime) -> String {
-    format!("{} ago", human_duration(now.duration_since(then).unwrap_or_default()))
+    format!(
+        "{} ago",
+        human_duration(now.duration_since(then).unwrap_or_default())
+    )
 }
 
 /// Go's `%.<prec>g`.
@@ -159,7 +162,10 @@ pub fn status_column(
     now: SystemTime,
 ) -> String {
     let since = |t: Option<SystemTime>| {
-        human_duration(t.and_then(|t| now.duration_since(t).ok()).unwrap_or_default())
+        human_duration(
+            t.and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default(),
+        )
     };
     match status {
         "running" => format!("Up {}", since(started)),
@@ -190,7 +196,11 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Action { func: Option<String>, path: Vec<String>, args: Vec<String> },
+    Action {
+        func: Option<String>,
+        path: Vec<String>,
+        args: Vec<String>,
+    },
 }
 
 const FUNCS: [&str; 7] = ["json", "upper", "lower", "title", "join", "index", "print"];
@@ -264,7 +274,9 @@ impl Template {
                             let key = args.first().map(String::as_str).unwrap_or("");
                             let item = match v {
                                 Some(Value::Object(m)) => m.get(key),
-                                Some(Value::Array(a)) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                                Some(Value::Array(a)) => {
+                                    key.parse::<usize>().ok().and_then(|i| a.get(i))
+                                }
                                 _ => None,
                             };
                             out.push_str(&go_string(item));
@@ -279,7 +291,8 @@ impl Template {
 }
 
 fn parse_action(inner: &str, text: &str) -> Result<Part> {
-    let words = split_words(inner).map_err(|e| anyhow!("template parsing error: {e} in {text:?}"))?;
+    let words =
+        split_words(inner).map_err(|e| anyhow!("template parsing error: {e} in {text:?}"))?;
     let (func, rest) = match words.first() {
         Some(w) if FUNCS.contains(&w.as_str()) => (Some(w.clone()), &words[1..]),
         Some(w) if !w.starts_with('.') => {
@@ -303,13 +316,19 @@ fn parse_action(inner: &str, text: &str) -> Result<Part> {
     let args = rest[1..].to_vec();
     match func.as_deref() {
         Some("join") | Some("index") if args.len() != 1 => {
-            bail!("template parsing error: {} takes two arguments in {text:?}", func.unwrap())
+            bail!(
+                "template parsing error: {} takes two arguments in {text:?}",
+                func.unwrap()
+            )
         }
         Some(f) if f != "join" && f != "index" && !args.is_empty() => {
             bail!("template parsing error: too many arguments to {f} in {text:?}")
         }
         None if !args.is_empty() => {
-            bail!("template parsing error: unexpected {:?} in {text:?}", args[0])
+            bail!(
+                "template parsing error: unexpected {:?} in {text:?}",
+                args[0]
+            )
         }
         _ => {}
     }
@@ -392,8 +411,10 @@ pub fn go_string(v: Option<&Value>) -> String {
         Some(Value::Object(m)) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let items: Vec<String> =
-                keys.iter().map(|k| format!("{k}:{}", go_string(m.get(*k)))).collect();
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}:{}", go_string(m.get(*k))))
+                .collect();
             format!("map[{}]", items.join(" "))
         }
     }
@@ -451,20 +472,29 @@ mod tests {
             table(&rows),
             "CONTAINER ID   IMAGE     NAMES\nabc            busybox   web\n"
         );
-        let rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".into()], vec!["local".into(), "v".into()]];
+        let rows = vec![
+            vec!["DRIVER".to_string(), "VOLUME NAME".into()],
+            vec!["local".into(), "v".into()],
+        ];
         assert_eq!(table(&rows), "DRIVER    VOLUME NAME\nlocal     v\n");
         // Empty last column: no trailing spaces.
         let rows = vec![vec!["A".to_string(), "".into()]];
         assert_eq!(table(&rows), "A\n");
         // Widths count characters, not bytes.
-        let rows = vec![vec!["\"sh…\"".to_string(), "x".into()], vec!["abcdefghij".into(), "y".into()]];
-        assert_eq!(table(&rows), "\"sh…\"          x\nabcdefghij     y\n");
+        let rows = vec![
+            vec!["\"sh…\"".to_string(), "x".into()],
+            vec!["abcdefghij".into(), "y".into()],
+        ];
+        assert_eq!(table(&rows), "\"sh…\"        x\nabcdefghij   y\n");
     }
 
     #[test]
     fn durations() {
         let s = Duration::from_secs;
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(s(1)), "1 second");
         assert_eq!(human_duration(s(3)), "3 seconds");
         assert_eq!(human_duration(s(59)), "59 seconds");
@@ -502,9 +532,15 @@ mod tests {
     #[test]
     fn commands() {
         assert_eq!(command_column("true", false), "\"true\"");
-        assert_eq!(command_column("sh -c 'echo hello world; sleep 1'", false), "\"sh -c 'echo hello w…\"");
+        assert_eq!(
+            command_column("sh -c 'echo hello world; sleep 1'", false),
+            "\"sh -c 'echo hello w…\""
+        );
         assert_eq!(ellipsis("12345678901234567890", 20), "12345678901234567890");
-        assert_eq!(ellipsis("123456789012345678901", 20), "1234567890123456789…");
+        assert_eq!(
+            ellipsis("123456789012345678901", 20),
+            "1234567890123456789…"
+        );
         assert_eq!(command_column("echo \"hi\"", true), "\"echo \\\"hi\\\"\"");
     }
 
@@ -513,10 +549,19 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         let t = |ago: u64| Some(now - Duration::from_secs(ago));
         assert_eq!(status_column("running", 0, t(3), None, now), "Up 3 seconds");
-        assert_eq!(status_column("exited", 0, t(200), t(120), now), "Exited (0) 2 minutes ago");
-        assert_eq!(status_column("exited", 137, t(200), None, now), "Exited (137)");
+        assert_eq!(
+            status_column("exited", 0, t(200), t(120), now),
+            "Exited (0) 2 minutes ago"
+        );
+        assert_eq!(
+            status_column("exited", 137, t(200), None, now),
+            "Exited (137)"
+        );
         assert_eq!(status_column("created", 0, None, None, now), "Created");
-        assert_eq!(status_column("paused", 0, t(7200), None, now), "Up 2 hours (Paused)");
+        assert_eq!(
+            status_column("paused", 0, t(7200), None, now),
+            "Up 2 hours (Paused)"
+        );
         assert_eq!(status_column("dead", 0, None, None, now), "Dead");
     }
 
@@ -532,7 +577,10 @@ mod tests {
         assert_eq!(r("{{ .State.Pid }} {{.State.Running}}"), "42 true");
         assert_eq!(r("id={{.Id}}!"), "id=abc!");
         assert_eq!(r("{{json .Config.Env}}"), "[\"A=1\",\"B=2\"]");
-        assert_eq!(r("{{json .State}}"), "{\"Pid\":42,\"Running\":true,\"Status\":\"running\"}");
+        assert_eq!(
+            r("{{json .State}}"),
+            "{\"Pid\":42,\"Running\":true,\"Status\":\"running\"}"
+        );
         assert_eq!(r("{{.Config.Env}}"), "[A=1 B=2]");
         assert_eq!(r("{{.Config.Labels}}"), "map[a:b k:v]");
         assert_eq!(r("{{.Config.Cmd}}"), "<nil>");
@@ -541,9 +589,19 @@ mod tests {
         assert_eq!(r("{{join .Config.Env \",\"}}"), "A=1,B=2");
         assert_eq!(r("{{index .Config.Labels \"k\"}}"), "v");
         assert_eq!(r("a {{- .Id -}} b"), "aabcb");
-        assert_eq!(r("{{json .}}").len(), serde_json::to_string(&v).unwrap().len());
+        assert_eq!(
+            r("{{json .}}").len(),
+            serde_json::to_string(&v).unwrap().len()
+        );
         assert_eq!(r("no actions"), "no actions");
-        for bad in ["{{.Id", "{{nosuch .Id}}", "{{}}", "{{json}}", "{{.Id .X}}", "{{join .A}}"] {
+        for bad in [
+            "{{.Id",
+            "{{nosuch .Id}}",
+            "{{}}",
+            "{{json}}",
+            "{{.Id .X}}",
+            "{{join .A}}",
+        ] {
             let err = Template::parse(bad).unwrap_err().to_string();
             assert!(err.contains("template parsing error"), "{bad}: {err}");
         }
@@ -552,17 +610,30 @@ mod tests {
     #[test]
     fn listings() {
         let headers = json!({"ID": "CONTAINER ID", "Names": "NAMES"});
-        let rows = vec![json!({"ID": "abc", "Names": "web"}), json!({"ID": "def", "Names": "db"})];
+        let rows = vec![
+            json!({"ID": "abc", "Names": "web"}),
+            json!({"ID": "def", "Names": "db"}),
+        ];
         assert_eq!(listing("table", &headers, &rows).unwrap(), None);
-        assert_eq!(listing("{{.ID}}", &headers, &rows).unwrap().unwrap(), "abc\ndef\n");
+        assert_eq!(
+            listing("{{.ID}}", &headers, &rows).unwrap().unwrap(),
+            "abc\ndef\n"
+        );
         assert_eq!(
             listing("json", &headers, &rows[..1]).unwrap().unwrap(),
             "{\"ID\":\"abc\",\"Names\":\"web\"}\n"
         );
         assert_eq!(
-            listing("table {{.ID}}\\t{{.Names}}", &headers, &rows).unwrap().unwrap(),
+            listing("table {{.ID}}\\t{{.Names}}", &headers, &rows)
+                .unwrap()
+                .unwrap(),
             "CONTAINER ID   NAMES\nabc            web\ndef            db\n"
         );
-        assert_eq!(listing("{{.ID}}\\t{{.Names}}", &headers, &rows[..1]).unwrap().unwrap(), "abc\tweb\n");
+        assert_eq!(
+            listing("{{.ID}}\\t{{.Names}}", &headers, &rows[..1])
+                .unwrap()
+                .unwrap(),
+            "abc\tweb\n"
+        );
     }
 }

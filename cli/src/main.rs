@@ -1,1 +1,152 @@
-fn main() {}
+//! `berth`: the command line of the berth container engine. It talks only to the engine's
+//! gRPC API (see proto/berth/engine/v1/engine.proto).
+mod args;
+mod client;
+mod container;
+mod format;
+mod image;
+mod inspect;
+mod logs;
+mod parse;
+mod volume;
+
+use std::path::Path;
+
+use anyhow::Result;
+use args::{Cli, Command, ContainerCommand, ImageCommand, NetworkCommand, VolumeCommand};
+use clap::Parser;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            let _ = err.print();
+            let code = match err.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 125,
+            };
+            std::process::exit(code);
+        }
+    };
+    let prefix = match &cli.command {
+        Command::Run(_) | Command::Create(_) => "berth: ",
+        Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => "berth: ",
+        _ => "",
+    };
+    let socket = match client::engine_socket(cli.host.as_deref()) {
+        Ok(s) => s,
+        Err(err) => exit_with_error(&err, Path::new(""), prefix),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(dispatch(cli.command, &socket));
+    match result {
+        Ok(code) => {
+            drop(runtime);
+            std::process::exit(code)
+        }
+        Err(err) => exit_with_error(&err, &socket, prefix),
+    }
+}
+
+fn exit_with_error(err: &anyhow::Error, socket: &Path, prefix: &str) -> ! {
+    let failure = client::failure(err, socket, prefix);
+    eprintln!("{}", failure.message);
+    std::process::exit(failure.code)
+}
+
+/// True when `err` is a failure to reach the engine (stop going through a list).
+pub fn is_connect_failure(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<tonic::Status>()
+        .is_some_and(client::is_connect_error)
+}
+
+async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
+    let engine = client::connect(socket);
+    match command {
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            container::run(engine, a).await
+        }
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            container::create(engine, a).await
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            container::start(engine, a).await
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            container::stop(engine, a).await
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            container::kill(engine, a).await
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            container::wait(engine, a).await
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            container::rm(engine, a).await
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            container::ps(engine, a).await
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            logs::logs(engine, a).await
+        }
+        Command::Container(ContainerCommand::Prune(a)) => container::prune(engine, a).await,
+        Command::Container(ContainerCommand::Inspect(a)) => inspect::container(engine, a).await,
+        Command::Inspect(a) => inspect::inspect(engine, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::images(engine, a).await,
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            image::import(engine, a).await
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => image::load(engine, a).await,
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::rmi(engine, a).await,
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => image::tag(engine, a).await,
+        Command::Image(ImageCommand::Inspect(a)) => inspect::image(engine, a).await,
+        Command::Volume(VolumeCommand::Create(a)) => volume::create(engine, a).await,
+        Command::Volume(VolumeCommand::Ls(a)) => volume::ls(engine, a).await,
+        Command::Volume(VolumeCommand::Inspect(a)) => inspect::volume(engine, a).await,
+        Command::Volume(VolumeCommand::Rm(a)) => volume::rm(engine, a).await,
+        Command::Network(NetworkCommand::Ls(a)) => volume::network_ls(engine, a).await,
+        Command::Version => version(engine).await,
+    }
+}
+
+async fn version(mut engine: client::Engine) -> Result<i32> {
+    use std::io::Write;
+    let os_arch = format!(
+        "{}/{}",
+        std::env::consts::OS,
+        go_arch(std::env::consts::ARCH)
+    );
+    let client = format!(
+        "Client:\n Version:           {}\n API version:       v1\n OS/Arch:           {os_arch}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    print!("{client}");
+    std::io::stdout().flush()?;
+    let v = engine
+        .version(berth_proto::engine::v1::VersionRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "\nServer:\n Engine:\n  Version:          {}\n  API version:      {}\n  OS/Arch:          {}/{}\n  Kernel Version:   {}",
+        v.version,
+        v.api_version,
+        v.os,
+        go_arch(&v.arch),
+        v.kernel_version
+    );
+    Ok(0)
+}
+
+/// Docker names architectures as Go does.
+fn go_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

@@ -118,7 +118,11 @@ pub fn volume_spec(spec: &str) -> Result<MountSpec> {
         }
         MountType::Volume
     };
-    if kind == MountType::Volume && options.iter().any(|o| o.ends_with("shared") || o.ends_with("slave") || o.ends_with("private")) {
+    if kind == MountType::Volume
+        && options
+            .iter()
+            .any(|o| o.ends_with("shared") || o.ends_with("slave") || o.ends_with("private"))
+    {
         bail!("invalid volume specification: '{spec}': propagation applies to bind mounts only");
     }
     Ok(MountSpec {
@@ -168,8 +172,13 @@ pub fn labels(values: &[String]) -> Result<HashMap<String, String>> {
 
 /// Parses `--add-host host:ip` (or `host=ip`); the IP may be IPv6 or `host-gateway`.
 pub fn add_host(value: &str) -> Result<HostEntry> {
-    let split = if value.contains('=') { value.split_once('=') } else { value.split_once(':') };
-    let (host, ip) = split.ok_or_else(|| anyhow!("invalid --add-host {value:?}: expected HOST:IP"))?;
+    let split = if value.contains('=') {
+        value.split_once('=')
+    } else {
+        value.split_once(':')
+    };
+    let (host, ip) =
+        split.ok_or_else(|| anyhow!("invalid --add-host {value:?}: expected HOST:IP"))?;
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.chars().any(char::is_whitespace) {
         bail!("invalid --add-host {value:?}: bad host name {host:?}");
@@ -332,15 +341,23 @@ mod tests {
         let err = env_flag("=x", &env).unwrap_err().to_string();
         assert!(err.contains("\"=x\""), "{err}");
         assert!(env_flag("", &env).is_err());
-        assert!(env_flag("A B", &env).unwrap_err().to_string().contains("A B"));
+        assert!(env_flag("A B", &env)
+            .unwrap_err()
+            .to_string()
+            .contains("A B"));
     }
 
     #[test]
     fn env_files() {
         let text = "# comment\n\nA=1\n  B=two words\nHOME\nUNSET\nC=\"quoted\"\nD=\n";
         let got = env_file("f.env", text, &env).unwrap();
-        assert_eq!(got, vec!["A=1", "B=two words", "HOME=/root", "C=\"quoted\"", "D="]);
-        let err = env_file("f.env", "A=1\nBAD KEY=2\n", &env).unwrap_err().to_string();
+        assert_eq!(
+            got,
+            vec!["A=1", "B=two words", "HOME=/root", "C=\"quoted\"", "D="]
+        );
+        let err = env_file("f.env", "A=1\nBAD KEY=2\n", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("f.env:2:"), "{err}");
         assert!(err.contains("BAD KEY"), "{err}");
         let err = env_file("x.env", "\n\n=v\n", &env).unwrap_err().to_string();
@@ -351,7 +368,10 @@ mod tests {
     fn volumes() {
         let m = volume_spec("/host:/ctr").unwrap();
         assert_eq!(m.r#type, MountType::Bind as i32);
-        assert_eq!((m.source.as_str(), m.destination.as_str(), m.read_only), ("/host", "/ctr", false));
+        assert_eq!(
+            (m.source.as_str(), m.destination.as_str(), m.read_only),
+            ("/host", "/ctr", false)
+        );
         let m = volume_spec("/host:/ctr:ro").unwrap();
         assert!(m.read_only);
         let m = volume_spec("data:/var/lib/data:rw").unwrap();
@@ -366,8 +386,18 @@ mod tests {
         assert!(m.read_only);
         assert_eq!(m.options, vec!["nocopy"]);
         for bad in [
-            "", "a:b:c:d", "rel", "/h:rel", "/h:/c:xx", "/h:/", "./rel:/c", "a b:/c", "x:/c",
-            "/h::/c", "/h:/c:ro,rw", "vol:/c:rshared",
+            "",
+            "a:b:c:d",
+            "rel",
+            "/h:rel",
+            "/h:/c:xx",
+            "/h:/",
+            "./rel:/c",
+            "a b:/c",
+            "x:/c",
+            "/h::/c",
+            "/h:/c:ro,rw",
+            "vol:/c:rshared",
         ] {
             let err = volume_spec(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
@@ -376,15 +406,24 @@ mod tests {
 
     #[test]
     fn key_values_and_labels() {
-        assert_eq!(key_value("--log-opt", "max-size=10m").unwrap(), ("max-size".into(), "10m".into()));
+        assert_eq!(
+            key_value("--log-opt", "max-size=10m").unwrap(),
+            ("max-size".into(), "10m".into())
+        );
         assert_eq!(key_value("-o", "a=").unwrap(), ("a".into(), "".into()));
         let err = key_value("--log-opt", "novalue").unwrap_err().to_string();
-        assert!(err.contains("--log-opt") && err.contains("novalue"), "{err}");
+        assert!(
+            err.contains("--log-opt") && err.contains("novalue"),
+            "{err}"
+        );
         assert!(key_value("-o", "=x").is_err());
         let l = labels(&["a=b".into(), "c".into(), "a=z".into()]).unwrap();
         assert_eq!(l["a"], "z");
         assert_eq!(l["c"], "");
-        assert!(labels(&["=x".into()]).unwrap_err().to_string().contains("=x"));
+        assert!(labels(&["=x".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("=x"));
     }
 
     #[test]
@@ -401,7 +440,10 @@ mod tests {
             assert!(err.contains(bad), "{err}");
         }
         assert_eq!(dns("8.8.8.8").unwrap(), "8.8.8.8");
-        assert!(dns("dns.example").unwrap_err().to_string().contains("dns.example"));
+        assert!(dns("dns.example")
+            .unwrap_err()
+            .to_string()
+            .contains("dns.example"));
     }
 
     #[test]
@@ -428,21 +470,42 @@ mod tests {
     fn times() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let n = 1_700_000_000_000_000_000i64;
-        assert_eq!(time_arg("--since", "10m", now).unwrap(), n - 600_000_000_000);
-        assert_eq!(time_arg("--since", "1h30m", now).unwrap(), n - 5_400_000_000_000);
+        assert_eq!(
+            time_arg("--since", "10m", now).unwrap(),
+            n - 600_000_000_000
+        );
+        assert_eq!(
+            time_arg("--since", "1h30m", now).unwrap(),
+            n - 5_400_000_000_000
+        );
         assert_eq!(time_arg("--since", "1700000000", now).unwrap(), n);
-        assert_eq!(time_arg("--since", "1700000000.5", now).unwrap(), n + 500_000_000);
+        assert_eq!(
+            time_arg("--since", "1700000000.5", now).unwrap(),
+            n + 500_000_000
+        );
         assert_eq!(time_arg("--since", "2023-11-14T22:13:20Z", now).unwrap(), n);
-        assert_eq!(time_arg("--since", "2023-11-14T22:13:20.25Z", now).unwrap(), n + 250_000_000);
-        assert_eq!(time_arg("--since", "2023-11-15T00:13:20+02:00", now).unwrap(), n);
-        assert_eq!(time_arg("--since", "2023-11-14T21:13:20-01:00", now).unwrap(), n);
+        assert_eq!(
+            time_arg("--since", "2023-11-14T22:13:20.25Z", now).unwrap(),
+            n + 250_000_000
+        );
+        assert_eq!(
+            time_arg("--since", "2023-11-15T00:13:20+02:00", now).unwrap(),
+            n
+        );
+        assert_eq!(
+            time_arg("--since", "2023-11-14T21:13:20-01:00", now).unwrap(),
+            n
+        );
         assert_eq!(
             time_arg("--until", "2023-11-14", now).unwrap(),
             n - (22 * 3600 + 13 * 60 + 20) * 1_000_000_000
         );
         for bad in ["", "yesterday", "2023-13-45T00:00:00Z", "1.2.3"] {
             let err = time_arg("--since", bad, now).unwrap_err().to_string();
-            assert!(err.contains("--since") && err.contains(&format!("{bad:?}")), "{err}");
+            assert!(
+                err.contains("--since") && err.contains(&format!("{bad:?}")),
+                "{err}"
+            );
         }
     }
 }

@@ -92,6 +92,11 @@ printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.inde
 \"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}}]}" \
     >"$layout/index.json"
 
+# Also a docker-archive manifest, as `docker save` (v25+) writes beside the OCI layout, so
+# older Docker engines can `docker load` the same tarball (for side-by-side benchmarks).
+printf '%s' "[{\"Config\":\"blobs/sha256/$config\",\"RepoTags\":[\"busybox:latest\"],\
+\"Layers\":[\"blobs/sha256/$blob1\",\"blobs/sha256/$blob2\"]}]" >"$layout/manifest.json"
+
 mkdir -p "$(dirname "$out")"
 tarit "$layout" "$out.tmp.$$"
 mv "$out.tmp.$$" "$out"

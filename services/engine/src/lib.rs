@@ -1,1 +1,13 @@
-//! The coordinator: user-facing API and multi-service sagas
+//! The coordinator: the user-facing API, and the multi-service operations as sagas.
+//!
+//! Layout: [`clients`] (lazy channels to the five services), [`spec`] (pure rules that turn
+//! an image and the user's flags into a container spec), [`saga`] (the undo stack and
+//! the teardown collector), [`engine`] (the operations), [`grpc`] (the thin gRPC skin).
+//! The engine owns no durable state.
+pub mod clients;
+pub mod engine;
+pub mod grpc;
+pub mod saga;
+pub mod spec;
+
+pub use engine::Engine;

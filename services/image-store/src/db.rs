@@ -25,7 +25,7 @@ pub const MIGRATIONS: &[&str] = &[
         diff_id     TEXT NOT NULL,             -- sha256:<hex> of the uncompressed layer
         parent      TEXT,                      -- chain ID of the layer below (NULL: base)
         blob        TEXT NOT NULL,             -- sha256:<hex> of the layer blob as stored
-        path        TEXT NOT NULL,             -- the unpacked dir (overlay lower dir)
+        dir         TEXT NOT NULL UNIQUE,      -- n: unpacked at snapshots/committed/<n>/fs
         size        INTEGER NOT NULL
     );
     CREATE TABLE image_layers (
@@ -56,7 +56,11 @@ pub fn configure(conn: &Connection) -> Result<()> {
 /// Applies the migrations not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -76,16 +80,26 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         configure(&conn).unwrap();
         migrate(&mut conn).unwrap();
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         drop(conn);
         // Re-opening applies nothing again.
         let mut conn = Connection::open(&path).unwrap();
         configure(&conn).unwrap();
         migrate(&mut conn).unwrap();
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        for table in ["images", "tags", "snapshots", "image_layers", "active_snapshots"] {
+        for table in [
+            "images",
+            "tags",
+            "snapshots",
+            "image_layers",
+            "active_snapshots",
+        ] {
             let n: i64 = conn
                 .query_row(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -104,9 +118,12 @@ mod tests {
             for sql in &MIGRATIONS[..applied] {
                 conn.execute_batch(sql).unwrap();
             }
-            conn.pragma_update(None, "user_version", applied as i64).unwrap();
+            conn.pragma_update(None, "user_version", applied as i64)
+                .unwrap();
             migrate(&mut conn).unwrap();
-            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            let v: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
             assert_eq!(v, MIGRATIONS.len() as i64);
         }
     }

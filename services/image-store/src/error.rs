@@ -52,9 +52,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { context, path, source }
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
     }
 
     pub fn unsafe_entry(entry: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -82,5 +89,40 @@ impl From<Error> for Status {
             Error::SnapshotExists { .. } => Status::already_exists(message),
             Error::Io { .. } | Error::Db(_) | Error::Internal(_) => Status::internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn errors_map_to_precise_codes() {
+        let code = |e: Error| Status::from(e).code();
+        assert_eq!(
+            code(Error::ImageNotFound("nosuch:latest".into())),
+            Code::NotFound
+        );
+        assert_eq!(code(Error::SnapshotNotFound("k".into())), Code::NotFound);
+        assert_eq!(
+            code(Error::unsafe_entry("../evil", "path contains \"..\"")),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(Error::AmbiguousId("a".into())), Code::InvalidArgument);
+        assert_eq!(
+            code(Error::Conflict("conflict: x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(Error::SnapshotExists {
+                key: "k".into(),
+                image_id: "i".into()
+            }),
+            Code::AlreadyExists
+        );
+        let s = Status::from(Error::ImageNotFound("nosuch:latest".into()));
+        assert_eq!(s.message(), "no such image: nosuch:latest");
     }
 }

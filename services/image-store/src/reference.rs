@@ -70,7 +70,9 @@ impl Reference {
             return Err(invalid("empty repository name"));
         }
         if name.len() > NAME_MAX {
-            return Err(invalid("repository name must not be more than 255 characters"));
+            return Err(invalid(
+                "repository name must not be more than 255 characters",
+            ));
         }
         let (domain, path) = split_domain(name);
         if let Some(domain) = &domain {
@@ -79,15 +81,21 @@ impl Reference {
             }
         }
         if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(invalid(&format!("repository name ({path}) must be lowercase")));
+            return Err(invalid(&format!(
+                "repository name ({path}) must be lowercase"
+            )));
         }
         for component in path.split('/') {
             if !valid_component(component) {
-                return Err(invalid(&format!("invalid repository name component {component:?}")));
+                return Err(invalid(&format!(
+                    "invalid repository name component {component:?}"
+                )));
             }
         }
         if domain.is_none() && path.len() == 64 && path.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid("cannot specify 64-byte hexadecimal strings as a repository name"));
+            return Err(invalid(
+                "cannot specify 64-byte hexadecimal strings as a repository name",
+            ));
         }
         let domain = match domain.as_deref() {
             None | Some("index.docker.io") => DEFAULT_DOMAIN.to_string(),
@@ -171,7 +179,9 @@ fn valid_domain(domain: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -234,7 +244,9 @@ fn validate_digest(digest: &str) -> Result<(), String> {
 
 /// True for 64 lower-case hex characters.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -257,7 +269,10 @@ mod tests {
         assert_eq!(norm("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
         assert_eq!(norm("localhost/a"), "localhost/a:latest");
         assert_eq!(norm("quay.io/a/b/c"), "quay.io/a/b/c:latest");
-        assert_eq!(norm("my-reg.example.com:443/x_y/z__w.v--1:T_a.g-1"), "my-reg.example.com:443/x_y/z__w.v--1:T_a.g-1");
+        assert_eq!(
+            norm("my-reg.example.com:443/x_y/z__w.v--1:T_a.g-1"),
+            "my-reg.example.com:443/x_y/z__w.v--1:T_a.g-1"
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(norm(&format!("a@{d}")), format!("a@{d}"));
         assert_eq!(norm(&format!("a:t@{d}")), format!("a:t@{d}"));
@@ -305,13 +320,19 @@ mod tests {
         assert!(Reference::parse(&long_tag).is_err());
         let long_name = "a/".repeat(128) + "a";
         assert!(Reference::parse(&long_name).is_err());
-        assert!(Reference::parse(&"ab".repeat(32)).is_err(), "64-hex repository name");
+        assert!(
+            Reference::parse(&"ab".repeat(32)).is_err(),
+            "64-hex repository name"
+        );
     }
 
     #[test]
     fn uppercase_repository_is_refused_naming_it() {
         let err = Reference::parse("Busybox").unwrap_err().to_string();
-        assert!(err.contains("Busybox") && err.contains("lowercase"), "{err}");
+        assert!(
+            err.contains("Busybox") && err.contains("lowercase"),
+            "{err}"
+        );
         let err = Reference::parse("foo/Bar:latest").unwrap_err().to_string();
         assert!(err.contains("foo/Bar"), "{err}");
         // Upper-case tags are fine; an upper-case first part is a domain.

@@ -54,7 +54,10 @@ impl<R: Read> HashingReader<R> {
     /// Reads the rest of the stream and returns ("sha256:<hex>", bytes read).
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        ))
     }
 }
 
@@ -76,7 +79,9 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(Error::InvalidArchive("zstd-compressed layers are not supported".into()))
+        Err(Error::InvalidArchive(
+            "zstd-compressed layers are not supported".into(),
+        ))
     } else {
         Ok(Box::new(reader))
     }
@@ -139,7 +144,10 @@ fn walk_dirs(root: &Path, components: &[&OsStr], create: bool, entry: &str) -> R
             Ok(_) => {
                 return Err(Error::unsafe_entry(
                     entry,
-                    format!("path component {:?} is not a directory", rel_display(root, &cur)),
+                    format!(
+                        "path component {:?} is not a directory",
+                        rel_display(root, &cur)
+                    ),
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
@@ -165,11 +173,18 @@ fn rel_display(root: &Path, p: &Path) -> String {
 }
 
 /// Extracts one entry; returns the regular-file bytes written.
-fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path, dirs: &mut Vec<(PathBuf, u64)>) -> Result<u64> {
+fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dest: &Path,
+    dirs: &mut Vec<(PathBuf, u64)>,
+) -> Result<u64> {
     let kind = entry.header().entry_type();
     if matches!(
         kind,
-        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
     ) {
         return Ok(0);
     }
@@ -181,7 +196,10 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path, dirs: &mut 
     let Some((base, parents)) = comps.split_last() else {
         // The root itself ("./"): take its metadata.
         if kind != EntryType::Directory {
-            return Err(Error::unsafe_entry(&name, "the layer root must be a directory"));
+            return Err(Error::unsafe_entry(
+                &name,
+                "the layer root must be a directory",
+            ));
         }
         meta.apply(dest, false)?;
         dirs.push((dest.to_path_buf(), meta.mtime));
@@ -246,7 +264,8 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path, dirs: &mut 
             let target = entry
                 .link_name_bytes()
                 .ok_or_else(|| Error::unsafe_entry(&name, "symlink without a target"))?;
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(Error::io("create symlink", &path))?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                .map_err(Error::io("create symlink", &path))?;
             meta.apply(&path, true)?;
         }
         EntryType::Link => {
@@ -254,8 +273,9 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path, dirs: &mut 
                 .link_name_bytes()
                 .ok_or_else(|| Error::unsafe_entry(&name, "hardlink without a target"))?;
             let target_str = String::from_utf8_lossy(&target).into_owned();
-            let tcomps = safe_components(&target)
-                .map_err(|why| Error::unsafe_entry(&name, format!("hardlink target {target_str:?}: {why}")))?;
+            let tcomps = safe_components(&target).map_err(|why| {
+                Error::unsafe_entry(&name, format!("hardlink target {target_str:?}: {why}"))
+            })?;
             let Some((tbase, tparents)) = tcomps.split_last() else {
                 return Err(Error::unsafe_entry(&name, "hardlink to the layer root"));
             };
@@ -284,11 +304,15 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path, dirs: &mut 
                 EntryType::Block => (libc::S_IFBLK, meta.dev),
                 _ => (libc::S_IFIFO, 0),
             };
-            make_node(&path, fmt, meta.mode & 0o7777, dev).map_err(Error::io("create node", &path))?;
+            make_node(&path, fmt, meta.mode & 0o7777, dev)
+                .map_err(Error::io("create node", &path))?;
             meta.apply(&path, false)?;
         }
         other => {
-            return Err(Error::unsafe_entry(&name, format!("unsupported entry type {other:?}")));
+            return Err(Error::unsafe_entry(
+                &name,
+                format!("unsupported entry type {other:?}"),
+            ));
         }
     }
     Ok(written)
@@ -327,10 +351,22 @@ impl EntryMeta {
             for ext in exts.flatten() {
                 let Ok(key) = ext.key() else { continue };
                 let value = ext.value_bytes();
-                let num = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+                let num = || {
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
                 match key {
-                    "uid" => meta.uid = num().and_then(|v| u32::try_from(v).ok()).unwrap_or(meta.uid),
-                    "gid" => meta.gid = num().and_then(|v| u32::try_from(v).ok()).unwrap_or(meta.gid),
+                    "uid" => {
+                        meta.uid = num()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .unwrap_or(meta.uid)
+                    }
+                    "gid" => {
+                        meta.gid = num()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .unwrap_or(meta.gid)
+                    }
                     "mtime" => {
                         if let Some(secs) = std::str::from_utf8(value)
                             .ok()
@@ -353,7 +389,8 @@ impl EntryMeta {
 
     /// Owner, mode (after chown, which clears set-id bits), xattrs, mtime.
     fn apply(&self, path: &Path, is_symlink: bool) -> Result<()> {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(Error::io("chown", path))?;
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+            .map_err(Error::io("chown", path))?;
         if !is_symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(self.mode & 0o7777))
                 .map_err(Error::io("chmod", path))?;
@@ -364,15 +401,14 @@ impl EntryMeta {
                 tracing::warn!(entry = %self.name, xattr = %attr, error = %e, "xattr not applied");
             }
         }
-        if !is_symlink || fs::symlink_metadata(path).is_ok() {
-            set_mtime(path, self.mtime).map_err(Error::io("set mtime of", path))?;
-        }
+        set_mtime(path, self.mtime).map_err(Error::io("set mtime of", path))?;
         Ok(())
     }
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 fn make_node(path: &Path, fmt: libc::mode_t, perm: u32, dev: libc::dev_t) -> io::Result<()> {
@@ -391,7 +427,15 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let c = cpath(path)?;
     let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -432,7 +476,14 @@ fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
         },
     ];
     // SAFETY: valid C string and two timespecs.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -465,7 +516,9 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 }
 
 fn make_writable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
@@ -512,7 +565,11 @@ mod tests {
     fn layer(entries: &[(EntryType, &str, Option<&str>, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (kind, name, link, data) in entries {
-            let mode = if *kind == EntryType::Directory { 0o755 } else { 0o644 };
+            let mode = if *kind == EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            };
             raw_entry(&mut b, *kind, name, *link, data, mode);
         }
         b.into_inner().unwrap()
@@ -554,7 +611,10 @@ mod tests {
         assert_eq!(m.rdev(), 0);
         assert_eq!((m.uid(), m.gid()), (0, 0));
         assert!(!dir.path().join("etc/.wh.gone").exists());
-        assert!(fs::symlink_metadata(dir.path().join("deep/x")).unwrap().file_type().is_char_device());
+        assert!(fs::symlink_metadata(dir.path().join("deep/x"))
+            .unwrap()
+            .file_type()
+            .is_char_device());
         let opq = get_xattr(&dir.path().join("opaque"), OPAQUE_XATTR).unwrap();
         assert_eq!(opq.as_deref(), Some(&b"y"[..]));
         assert!(!dir.path().join("opaque/.wh..wh..opq").exists());
@@ -568,7 +628,14 @@ mod tests {
         raw_entry(&mut b, EntryType::Directory, "d/", None, b"", 0o1777);
         raw_entry(&mut b, EntryType::Regular, "d/f", None, b"hello", 0o4755);
         raw_entry(&mut b, EntryType::Symlink, "d/rel", Some("f"), b"", 0o777);
-        raw_entry(&mut b, EntryType::Symlink, "d/abs", Some("/etc/passwd"), b"", 0o777);
+        raw_entry(
+            &mut b,
+            EntryType::Symlink,
+            "d/abs",
+            Some("/etc/passwd"),
+            b"",
+            0o777,
+        );
         raw_entry(&mut b, EntryType::Link, "d/hard", Some("d/f"), b"", 0o644);
         raw_entry(&mut b, EntryType::Fifo, "d/fifo", None, b"", 0o600);
         let mut h = tar::Header::new_gnu();
@@ -586,7 +653,10 @@ mod tests {
         let (dir, r) = unpack(&bytes);
         let u = r.unwrap();
         assert_eq!(u.size, 5);
-        assert_eq!(u.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        assert_eq!(
+            u.diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        );
         let p = dir.path();
         let d = fs::metadata(p.join("d")).unwrap();
         assert_eq!(d.mode() & 0o7777, 0o1777);
@@ -596,9 +666,15 @@ mod tests {
         assert_eq!(f.mtime(), 1_000_000);
         assert_eq!(f.nlink(), 2);
         assert_eq!(fs::read_link(p.join("d/rel")).unwrap(), Path::new("f"));
-        assert_eq!(fs::read_link(p.join("d/abs")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            fs::read_link(p.join("d/abs")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         assert_eq!(fs::metadata(p.join("d/hard")).unwrap().ino(), f.ino());
-        assert!(fs::symlink_metadata(p.join("d/fifo")).unwrap().file_type().is_fifo());
+        assert!(fs::symlink_metadata(p.join("d/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
         let n = fs::symlink_metadata(p.join("d/null")).unwrap();
         assert!(n.file_type().is_char_device());
         assert_eq!(n.rdev(), libc::makedev(1, 3));
@@ -616,14 +692,26 @@ mod tests {
 
     #[test]
     fn refuses_unsafe_entries() {
-        refused(&[(EntryType::Regular, "../evil", None, b"x")], "../evil", "..");
-        refused(&[(EntryType::Regular, "/abs", None, b"x")], "/abs", "absolute");
+        refused(
+            &[(EntryType::Regular, "../evil", None, b"x")],
+            "../evil",
+            "..",
+        );
+        refused(
+            &[(EntryType::Regular, "/abs", None, b"x")],
+            "/abs",
+            "absolute",
+        );
         refused(
             &[(EntryType::Link, "passwd", Some("../../etc/passwd"), b"")],
             "passwd",
             "../../etc/passwd",
         );
-        refused(&[(EntryType::Link, "x", Some("/etc/passwd"), b"")], "x", "absolute");
+        refused(
+            &[(EntryType::Link, "x", Some("/etc/passwd"), b"")],
+            "x",
+            "absolute",
+        );
         refused(
             &[
                 (EntryType::Symlink, "link", Some("/etc"), b""),
@@ -640,7 +728,11 @@ mod tests {
             "h",
             "symlink",
         );
-        refused(&[(EntryType::Regular, "a/.wh..", None, b"")], "a/.wh..", "whiteout");
+        refused(
+            &[(EntryType::Regular, "a/.wh..", None, b"")],
+            "a/.wh..",
+            "whiteout",
+        );
     }
 
     #[test]
@@ -666,7 +758,10 @@ mod tests {
         io::Write::write_all(&mut gz, &bytes).unwrap();
         let gz = gz.finish().unwrap();
         let (dir, r) = unpack(&gz);
-        assert_eq!(r.unwrap().diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        assert_eq!(
+            r.unwrap().diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        );
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "abc");
     }
 
@@ -676,7 +771,7 @@ mod tests {
         let t = dir.path().join("t");
         fs::create_dir_all(t.join("a/b")).unwrap();
         fs::write(t.join("a/b/f"), "x").unwrap();
-        fs::set_permissions(t.join("a/b"), fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(t.join("a/b"), fs::Permissions::from_mode(0o000)).unwrap();
         fs::set_permissions(t.join("a"), fs::Permissions::from_mode(0o500)).unwrap();
         remove_tree(&t).unwrap();
         assert!(!t.exists());

@@ -7,6 +7,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("network {0} not found")]
     NetworkNotFound(String),
+    /// AttachContainer with a mode that names no network.
+    #[error("network {0} not found")]
+    UnknownMode(String),
     #[error("{0}")]
     InvalidArgument(String),
     /// A state conflict (joining a container that has no network, re-attaching with
@@ -16,12 +19,18 @@ pub enum Error {
     #[error("network database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{context}: {source}")]
-    Sys { context: String, source: std::io::Error },
+    Sys {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     pub fn sys(context: impl Into<String>, source: impl Into<std::io::Error>) -> Error {
-        Error::Sys { context: context.into(), source: source.into() }
+        Error::Sys {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -30,7 +39,7 @@ impl From<Error> for Status {
         let msg = e.to_string();
         match e {
             Error::NetworkNotFound(_) => Status::not_found(msg),
-            Error::InvalidArgument(_) => Status::invalid_argument(msg),
+            Error::UnknownMode(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Db(_) | Error::Sys { .. } => Status::internal(msg),
         }
@@ -45,7 +54,10 @@ mod tests {
     #[test]
     fn errors_map_to_precise_codes() {
         let s: Status = Error::NetworkNotFound("foo".into()).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "network foo not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "network foo not found")
+        );
         let s: Status = Error::InvalidArgument("bad".into()).into();
         assert_eq!(s.code(), Code::InvalidArgument);
     }

@@ -1,1 +1,21 @@
-fn main() {}
+//! `berth-network`: serves the network service on its Unix socket until SIGTERM/SIGINT.
+use anyhow::Context;
+use berth_common::{Config, Service};
+use berth_proto::network::v1::network_server::NetworkServer;
+use tonic::service::Routes;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    berth_common::telemetry::init("info");
+    let config = Config::from_env();
+    let service = berth_network::NetworkService::open(&config)
+        .await
+        .context("open the network state")?;
+    let routes = Routes::new(NetworkServer::new(service));
+    berth_common::serve::serve_unix(
+        &config.socket(Service::Network),
+        routes,
+        &["berth.network.v1.Network"],
+    )
+    .await
+}

@@ -15,7 +15,8 @@ pub const USAGE: &str =
 
 impl Args {
     pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-        let (mut id, mut bundle, mut attach, mut log, mut wait_attach) = (None, None, None, None, false);
+        let (mut id, mut bundle, mut attach, mut log, mut wait_attach) =
+            (None, None, None, None, false);
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -34,11 +35,16 @@ impl Args {
             };
             let value = match inline {
                 Some(v) => v,
-                None => it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?,
+                None => it
+                    .next()
+                    .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?,
             };
             *slot = Some(value);
         }
-        let need = |v: Option<String>, name: &str| v.filter(|s| !s.is_empty()).ok_or_else(|| format!("missing {name}; {USAGE}"));
+        let need = |v: Option<String>, name: &str| {
+            v.filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("missing {name}; {USAGE}"))
+        };
         Ok(Args {
             id: need(id, "--id")?,
             bundle: need(bundle, "--bundle")?.into(),
@@ -59,11 +65,15 @@ mod tests {
 
     #[test]
     fn parses_all_flags() {
-        let a = parse("--id c1 --bundle /b --attach-socket=/a.sock --log-socket /l.sock --wait-attach").unwrap();
+        let a =
+            parse("--id c1 --bundle /b --attach-socket=/a.sock --log-socket /l.sock --wait-attach")
+                .unwrap();
         assert_eq!(a.id, "c1");
         assert_eq!(a.attach_socket, PathBuf::from("/a.sock"));
         assert!(a.wait_attach);
-        assert!(parse("--id c1 --bundle /b --attach-socket /a").unwrap_err().contains("--log-socket"));
+        assert!(parse("--id c1 --bundle /b --attach-socket /a")
+            .unwrap_err()
+            .contains("--log-socket"));
         assert!(parse("--bogus").is_err());
     }
 }

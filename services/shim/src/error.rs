@@ -18,11 +18,17 @@ pub enum Error {
     User(String),
     #[error("workdir {0} is not a directory")]
     Workdir(String),
+    /// A failure the container process reported over the status pipe.
+    #[error("{msg}")]
+    Reported { code: i32, msg: String },
 }
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The exit code `docker run` would give for this failure.
@@ -30,6 +36,7 @@ impl Error {
         match self {
             Error::NotFound(_) | Error::NoSuchFile(_) => 127,
             Error::PermissionDenied(_) | Error::User(_) | Error::Workdir(_) => 126,
+            Error::Reported { code, .. } => *code,
             Error::Io { .. } | Error::Spec(_) => 125,
         }
     }

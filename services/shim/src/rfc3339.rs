@@ -44,9 +44,18 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_unix_nano(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(format_unix_nano(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
-        assert_eq!(format_unix_nano(1_798_761_599_999_999_999), "2026-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            format_unix_nano(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            format_unix_nano(1_798_761_599_999_999_999),
+            "2026-12-31T23:59:59.999999999Z"
+        );
         assert_eq!(format_unix_nano(-1), "1969-12-31T23:59:59.999999999Z");
-        assert_eq!(format_unix_nano(4_107_542_400_000_000_000), "2100-03-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_unix_nano(4_107_542_400_000_000_000),
+            "2100-03-01T00:00:00.000000000Z"
+        );
     }
 }

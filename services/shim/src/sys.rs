@@ -81,7 +81,8 @@ pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     if from == to {
         // dup2 onto itself would leave close-on-exec set.
         let flags = check(unsafe { libc::fcntl(from, libc::F_GETFD) })?;
-        return check(unsafe { libc::fcntl(from, libc::F_SETFD, flags & !libc::FD_CLOEXEC) }).map(drop);
+        return check(unsafe { libc::fcntl(from, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })
+            .map(drop);
     }
     check(unsafe { libc::dup2(from, to) }).map(drop)
 }
@@ -91,17 +92,104 @@ pub fn dup(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-pub fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+pub fn mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let src = src.map(cstr).transpose()?;
     let target_c = cstr(target)?;
     let fstype = fstype.map(cstr).transpose()?;
     let data = data.filter(|d| !d.is_empty()).map(cstr).transpose()?;
     let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    check(unsafe { libc::mount(p(&src), target_c.as_ptr(), p(&fstype), flags, p(&data).cast()) }).map(drop)
+    check(unsafe {
+        libc::mount(
+            p(&src),
+            target_c.as_ptr(),
+            p(&fstype),
+            flags,
+            p(&data).cast(),
+        )
+    })
+    .map(drop)
+}
+
+/// Makes sure 0, 1 and 2 are open, so pipes created later never land on them.
+pub fn ensure_std_fds() {
+    loop {
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd < 0 {
+            return;
+        }
+        if fd > 2 {
+            unsafe { libc::close(fd) };
+            return;
+        }
+    }
 }
 
 /// Closes every descriptor from 3 up: the shim must not leak its caller's files into
 /// a container.
 pub fn close_from_3() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+/// The clean pages of the shim's own code and read-only data. Unmapping them leaves
+/// them in the page cache, to fault back in on use, so an idle shim keeps only what its
+/// poll loop touches. Only mappings without a dirty page qualify (discarding a written
+/// page of a private mapping would lose the write); read-only mappings cannot become
+/// dirty later, so the list stays valid.
+#[derive(Debug, Default)]
+pub struct CleanCode {
+    ranges: Vec<(usize, usize)>,
+}
+
+impl CleanCode {
+    pub fn find() -> CleanCode {
+        let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+            return CleanCode::default();
+        };
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return CleanCode::default();
+        };
+        let exe = exe.to_string_lossy();
+        let mut current: Option<(usize, usize)> = None;
+        let mut dirty = 0u64;
+        let mut ranges = Vec::new();
+        let mut finish = |current: Option<(usize, usize)>, dirty: u64| {
+            if let Some(range) = current.filter(|_| dirty == 0) {
+                ranges.push(range);
+            }
+        };
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let first = fields.next().unwrap_or("");
+            if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+                finish(current.take(), dirty);
+                dirty = 0;
+                let perms = fields.next().unwrap_or("");
+                let path = fields.nth(3).unwrap_or("");
+                if path == exe && (perms == "r-xp" || perms == "r--p") {
+                    if let (Ok(s), Ok(e)) = (
+                        usize::from_str_radix(start, 16),
+                        usize::from_str_radix(end, 16),
+                    ) {
+                        current = Some((s, e - s));
+                    }
+                }
+            } else if first == "Private_Dirty:" || first == "Shared_Dirty:" {
+                dirty += fields.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            }
+        }
+        finish(current, dirty);
+        CleanCode { ranges }
+    }
+
+    pub fn unmap(&self) {
+        for &(start, len) in &self.ranges {
+            unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        }
+    }
 }

@@ -24,14 +24,20 @@ pub enum Error {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Internal(String),
 }
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -56,7 +62,9 @@ impl From<Error> for Status {
             Error::NotRunning(_) | Error::RemoveRunning(_) | Error::FailedPrecondition(_) => {
                 Status::failed_precondition(msg)
             }
-            Error::StartFailed { exit_code, .. } => berth_common::status::with_exit_code(msg, exit_code),
+            Error::StartFailed { exit_code, .. } => {
+                berth_common::status::with_exit_code(msg, exit_code)
+            }
             Error::Db(_) | Error::Io { .. } | Error::Internal(_) => Status::internal(msg),
         }
     }
@@ -70,15 +78,31 @@ mod tests {
     #[test]
     fn errors_map_to_precise_codes() {
         let s: Status = Error::NotFound("web".into()).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "no such container: web"));
-        let s: Status = Error::NameConflict { name: "web".into(), id: "ab".into() }.into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "no such container: web")
+        );
+        let s: Status = Error::NameConflict {
+            name: "web".into(),
+            id: "ab".into(),
+        }
+        .into();
         assert_eq!(s.code(), Code::AlreadyExists);
-        assert!(s.message().starts_with("Conflict. The container name \"/web\" is already in use by container \"ab\"."));
-        let s: Status = Error::StartFailed { message: "exec: nope".into(), exit_code: 127 }.into();
+        assert!(s.message().starts_with(
+            "Conflict. The container name \"/web\" is already in use by container \"ab\"."
+        ));
+        let s: Status = Error::StartFailed {
+            message: "exec: nope".into(),
+            exit_code: 127,
+        }
+        .into();
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert_eq!(berth_common::status::exit_code_of(&s), Some(127));
         let s: Status = Error::NotRunning("abc".into()).into();
-        assert_eq!((s.code(), s.message()), (Code::FailedPrecondition, "container abc is not running"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "container abc is not running")
+        );
         let s: Status = Error::RemoveRunning("web".into()).into();
         assert_eq!(
             s.message(),

@@ -1,1 +1,20 @@
-fn main() {}
+//! `berth-supervisor`: serves the Supervisor API on its Unix socket until SIGTERM/SIGINT.
+use anyhow::Context;
+use berth_common::{Config, Service};
+use berth_supervisor::{server, Options, Supervisor};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    berth_common::telemetry::init("info");
+    let config = Config::from_env();
+    let socket = config.socket(Service::Supervisor);
+    let opts = Options::from_config(config);
+    tracing::info!(state = %opts.state_dir.display(), shim = %opts.shim_binary.display(), "starting");
+    let sup = Supervisor::start_up(opts)
+        .await
+        .context("open and reconcile container records")?;
+    let routes = tonic::service::Routes::new(server::Service::new(sup.clone()).into_server());
+    berth_common::serve::serve_unix(&socket, routes, &[server::SERVICE_NAME]).await?;
+    sup.shutdown();
+    Ok(())
+}

@@ -10,7 +10,11 @@ pub fn parse(raw: &str) -> Result<i32> {
     let invalid = || Error::InvalidArgument(format!("invalid signal: {raw}"));
     let trimmed = raw.trim();
     if let Ok(n) = trimmed.parse::<i32>() {
-        return if (1..=libc::SIGRTMAX()).contains(&n) { Ok(n) } else { Err(invalid()) };
+        return if (1..=libc::SIGRTMAX()).contains(&n) {
+            Ok(n)
+        } else {
+            Err(invalid())
+        };
     }
     let upper = trimmed.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -18,16 +22,38 @@ pub fn parse(raw: &str) -> Result<i32> {
         return Err(invalid());
     }
     if let Some(rt) = name.strip_prefix("RTMIN") {
-        let off = if rt.is_empty() { 0 } else { rt.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()).ok_or_else(invalid)? };
+        let off = if rt.is_empty() {
+            0
+        } else {
+            rt.strip_prefix('+')
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(invalid)?
+        };
         let n = libc::SIGRTMIN() + off;
-        return if n <= libc::SIGRTMAX() { Ok(n) } else { Err(invalid()) };
+        return if n <= libc::SIGRTMAX() {
+            Ok(n)
+        } else {
+            Err(invalid())
+        };
     }
     if let Some(rt) = name.strip_prefix("RTMAX") {
-        let off = if rt.is_empty() { 0 } else { rt.strip_prefix('-').and_then(|n| n.parse::<i32>().ok()).ok_or_else(invalid)? };
+        let off = if rt.is_empty() {
+            0
+        } else {
+            rt.strip_prefix('-')
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(invalid)?
+        };
         let n = libc::SIGRTMAX() - off;
-        return if n >= libc::SIGRTMIN() { Ok(n) } else { Err(invalid()) };
+        return if n >= libc::SIGRTMIN() {
+            Ok(n)
+        } else {
+            Err(invalid())
+        };
     }
-    Signal::from_str(&format!("SIG{name}")).map(|s| s as i32).map_err(|_| invalid())
+    Signal::from_str(&format!("SIG{name}"))
+        .map(|s| s as i32)
+        .map_err(|_| invalid())
 }
 
 /// `raw`, or `default` when `raw` is empty.

@@ -7,8 +7,9 @@ use std::{
 
 use berth_proto::supervisor::v1::{ContainerSpec, NetworkSettings};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use crate::error::{Error, IoContext, Result};
@@ -53,7 +54,13 @@ pub const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-pub const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// What the spec needs besides the ContainerSpec.
 #[derive(Debug, Clone)]
@@ -64,6 +71,10 @@ pub struct Context {
     pub bundle: PathBuf,
     /// The capability bounding set of this process (`CapBnd` of /proc/self/status).
     pub cap_bounding: u64,
+    /// A unified (v2) cgroup host: /sys/fs/cgroup is mounted as `cgroup2` (read-only).
+    /// On v1 hosts no cgroup mount is made (the built-in runtime has no emulation of
+    /// runc's per-hierarchy cgroup mount).
+    pub cgroup_v2: bool,
 }
 
 /// The container's hostname: the spec's, else the 12-character ID.
@@ -81,7 +92,10 @@ pub fn environment(spec: &ContainerSpec, hostname: &str) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
     let set = |env: &mut Vec<String>, kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
-        match env.iter_mut().find(|e| e.split('=').next() == Some(key.as_str())) {
+        match env
+            .iter_mut()
+            .find(|e| e.split('=').next() == Some(key.as_str()))
+        {
             Some(slot) => *slot = kv,
             None => env.push(kv),
         }
@@ -134,21 +148,61 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount>
         .build()?)
 }
 
-fn default_mounts() -> Result<Vec<Mount>> {
-    Ok(vec![
+fn default_mounts(cgroup_v2: bool) -> Result<Vec<Mount>> {
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         )?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"])?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
-    ])
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+    ];
+    if cgroup_v2 {
+        mounts.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup2",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?);
+    }
+    Ok(mounts)
+}
+
+/// True on a unified (cgroup v2 only) host.
+pub fn host_is_cgroup_v2() -> bool {
+    cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode()
 }
 
 fn clean_dest(dest: &str) -> String {
@@ -173,9 +227,14 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<Mount>> {
         let built = match m.r#type.as_str() {
             "bind" | "volume" | "" => {
                 if m.source.is_empty() {
-                    return Err(Error::InvalidArgument(format!("mount on {dest}: empty source")));
+                    return Err(Error::InvalidArgument(format!(
+                        "mount on {dest}: empty source"
+                    )));
                 }
-                let mut opts = vec!["rbind".to_string(), if m.read_only { "ro" } else { "rw" }.to_string()];
+                let mut opts = vec![
+                    "rbind".to_string(),
+                    if m.read_only { "ro" } else { "rw" }.to_string(),
+                ];
                 opts.extend(m.options.iter().cloned());
                 MountBuilder::default()
                     .destination(dest.as_str())
@@ -185,7 +244,11 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<Mount>> {
                     .build()?
             }
             "tmpfs" => {
-                let mut opts = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
+                let mut opts = vec![
+                    "nosuid".to_string(),
+                    "nodev".to_string(),
+                    "noexec".to_string(),
+                ];
                 if m.read_only {
                     opts.push("ro".to_string());
                 }
@@ -198,7 +261,9 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<Mount>> {
                     .build()?
             }
             other => {
-                return Err(Error::InvalidArgument(format!("invalid mount type {other:?} for {dest}")));
+                return Err(Error::InvalidArgument(format!(
+                    "invalid mount type {other:?} for {dest}"
+                )));
             }
         };
         out.push(built);
@@ -220,7 +285,12 @@ fn namespaces(net: Option<&NetworkSettings>) -> Result<Vec<LinuxNamespace>> {
         out.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
     }
     if let Some(path) = net.map(|n| n.netns_path.as_str()).filter(|p| !p.is_empty()) {
-        out.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path).build()?);
+        out.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()?,
+        );
     }
     Ok(out)
 }
@@ -236,13 +306,27 @@ fn numeric_user(user: &str) -> (u32, u32) {
 
 /// The OCI runtime spec for container `id`.
 pub fn build(spec: &ContainerSpec, id: &str, ctx: &Context) -> Result<Spec> {
+    // Only the built-in runtime (berth-shim) is wired up so far.
+    if !matches!(spec.runtime.as_str(), "" | "berth") {
+        return Err(Error::InvalidArgument(format!(
+            "unknown or invalid runtime name: {}",
+            spec.runtime
+        )));
+    }
     let hostname = hostname(spec, id);
-    let mut args: Vec<String> = spec.entrypoint.iter().chain(spec.cmd.iter()).cloned().collect();
+    let mut args: Vec<String> = spec
+        .entrypoint
+        .iter()
+        .chain(spec.cmd.iter())
+        .cloned()
+        .collect();
     if args.is_empty() {
         return Err(Error::InvalidArgument("no command specified".to_string()));
     }
     // An entrypoint of [""] means "no entrypoint" in Docker.
-    if args.first().is_some_and(|a| a.is_empty()) && spec.entrypoint.first().is_some_and(|a| a.is_empty()) {
+    if args.first().is_some_and(|a| a.is_empty())
+        && spec.entrypoint.first().is_some_and(|a| a.is_empty())
+    {
         args.remove(0);
         if args.is_empty() {
             return Err(Error::InvalidArgument("no command specified".to_string()));
@@ -255,7 +339,11 @@ pub fn build(spec: &ContainerSpec, id: &str, ctx: &Context) -> Result<Spec> {
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
         .args(args)
         .env(environment(spec, &hostname))
-        .cwd(if spec.working_dir.is_empty() { "/" } else { spec.working_dir.as_str() })
+        .cwd(if spec.working_dir.is_empty() {
+            "/"
+        } else {
+            spec.working_dir.as_str()
+        })
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -268,7 +356,7 @@ pub fn build(spec: &ContainerSpec, id: &str, ctx: &Context) -> Result<Spec> {
 
     let user = user_mounts(spec)?;
     let user_dests: HashSet<PathBuf> = user.iter().map(|m| m.destination().clone()).collect();
-    let mut mounts: Vec<Mount> = default_mounts()?
+    let mut mounts: Vec<Mount> = default_mounts(ctx.cgroup_v2)?
         .into_iter()
         .filter(|m| !user_dests.contains(m.destination()))
         .collect();
@@ -300,13 +388,28 @@ pub fn build(spec: &ContainerSpec, id: &str, ctx: &Context) -> Result<Spec> {
     let linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(format!("{}/{}", ctx.instance, id)))
         .namespaces(namespaces(spec.network.as_ref())?)
-        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()?;
 
     let mut builder = SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path("rootfs").readonly(spec.read_only_rootfs).build()?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(spec.read_only_rootfs)
+                .build()?,
+        )
         .mounts(mounts)
         .process(process)
         .hostname(hostname)
@@ -355,7 +458,8 @@ pub fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
 
 fn is_localhost_ns(addr: &str) -> bool {
     let addr = addr.split('%').next().unwrap_or(addr);
-    addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    addr.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `/etc/resolv.conf` of the container: the given DNS settings, else the host's file with
@@ -420,15 +524,26 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Writes `config.json`, `hostname`, `hosts`, `resolv.conf` and the empty `rootfs/` into `dir`.
-pub fn write_bundle(dir: &Path, spec: &ContainerSpec, id: &str, ctx: &Context, host_resolv: &str) -> Result<()> {
+pub fn write_bundle(
+    dir: &Path,
+    spec: &ContainerSpec,
+    id: &str,
+    ctx: &Context,
+    host_resolv: &str,
+) -> Result<()> {
     let oci = build(spec, id, ctx)?;
     let hostname = hostname(spec, id);
-    std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("create {}/rootfs", dir.display()))?;
+    std::fs::create_dir_all(dir.join("rootfs"))
+        .ctx(|| format!("create {}/rootfs", dir.display()))?;
     write_atomic(&dir.join("hostname"), hostname_file(&hostname).as_bytes())?;
     write_atomic(&dir.join("hosts"), hosts_file(spec, &hostname).as_bytes())?;
     let net = spec.network.clone().unwrap_or_default();
-    write_atomic(&dir.join("resolv.conf"), resolv_conf(host_resolv, &net).as_bytes())?;
-    let json = serde_json::to_vec_pretty(&oci).map_err(|e| Error::Internal(format!("serialize config.json: {e}")))?;
+    write_atomic(
+        &dir.join("resolv.conf"),
+        resolv_conf(host_resolv, &net).as_bytes(),
+    )?;
+    let json = serde_json::to_vec_pretty(&oci)
+        .map_err(|e| Error::Internal(format!("serialize config.json: {e}")))?;
     write_atomic(&dir.join("config.json"), &json)
 }
 
@@ -440,7 +555,12 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn ctx() -> Context {
-        Context { instance: "berth-t".into(), bundle: PathBuf::from("/b"), cap_bounding: u64::MAX }
+        Context {
+            instance: "berth-t".into(),
+            bundle: PathBuf::from("/b"),
+            cap_bounding: u64::MAX,
+            cgroup_v2: false,
+        }
     }
 
     fn base() -> ContainerSpec {
@@ -448,7 +568,11 @@ mod tests {
             image: "busybox".into(),
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
             cmd: vec!["echo hi".into()],
-            rootfs: Some(RootFs { lower_dirs: vec!["/l1".into(), "/l2".into()], upper_dir: "/u".into(), work_dir: "/w".into() }),
+            rootfs: Some(RootFs {
+                lower_dirs: vec!["/l1".into(), "/l2".into()],
+                upper_dir: "/u".into(),
+                work_dir: "/w".into(),
+            }),
             ..Default::default()
         }
     }
@@ -460,9 +584,20 @@ mod tests {
         s.tty = true;
         let oci = build(&s, ID, &ctx()).unwrap();
         let p = oci.process().as_ref().unwrap();
-        assert_eq!(p.args().as_ref().unwrap(), &vec!["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &vec!["/bin/sh", "-c", "echo hi"]
+        );
         let env = p.env().as_ref().unwrap();
-        assert_eq!(env, &vec!["PATH=/custom", "HOSTNAME=0123456789ab", "TERM=xterm", "FOO=bar"]);
+        assert_eq!(
+            env,
+            &vec![
+                "PATH=/custom",
+                "HOSTNAME=0123456789ab",
+                "TERM=xterm",
+                "FOO=bar"
+            ]
+        );
         assert_eq!(p.cwd(), Path::new("/"));
         assert_eq!(p.terminal(), Some(true));
         assert_eq!(p.no_new_privileges(), Some(true));
@@ -474,9 +609,24 @@ mod tests {
         let oci = build(&s, ID, &ctx()).unwrap();
         let p = oci.process().as_ref().unwrap();
         assert_eq!(p.cwd(), Path::new("/app"));
-        assert_eq!(p.env().as_ref().unwrap(), &vec![format!("PATH={DEFAULT_PATH}"), "HOSTNAME=web".to_string()]);
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &vec![format!("PATH={DEFAULT_PATH}"), "HOSTNAME=web".to_string()]
+        );
         assert_eq!(p.terminal(), Some(false));
         assert_eq!(oci.hostname().as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn only_the_built_in_runtime_is_accepted() {
+        let mut s = base();
+        s.runtime = "berth".into();
+        assert!(build(&s, ID, &ctx()).is_ok());
+        s.runtime = "runc".into();
+        assert_eq!(
+            build(&s, ID, &ctx()).unwrap_err().to_string(),
+            "unknown or invalid runtime name: runc"
+        );
     }
 
     #[test]
@@ -484,7 +634,10 @@ mod tests {
         let mut s = base();
         s.entrypoint.clear();
         s.cmd.clear();
-        assert!(matches!(build(&s, ID, &ctx()), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            build(&s, ID, &ctx()),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -504,9 +657,21 @@ mod tests {
         assert_eq!(root.path(), Path::new("rootfs"));
         assert_eq!(root.readonly(), Some(true));
         let linux = oci.linux().as_ref().unwrap();
-        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new(&format!("berth-t/{ID}"))));
-        assert_eq!(linux.masked_paths().as_ref().unwrap().len(), MASKED_PATHS.len());
-        assert_eq!(linux.readonly_paths().as_ref().unwrap(), &READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new(&format!("berth-t/{ID}")))
+        );
+        assert_eq!(
+            linux.masked_paths().as_ref().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+        assert_eq!(
+            linux.readonly_paths().as_ref().unwrap(),
+            &READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -522,47 +687,137 @@ mod tests {
     fn namespaces_join_netns_or_use_host_network() {
         let mut s = base();
         let types = |oci: &Spec| -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
-            oci.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| (n.typ(), n.path().clone())).collect()
+            oci.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|n| (n.typ(), n.path().clone()))
+                .collect()
         };
         let host = types(&build(&s, ID, &ctx()).unwrap());
         assert_eq!(host.len(), 5);
         assert!(host.iter().all(|(t, _)| *t != LinuxNamespaceType::Network));
         assert!(host.iter().any(|(t, _)| *t == LinuxNamespaceType::Uts));
-        s.network = Some(NetworkSettings { netns_path: "/run/b/netns/x".into(), ..Default::default() });
+        s.network = Some(NetworkSettings {
+            netns_path: "/run/b/netns/x".into(),
+            ..Default::default()
+        });
         let joined = types(&build(&s, ID, &ctx()).unwrap());
-        assert!(joined.contains(&(LinuxNamespaceType::Network, Some(PathBuf::from("/run/b/netns/x")))));
+        assert!(joined.contains(&(
+            LinuxNamespaceType::Network,
+            Some(PathBuf::from("/run/b/netns/x"))
+        )));
     }
 
     #[test]
     fn mounts_defaults_user_and_etc_binds() {
         let mut s = base();
         s.mounts = vec![
-            SpecMount { r#type: "bind".into(), source: "/host/data".into(), destination: "/data/".into(), read_only: true, ..Default::default() },
-            SpecMount { r#type: "tmpfs".into(), destination: "/dev/shm".into(), options: vec!["size=1m".into()], ..Default::default() },
-            SpecMount { r#type: "volume".into(), source: "/vol/x".into(), destination: "/data/sub".into(), ..Default::default() },
+            SpecMount {
+                r#type: "bind".into(),
+                source: "/host/data".into(),
+                destination: "/data/".into(),
+                read_only: true,
+                ..Default::default()
+            },
+            SpecMount {
+                r#type: "tmpfs".into(),
+                destination: "/dev/shm".into(),
+                options: vec!["size=1m".into()],
+                ..Default::default()
+            },
+            SpecMount {
+                r#type: "volume".into(),
+                source: "/vol/x".into(),
+                destination: "/data/sub".into(),
+                ..Default::default()
+            },
         ];
         let oci = build(&s, ID, &ctx()).unwrap();
         let mounts = oci.mounts().as_ref().unwrap();
-        let dests: Vec<String> = mounts.iter().map(|m| m.destination().display().to_string()).collect();
+        let dests: Vec<String> = mounts
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect();
         assert_eq!(
             dests,
             vec![
-                "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys", "/sys/fs/cgroup", "/etc/hostname", "/etc/hosts",
-                "/etc/resolv.conf", "/data", "/dev/shm", "/data/sub"
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/mqueue",
+                "/sys",
+                "/etc/hostname",
+                "/etc/hosts",
+                "/etc/resolv.conf",
+                "/data",
+                "/dev/shm",
+                "/data/sub"
             ]
         );
-        let find = |d: &str| mounts.iter().find(|m| m.destination() == Path::new(d)).unwrap();
-        assert_eq!(find("/data").options().as_ref().unwrap(), &vec!["rbind", "ro"]);
+        let find = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(d))
+                .unwrap()
+        };
+        assert_eq!(
+            find("/data").options().as_ref().unwrap(),
+            &vec!["rbind", "ro"]
+        );
         assert_eq!(find("/data").typ().as_deref(), Some("bind"));
-        assert_eq!(find("/data/sub").options().as_ref().unwrap(), &vec!["rbind", "rw"]);
+        assert_eq!(
+            find("/data/sub").options().as_ref().unwrap(),
+            &vec!["rbind", "rw"]
+        );
         assert_eq!(find("/dev/shm").typ().as_deref(), Some("tmpfs"));
-        assert!(find("/dev/shm").options().as_ref().unwrap().contains(&"size=1m".to_string()));
-        assert_eq!(find("/etc/hosts").source().as_deref(), Some(Path::new("/b/hosts")));
-        assert!(find("/dev/pts").options().as_ref().unwrap().contains(&"ptmxmode=0666".to_string()));
-        assert!(find("/sys").options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(find("/dev/shm")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"size=1m".to_string()));
+        assert_eq!(
+            find("/etc/hosts").source().as_deref(),
+            Some(Path::new("/b/hosts"))
+        );
+        assert!(find("/dev/pts")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"ptmxmode=0666".to_string()));
+        assert!(find("/sys")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"ro".to_string()));
+        let v2 = build(
+            &s,
+            ID,
+            &Context {
+                cgroup_v2: true,
+                ..ctx()
+            },
+        )
+        .unwrap();
+        let cg = v2
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+            .unwrap();
+        assert_eq!(cg.typ().as_deref(), Some("cgroup2"));
+        assert!(cg.options().as_ref().unwrap().contains(&"ro".to_string()));
 
         let mut s = base();
-        s.mounts = vec![SpecMount { r#type: "nfs".into(), destination: "/x".into(), ..Default::default() }];
+        s.mounts = vec![SpecMount {
+            r#type: "nfs".into(),
+            destination: "/x".into(),
+            ..Default::default()
+        }];
         let err = build(&s, ID, &ctx()).unwrap_err().to_string();
         assert!(err.contains("\"nfs\""), "{err}");
     }
@@ -574,9 +829,26 @@ mod tests {
         assert!(all.contains(&Capability::NetBindService));
         let some = capabilities((1 << 0) | (1 << 5) | (1 << 21)).unwrap();
         assert_eq!(some, HashSet::from([Capability::Chown, Capability::Kill]));
-        let oci = build(&base(), ID, &Context { cap_bounding: 1 << 5, ..ctx() }).unwrap();
-        let caps = oci.process().as_ref().unwrap().capabilities().as_ref().unwrap();
-        assert_eq!(caps.bounding().as_ref().unwrap(), &HashSet::from([Capability::Kill]));
+        let oci = build(
+            &base(),
+            ID,
+            &Context {
+                cap_bounding: 1 << 5,
+                ..ctx()
+            },
+        )
+        .unwrap();
+        let caps = oci
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            caps.bounding().as_ref().unwrap(),
+            &HashSet::from([Capability::Kill])
+        );
         assert_eq!(caps.effective(), caps.permitted());
     }
 
@@ -586,7 +858,10 @@ mod tests {
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["process"]["noNewPrivileges"], true);
         assert_eq!(json["linux"]["cgroupsPath"], format!("berth-t/{ID}"));
-        assert!(json["process"]["capabilities"]["bounding"].as_array().unwrap().contains(&"CAP_CHOWN".into()));
+        assert!(json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .contains(&"CAP_CHOWN".into()));
     }
 
     #[test]
@@ -594,11 +869,16 @@ mod tests {
         let mut s = base();
         s.network = Some(NetworkSettings {
             ip_addresses: vec!["172.18.0.2/16".into()],
-            extra_hosts: vec![HostEntry { hostname: "db".into(), ip: "10.0.0.5".into() }],
+            extra_hosts: vec![HostEntry {
+                hostname: "db".into(),
+                ip: "10.0.0.5".into(),
+            }],
             ..Default::default()
         });
         let hosts = hosts_file(&s, "web");
-        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"));
+        assert!(
+            hosts.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        );
         assert!(hosts.contains("10.0.0.5\tdb\n"));
         assert!(hosts.ends_with("172.18.0.2\tweb\n"));
         s.domainname = "example.org".into();
@@ -607,7 +887,10 @@ mod tests {
 
     #[test]
     fn resolv_conf_filters_localhost_and_falls_back_to_google() {
-        let own_netns = NetworkSettings { netns_path: "/n".into(), ..Default::default() };
+        let own_netns = NetworkSettings {
+            netns_path: "/n".into(),
+            ..Default::default()
+        };
         let host = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.1.1.1\nsearch corp.example\noptions edns0 trust-ad\n";
         assert_eq!(
             resolv_conf(host, &own_netns),
@@ -618,7 +901,10 @@ mod tests {
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
         // On the host's network, localhost resolvers are reachable and kept.
-        assert_eq!(resolv_conf("nameserver 127.0.0.53\n", &NetworkSettings::default()), "nameserver 127.0.0.53\n");
+        assert_eq!(
+            resolv_conf("nameserver 127.0.0.53\n", &NetworkSettings::default()),
+            "nameserver 127.0.0.53\n"
+        );
         let given = NetworkSettings {
             netns_path: "/n".into(),
             dns_servers: vec!["1.1.1.1".into()],
@@ -626,18 +912,27 @@ mod tests {
             dns_options: vec!["ndots:2".into()],
             ..Default::default()
         };
-        assert_eq!(resolv_conf(host, &given), "search a.example b.example\nnameserver 1.1.1.1\noptions ndots:2\n");
+        assert_eq!(
+            resolv_conf(host, &given),
+            "search a.example b.example\nnameserver 1.1.1.1\noptions ndots:2\n"
+        );
     }
 
     #[test]
     fn bundle_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Context { bundle: dir.path().to_path_buf(), ..ctx() };
+        let c = Context {
+            bundle: dir.path().to_path_buf(),
+            ..ctx()
+        };
         write_bundle(dir.path(), &base(), ID, &c, "nameserver 10.0.0.1\n").unwrap();
         for f in ["config.json", "hostname", "hosts", "resolv.conf", "rootfs"] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
-        assert_eq!(std::fs::read_to_string(dir.path().join("hostname")).unwrap(), "0123456789ab\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("hostname")).unwrap(),
+            "0123456789ab\n"
+        );
         let loaded = Spec::load(dir.path().join("config.json")).unwrap();
         assert_eq!(loaded.hostname().as_deref(), Some("0123456789ab"));
     }

@@ -55,7 +55,13 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(id: String, name: String, spec: ContainerSpec, created: String, created_nanos: i64) -> Record {
+    pub fn new(
+        id: String,
+        name: String,
+        spec: ContainerSpec,
+        created: String,
+        created_nanos: i64,
+    ) -> Record {
         Record {
             id,
             name,
@@ -93,7 +99,8 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str = "id, name, spec, created, created_nanos, status, pid, pid_start_time, shim_pid, \
+const COLUMNS: &str =
+    "id, name, spec, created, created_nanos, status, pid, pid_start_time, shim_pid, \
      exit_code, started_at, finished_at, oom_killed, error, restart_count";
 
 impl Store {
@@ -113,7 +120,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -148,7 +157,11 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<Record>> {
         let conn = self.conn();
         let rec = conn
-            .query_row(&format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"), [id], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"),
+                [id],
+                from_row,
+            )
             .optional()?;
         rec.transpose()
     }
@@ -156,7 +169,11 @@ impl Store {
     pub fn get_by_name(&self, name: &str) -> Result<Option<Record>> {
         let conn = self.conn();
         let rec = conn
-            .query_row(&format!("SELECT {COLUMNS} FROM containers WHERE name = ?1"), [name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM containers WHERE name = ?1"),
+                [name],
+                from_row,
+            )
             .optional()?;
         rec.transpose()
     }
@@ -164,7 +181,9 @@ impl Store {
     /// IDs starting with `prefix` (at most `limit`).
     pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM containers WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2")?;
+        let mut stmt = conn.prepare(
+            "SELECT id FROM containers WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![prefix, limit as i64], |row| row.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -186,7 +205,14 @@ impl Store {
         Ok(out)
     }
 
-    pub fn set_running(&self, id: &str, pid: i32, pid_start_time: u64, shim_pid: i32, started_at: &str) -> Result<()> {
+    pub fn set_running(
+        &self,
+        id: &str,
+        pid: i32,
+        pid_start_time: u64,
+        shim_pid: i32,
+        started_at: &str,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE containers SET status = ?2, pid = ?3, pid_start_time = ?4, shim_pid = ?5, started_at = ?6,
                  exit_code = 0, finished_at = '', oom_killed = 0, error = '' WHERE id = ?1",
@@ -226,7 +252,10 @@ impl Store {
     }
 
     pub fn delete(&self, id: &str) -> Result<bool> {
-        Ok(self.conn().execute("DELETE FROM containers WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM containers WHERE id = ?1", [id])?
+            > 0)
     }
 }
 
@@ -252,7 +281,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record>> {
     let status: i32 = row.get(5)?;
     let spec = match ContainerSpec::decode(spec.as_slice()) {
         Ok(spec) => spec,
-        Err(e) => return Ok(Err(Error::Internal(format!("corrupt spec in meta.db: {e}")))),
+        Err(e) => {
+            return Ok(Err(Error::Internal(format!(
+                "corrupt spec in meta.db: {e}"
+            ))))
+        }
     };
     Ok(Ok(Record {
         id: row.get(0)?,
@@ -278,8 +311,18 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, name: &str, nanos: i64) -> Record {
-        let spec = ContainerSpec { image: "busybox".into(), cmd: vec!["sh".into()], ..Default::default() };
-        Record::new(id.into(), name.into(), spec, "2026-01-01T00:00:00Z".into(), nanos)
+        let spec = ContainerSpec {
+            image: "busybox".into(),
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        };
+        Record::new(
+            id.into(),
+            name.into(),
+            spec,
+            "2026-01-01T00:00:00Z".into(),
+            nanos,
+        )
     }
 
     #[test]
@@ -292,9 +335,15 @@ mod tests {
         }
         // Re-opening runs no migration twice and keeps the data.
         let store = Store::open(&path).unwrap();
-        let version: i64 = store.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let version: i64 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
-        let mode: String = store.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = store
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(store.get("aa").unwrap().unwrap().name, "one");
     }
@@ -304,29 +353,60 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.insert(&rec("abc1", "web", 1)).unwrap();
         store.insert(&rec("abc2", "db", 2)).unwrap();
-        assert!(store.insert(&rec("abc3", "web", 3)).is_err(), "names are unique");
+        assert!(
+            store.insert(&rec("abc3", "web", 3)).is_err(),
+            "names are unique"
+        );
         assert_eq!(store.get_by_name("web").unwrap().unwrap().id, "abc1");
-        assert_eq!(store.ids_with_prefix("abc", 5).unwrap(), vec!["abc1", "abc2"]);
+        assert_eq!(
+            store.ids_with_prefix("abc", 5).unwrap(),
+            vec!["abc1", "abc2"]
+        );
         assert_eq!(store.ids_with_prefix("abc1", 5).unwrap(), vec!["abc1"]);
-        let names: Vec<_> = store.list(false).unwrap().into_iter().map(|r| r.name).collect();
+        let names: Vec<_> = store
+            .list(false)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(names, vec!["db", "web"], "newest first");
 
         store.set_running("abc1", 42, 777, 41, "t1").unwrap();
         let r = store.get("abc1").unwrap().unwrap();
-        assert_eq!((r.status, r.pid, r.pid_start_time, r.shim_pid), (ContainerStatus::Running, 42, 777, 41));
+        assert_eq!(
+            (r.status, r.pid, r.pid_start_time, r.shim_pid),
+            (ContainerStatus::Running, 42, 777, 41)
+        );
         assert_eq!(store.list(true).unwrap().len(), 1);
 
-        let exit = Exit { exit_code: 3, oom_killed: true, finished_at: "t2".into(), error: String::new() };
-        assert!(!store.set_exited("abc1", 43, &exit).unwrap(), "another run's pid");
+        let exit = Exit {
+            exit_code: 3,
+            oom_killed: true,
+            finished_at: "t2".into(),
+            error: String::new(),
+        };
+        assert!(
+            !store.set_exited("abc1", 43, &exit).unwrap(),
+            "another run's pid"
+        );
         assert!(store.set_exited("abc1", 42, &exit).unwrap());
-        assert!(!store.set_exited("abc1", 42, &exit).unwrap(), "recorded once");
+        assert!(
+            !store.set_exited("abc1", 42, &exit).unwrap(),
+            "recorded once"
+        );
         let r = store.get("abc1").unwrap().unwrap();
-        assert_eq!((r.status, r.exit_code, r.oom_killed, r.pid), (ContainerStatus::Exited, 3, true, 0));
+        assert_eq!(
+            (r.status, r.exit_code, r.oom_killed, r.pid),
+            (ContainerStatus::Exited, 3, true, 0)
+        );
         assert_eq!(r.spec.cmd, vec!["sh"]);
 
         store.set_start_error("abc2", "boom", 127).unwrap();
         let r = store.get("abc2").unwrap().unwrap();
-        assert_eq!((r.status, r.error.as_str(), r.exit_code), (ContainerStatus::Created, "boom", 127));
+        assert_eq!(
+            (r.status, r.error.as_str(), r.exit_code),
+            (ContainerStatus::Created, "boom", 127)
+        );
         assert!(store.delete("abc2").unwrap());
         assert!(store.get("abc2").unwrap().is_none());
     }

@@ -187,6 +187,28 @@ impl ExitRecord {
     }
 }
 
+/// A terminal size (payload of [`kind::RESIZE`]): `[rows u16][cols u16]`, big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl WinSize {
+    pub fn encode(self) -> [u8; 4] {
+        let [r0, r1] = self.rows.to_be_bytes();
+        let [c0, c1] = self.cols.to_be_bytes();
+        [r0, r1, c0, c1]
+    }
+
+    pub fn decode(p: &[u8]) -> io::Result<WinSize> {
+        if p.len() < 4 {
+            return Err(invalid("short resize payload"));
+        }
+        Ok(WinSize { rows: u16::from_be_bytes([p[0], p[1]]), cols: u16::from_be_bytes([p[2], p[3]]) })
+    }
+}
+
 /// Stream numbers in [`LogRecord`].
 pub const STREAM_STDOUT: u8 = 1;
 pub const STREAM_STDERR: u8 = 2;

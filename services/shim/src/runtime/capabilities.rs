@@ -1,6 +1,6 @@
 //! Applies process.capabilities: the bounding set shrinks to the spec's set (never
 //! asking for what the host does not have), then the other sets follow.
-use caps::{CapSet, CapsHashSet, Capability};
+use caps::{CapSet, Capability, CapsHashSet};
 use oci_spec::runtime::LinuxCapabilities;
 
 use crate::error::{Error, Result};
@@ -38,12 +38,18 @@ pub fn apply(c: &LinuxCapabilities) -> Result<()> {
     let bounding = caps::read(None, CapSet::Bounding).map_err(|e| err("bounding", e))?;
     let within = |s: CapsHashSet| -> CapsHashSet { s.intersection(&bounding).copied().collect() };
     let permitted = within(convert(c.permitted()));
-    let effective: CapsHashSet = within(convert(c.effective())).intersection(&permitted).copied().collect();
+    let effective: CapsHashSet = within(convert(c.effective()))
+        .intersection(&permitted)
+        .copied()
+        .collect();
     let inheritable = within(convert(c.inheritable()));
     caps::set(None, CapSet::Inheritable, &inheritable).map_err(|e| err("inheritable", e))?;
     caps::set(None, CapSet::Effective, &effective).map_err(|e| err("effective", e))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| err("permitted", e))?;
-    let ambient: CapsHashSet = convert(c.ambient()).into_iter().filter(|a| permitted.contains(a) && inheritable.contains(a)).collect();
+    let ambient: CapsHashSet = convert(c.ambient())
+        .into_iter()
+        .filter(|a| permitted.contains(a) && inheritable.contains(a))
+        .collect();
     if !ambient.is_empty() {
         caps::set(None, CapSet::Ambient, &ambient).map_err(|e| err("ambient", e))?;
     }

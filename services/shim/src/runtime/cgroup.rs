@@ -16,7 +16,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
-            Some(MountInfo { mount_point: PathBuf::from(unescape(fields.get(4)?)), fstype: fields.get(sep + 1)?.to_string() })
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape(fields.get(4)?)),
+                fstype: fields.get(sep + 1)?.to_string(),
+            })
         })
         .collect()
 }
@@ -26,7 +29,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -54,7 +60,8 @@ pub fn join(pid: i32, cgroups_path: &str) -> Result<()> {
     if cgroups_path.is_empty() {
         return Ok(());
     }
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo".into())?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .ctx(|| "read /proc/self/mountinfo".into())?;
     for file in procs_files(&parse_mountinfo(&text), cgroups_path) {
         if Path::new(&file).exists() {
             std::fs::write(&file, pid.to_string()).ctx(|| format!("write {}", file.display()))?;
@@ -84,7 +91,10 @@ mod tests {
         let files = procs_files(&m, "/berth-x/c1");
         assert_eq!(
             files,
-            vec![PathBuf::from("/sys/fs/cgroup/unified/berth-x/c1/cgroup.procs"), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth-x/c1/cgroup.procs")]
+            vec![
+                PathBuf::from("/sys/fs/cgroup/unified/berth-x/c1/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth-x/c1/cgroup.procs")
+            ]
         );
     }
 }

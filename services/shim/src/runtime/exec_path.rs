@@ -20,7 +20,9 @@ pub fn probe(p: &Path) -> Probe {
         Err(_) => Probe::Missing,
         Ok(m) if m.is_dir() => Probe::Dir,
         Ok(_) => {
-            let executable = crate::sys::cstr(p).map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).unwrap_or(false);
+            let executable = crate::sys::cstr(p)
+                .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+                .unwrap_or(false);
             Probe::File { executable }
         }
     }
@@ -28,7 +30,10 @@ pub fn probe(p: &Path) -> Probe {
 
 /// The value of `PATH` in an environment list, or the default.
 pub fn path_from_env(env: &[String]) -> &str {
-    env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
 }
 
 pub fn lookup(name: &str, path_env: &str, probe: impl Fn(&Path) -> Probe) -> Result<PathBuf> {
@@ -68,14 +73,29 @@ mod tests {
 
     #[test]
     fn searches_path_and_classifies_failures() {
-        assert_eq!(lookup("sh", DEFAULT_PATH, fake).unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            lookup("sh", DEFAULT_PATH, fake).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
         // A non-executable earlier match is skipped, like Go's LookPath.
-        assert_eq!(lookup("env", DEFAULT_PATH, fake).unwrap(), PathBuf::from("/usr/bin/env"));
+        assert_eq!(
+            lookup("env", DEFAULT_PATH, fake).unwrap(),
+            PathBuf::from("/usr/bin/env")
+        );
         let e = lookup("nosuch", DEFAULT_PATH, fake).unwrap_err();
-        assert_eq!(e.to_string(), "exec: \"nosuch\": executable file not found in $PATH");
+        assert_eq!(
+            e.to_string(),
+            "exec: \"nosuch\": executable file not found in $PATH"
+        );
         assert_eq!(e.exit_code(), 127);
-        assert_eq!(lookup("/etc/passwd", "", fake).unwrap_err().exit_code(), 126);
-        assert_eq!(lookup("/bin", "", fake).unwrap_err().to_string(), "exec: \"/bin\": permission denied");
+        assert_eq!(
+            lookup("/etc/passwd", "", fake).unwrap_err().exit_code(),
+            126
+        );
+        assert_eq!(
+            lookup("/bin", "", fake).unwrap_err().to_string(),
+            "exec: \"/bin\": permission denied"
+        );
         assert_eq!(lookup("/nope", "", fake).unwrap_err().exit_code(), 127);
         assert_eq!(lookup("sh", "/opt", fake).unwrap_err().exit_code(), 127);
     }

@@ -52,8 +52,13 @@ pub fn parse_options(options: &[String]) -> MountOpts {
                 o.recursive = true;
                 (0, 0)
             }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                let rec = if opt.starts_with('r') && opt != "rw" { libc::MS_REC } else { 0 };
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let rec = if opt.starts_with('r') && opt != "rw" {
+                    libc::MS_REC
+                } else {
+                    0
+                };
                 o.propagation |= rec
                     | match opt.trim_start_matches('r') {
                         "private" => libc::MS_PRIVATE,
@@ -77,38 +82,70 @@ pub fn parse_options(options: &[String]) -> MountOpts {
 /// Mounts the overlay (or binds the rootfs onto itself, so it is a mount point for
 /// pivot_root) and every mount of the spec below it.
 pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<()> {
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None).ctx(|| "make / rprivate".into())?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .ctx(|| "make / rprivate".into())?;
     let ann = spec.annotations().clone().unwrap_or_default();
     mount_rootfs(&ann, rootfs)?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let typ = m.typ().as_deref().unwrap_or("");
         let opts = parse_options(m.options().as_deref().unwrap_or_default());
-        let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned());
-        let dest = secure_join(rootfs, m.destination()).ctx(|| format!("resolve mount destination {}", m.destination().display()))?;
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned());
+        let dest = secure_join(rootfs, m.destination())
+            .ctx(|| format!("resolve mount destination {}", m.destination().display()))?;
         if opts.bind || typ == "bind" {
-            let source = source.ok_or_else(|| Error::Spec(format!("bind mount {} has no source", m.destination().display())))?;
+            let source = source.ok_or_else(|| {
+                Error::Spec(format!(
+                    "bind mount {} has no source",
+                    m.destination().display()
+                ))
+            })?;
             bind(&source, &dest, &opts)?;
         } else {
             mkdir_all(&dest)?;
             // A tmpfs /dev needs exec-capable device nodes; mode comes from the options.
-            mount(source.as_deref().or(Some(typ)), &dest, Some(typ), opts.flags, Some(&opts.data))
-                .or_else(|e| {
-                    // sysfs cannot be mounted when the network namespace is not ours:
-                    // fall back to a read-only bind of the host's, like runc.
-                    if typ == "sysfs" && e.raw_os_error() == Some(libc::EPERM) {
-                        bind("/sys", &dest, &MountOpts { flags: opts.flags | libc::MS_RDONLY, recursive: true, bind: true, ..Default::default() })
-                            .map_err(|_| e)
-                    } else {
-                        Err(e)
-                    }
-                })
-                .ctx(|| format!("mount {typ} on {}", m.destination().display()))?;
+            mount(
+                source.as_deref().or(Some(typ)),
+                &dest,
+                Some(typ),
+                opts.flags,
+                Some(&opts.data),
+            )
+            .or_else(|e| {
+                // sysfs cannot be mounted when the network namespace is not ours:
+                // fall back to a read-only bind of the host's, like runc.
+                if typ == "sysfs" && e.raw_os_error() == Some(libc::EPERM) {
+                    bind(
+                        "/sys",
+                        &dest,
+                        &MountOpts {
+                            flags: opts.flags | libc::MS_RDONLY,
+                            recursive: true,
+                            bind: true,
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|_| e)
+                } else {
+                    Err(e)
+                }
+            })
+            .ctx(|| format!("mount {typ} on {}", m.destination().display()))?;
             if m.destination() == Path::new("/dev") {
                 populate_dev(&dest)?;
             }
         }
         if opts.propagation != 0 {
-            mount(None, &dest, None, opts.propagation, None).ctx(|| format!("set propagation of {}", dest.display()))?;
+            mount(None, &dest, None, opts.propagation, None)
+                .ctx(|| format!("set propagation of {}", dest.display()))?;
         }
     }
     Ok(())
@@ -118,14 +155,29 @@ fn mount_rootfs(ann: &HashMap<String, String>, rootfs: &Path) -> Result<()> {
     match (ann.get(ANN_LOWER), ann.get(ANN_UPPER), ann.get(ANN_WORK)) {
         (Some(lower), Some(upper), Some(work)) => {
             let data = format!("lowerdir={lower},upperdir={upper},workdir={work}");
-            mount(Some("overlay"), rootfs, Some("overlay"), 0, Some(&data)).ctx(|| format!("mount overlay on {}", rootfs.display()))
+            mount(Some("overlay"), rootfs, Some("overlay"), 0, Some(&data))
+                .ctx(|| format!("mount overlay on {}", rootfs.display()))
         }
-        (Some(lower), None, None) if !lower.contains(':') => {
-            bind(lower, rootfs, &MountOpts { bind: true, recursive: true, ..Default::default() })
-        }
-        (None, None, None) => mount(Some(&rootfs.to_string_lossy()), rootfs, None, libc::MS_BIND | libc::MS_REC, None)
-            .ctx(|| format!("bind rootfs {} onto itself", rootfs.display())),
-        _ => Err(Error::Spec(format!("annotations {ANN_LOWER}, {ANN_UPPER}, {ANN_WORK} must be set together"))),
+        (Some(lower), None, None) if !lower.contains(':') => bind(
+            lower,
+            rootfs,
+            &MountOpts {
+                bind: true,
+                recursive: true,
+                ..Default::default()
+            },
+        ),
+        (None, None, None) => mount(
+            Some(&rootfs.to_string_lossy()),
+            rootfs,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .ctx(|| format!("bind rootfs {} onto itself", rootfs.display())),
+        _ => Err(Error::Spec(format!(
+            "annotations {ANN_LOWER}, {ANN_UPPER}, {ANN_WORK} must be set together"
+        ))),
     }
 }
 
@@ -142,12 +194,19 @@ fn bind(source: &str, dest: &Path, opts: &MountOpts) -> Result<()> {
         }
     }
     let rec = if opts.recursive { libc::MS_REC } else { 0 };
-    mount(Some(source), dest, None, libc::MS_BIND | rec, None).ctx(|| format!("bind {source} on {}", dest.display()))?;
+    mount(Some(source), dest, None, libc::MS_BIND | rec, None)
+        .ctx(|| format!("bind {source} on {}", dest.display()))?;
     let extra = opts.flags & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
     if extra != 0 {
         // Bind mounts ignore flags on the first call; they take effect on a remount.
-        mount(None, dest, None, libc::MS_BIND | libc::MS_REMOUNT | extra | locked_flags(dest), None)
-            .ctx(|| format!("remount {} with options", dest.display()))?;
+        mount(
+            None,
+            dest,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | extra | locked_flags(dest),
+            None,
+        )
+        .ctx(|| format!("remount {} with options", dest.display()))?;
     }
     Ok(())
 }
@@ -160,7 +219,11 @@ fn locked_flags(p: &Path) -> libc::c_ulong {
         return 0;
     }
     let mut f = 0;
-    for (st_flag, ms) in [(libc::ST_NOSUID, libc::MS_NOSUID), (libc::ST_NODEV, libc::MS_NODEV), (libc::ST_NOEXEC, libc::MS_NOEXEC)] {
+    for (st_flag, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+    ] {
         if st.f_flag & st_flag != 0 {
             f |= ms;
         }
@@ -169,15 +232,32 @@ fn locked_flags(p: &Path) -> libc::c_ulong {
 }
 
 pub fn mkdir_all(p: &Path) -> Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p).ctx(|| format!("mkdir {}", p.display()))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .ctx(|| format!("mkdir {}", p.display()))
 }
 
 /// The device nodes every container gets, and the usual /dev symlinks.
 fn populate_dev(dev: &Path) -> Result<()> {
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let path = dev.join(name);
         let c = crate::sys::cstr(&path).ctx(|| format!("path {}", path.display()))?;
-        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+        let rc = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
         if rc != 0 {
             // Without CAP_MKNOD, bind the host's node instead.
             std::fs::File::create(&path).ctx(|| format!("create {}", path.display()))?;
@@ -188,7 +268,14 @@ fn populate_dev(dev: &Path) -> Result<()> {
             unsafe { libc::chmod(c.as_ptr(), 0o666) };
         }
     }
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
         let path = dev.join(link);
         if std::fs::symlink_metadata(&path).is_err() {
             symlink(target, &path).ctx(|| format!("symlink {}", path.display()))?;
@@ -203,12 +290,25 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     std::env::set_current_dir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
     let dot = crate::sys::cstr(".").ctx(|| "path .".into())?;
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
-        return Err(Error::io(format!("pivot_root {}", rootfs.display()), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("pivot_root {}", rootfs.display()),
+            std::io::Error::last_os_error(),
+        ));
     }
     // The old root is still shared with the host through propagation unless made slave.
-    mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None).ctx(|| "make old root rslave".into())?;
+    mount(
+        None,
+        Path::new("."),
+        None,
+        libc::MS_SLAVE | libc::MS_REC,
+        None,
+    )
+    .ctx(|| "make old root rslave".into())?;
     if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(Error::io("unmount old root", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "unmount old root",
+            std::io::Error::last_os_error(),
+        ));
     }
     std::env::set_current_dir("/").ctx(|| "chdir /".into())
 }
@@ -217,7 +317,9 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
 pub fn mask(paths: &[String]) -> Result<()> {
     for p in paths {
         let path = Path::new(p);
-        let Ok(meta) = std::fs::metadata(path) else { continue };
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
         let r = if meta.is_dir() {
             mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)
         } else {
@@ -234,21 +336,39 @@ pub fn readonly(paths: &[String]) -> Result<()> {
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
-        mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None).ctx(|| format!("bind {p} for read-only"))?;
-        mount(None, path, None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(path), None)
-            .ctx(|| format!("remount {p} read-only"))?;
+        mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None)
+            .ctx(|| format!("bind {p} for read-only"))?;
+        mount(
+            None,
+            path,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(path),
+            None,
+        )
+        .ctx(|| format!("remount {p} read-only"))?;
     }
     Ok(())
 }
 
 pub fn root_readonly() -> Result<()> {
     let root = Path::new("/");
-    mount(None, root, None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(root), None).ctx(|| "remount / read-only".into())
+    mount(
+        None,
+        root,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(root),
+        None,
+    )
+    .ctx(|| "remount / read-only".into())
 }
 
 /// The rootfs mount point: `root.path`, relative to the bundle unless absolute.
 pub fn rootfs_path(spec: &Spec, bundle: &Path) -> PathBuf {
-    let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| PathBuf::from("rootfs"));
+    let p = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
     bundle.join(p)
 }
 
@@ -258,7 +378,12 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let o = parse_options(&["nosuid".into(), "strictatime".into(), "mode=755".into(), "size=65536k".into()]);
+        let o = parse_options(&[
+            "nosuid".into(),
+            "strictatime".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+        ]);
         assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
         assert_eq!(o.data, "mode=755,size=65536k");
         let o = parse_options(&["rbind".into(), "ro".into(), "rprivate".into()]);

@@ -63,8 +63,17 @@ mod tests {
         std::fs::create_dir_all(root.join("real/sub")).unwrap();
         std::os::unix::fs::symlink("/real", root.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../../../etc", root.join("real/escape")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/abs/sub/x")).unwrap(), root.join("real/sub/x"));
-        assert_eq!(secure_join(root, Path::new("/real/escape/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(
+            secure_join(root, Path::new("/abs/sub/x")).unwrap(),
+            root.join("real/sub/x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/real/escape/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
     }
 }

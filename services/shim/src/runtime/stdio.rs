@@ -27,20 +27,45 @@ pub fn create(terminal: bool, open_stdin: bool) -> Result<(ParentStdio, ChildStd
     if terminal {
         let mut master = 0;
         let mut slave = 0;
-        let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
         if rc != 0 {
             return Err(crate::Error::io("openpty", std::io::Error::last_os_error()));
         }
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         for fd in [&master, &slave] {
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-        let stdin = if open_stdin { Some(sys::dup(&master).ctx(|| "dup pty master".into())?) } else { None };
-        let child_in = if open_stdin { sys::dup(&slave) } else { dev_null() }.ctx(|| "container stdin".into())?;
+        let stdin = if open_stdin {
+            Some(sys::dup(&master).ctx(|| "dup pty master".into())?)
+        } else {
+            None
+        };
+        // Like runc, the terminal is all of 0, 1 and 2; without open stdin the shim just
+        // never types into it.
+        let child_in = sys::dup(&slave).ctx(|| "dup pty slave".into())?;
         let child_err = sys::dup(&slave).ctx(|| "dup pty slave".into())?;
         return Ok((
-            ParentStdio { stdout: master, stderr: None, stdin, pty: true },
-            ChildStdio { stdin: child_in, stdout: slave, stderr: child_err, pty: true },
+            ParentStdio {
+                stdout: master,
+                stderr: None,
+                stdin,
+                pty: true,
+            },
+            ChildStdio {
+                stdin: child_in,
+                stdout: slave,
+                stderr: child_err,
+                pty: true,
+            },
         ));
     }
     let (out_r, out_w) = sys::pipe().ctx(|| "stdout pipe".into())?;
@@ -51,7 +76,20 @@ pub fn create(terminal: bool, open_stdin: bool) -> Result<(ParentStdio, ChildStd
     } else {
         (None, dev_null().ctx(|| "open /dev/null".into())?)
     };
-    Ok((ParentStdio { stdout: out_r, stderr: Some(err_r), stdin, pty: false }, ChildStdio { stdin: child_in, stdout: out_w, stderr: err_w, pty: false }))
+    Ok((
+        ParentStdio {
+            stdout: out_r,
+            stderr: Some(err_r),
+            stdin,
+            pty: false,
+        },
+        ChildStdio {
+            stdin: child_in,
+            stdout: out_w,
+            stderr: err_w,
+            pty: false,
+        },
+    ))
 }
 
 fn dev_null() -> std::io::Result<OwnedFd> {

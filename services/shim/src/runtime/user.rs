@@ -25,18 +25,39 @@ struct GroupEntry<'a> {
 }
 
 fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter(|l| !l.trim_start().starts_with('#')).filter_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        Some(PasswdEntry { name: f.first()?, uid: f.get(2)?.parse().ok()?, gid: f.get(3)?.parse().ok()?, home: f.get(5).copied().unwrap_or("") })
-    })
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some(PasswdEntry {
+                name: f.first()?,
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+                home: f.get(5).copied().unwrap_or(""),
+            })
+        })
 }
 
 fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter(|l| !l.trim_start().starts_with('#')).filter_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        let members = f.get(3).map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-        Some(GroupEntry { name: f.first()?, gid: f.get(2)?.parse().ok()?, members })
-    })
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(GroupEntry {
+                name: f.first()?,
+                gid: f.get(2)?.parse().ok()?,
+                members,
+            })
+        })
 }
 
 /// `spec` is the user as given (`""`, `nobody`, `1000`, `app:staff`, `1000:50`); the
@@ -55,7 +76,11 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser> {
     let (uid, mut gid, home, name) = match (&entry, numeric) {
         (Some(e), _) => (e.uid, e.gid, e.home.to_string(), Some(e.name)),
         (None, Some(n)) => (n, 0, "/".to_string(), None),
-        (None, None) => return Err(Error::User(format!("unable to find user {user}: no matching entries in passwd file"))),
+        (None, None) => {
+            return Err(Error::User(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            )))
+        }
     };
     let mut groups = Vec::new();
     match grp.filter(|g| !g.is_empty()) {
@@ -65,17 +90,33 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser> {
                 Err(_) => group_entries(group)
                     .find(|e| e.name == g)
                     .map(|e| e.gid)
-                    .ok_or_else(|| Error::User(format!("unable to find group {g}: no matching entries in group file")))?,
+                    .ok_or_else(|| {
+                        Error::User(format!(
+                            "unable to find group {g}: no matching entries in group file"
+                        ))
+                    })?,
             };
         }
         None => {
             if let Some(name) = name {
-                groups = group_entries(group).filter(|e| e.members.contains(&name)).map(|e| e.gid).collect();
+                groups = group_entries(group)
+                    .filter(|e| e.members.contains(&name))
+                    .map(|e| e.gid)
+                    .collect();
             }
         }
     }
-    let home = if home.is_empty() { "/".to_string() } else { home };
-    Ok(ExecUser { uid, gid, groups, home })
+    let home = if home.is_empty() {
+        "/".to_string()
+    } else {
+        home
+    };
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -95,9 +136,15 @@ mod tests {
         let app = resolve("app", PASSWD, GROUP).unwrap();
         assert_eq!(app.groups, vec![10, 50]);
         let explicit = resolve("app:staff", PASSWD, GROUP).unwrap();
-        assert_eq!((explicit.uid, explicit.gid, explicit.groups.len()), (1000, 50, 0));
+        assert_eq!(
+            (explicit.uid, explicit.gid, explicit.groups.len()),
+            (1000, 50, 0)
+        );
         let numeric = resolve("4242:77", PASSWD, GROUP).unwrap();
-        assert_eq!((numeric.uid, numeric.gid, numeric.home.as_str()), (4242, 77, "/"));
+        assert_eq!(
+            (numeric.uid, numeric.gid, numeric.home.as_str()),
+            (4242, 77, "/")
+        );
         assert_eq!(resolve("1000", PASSWD, GROUP).unwrap().home, "/home/app");
         assert_eq!(resolve("0", "", "").unwrap().uid, 0);
     }
@@ -105,9 +152,15 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let e = resolve("nosuch", PASSWD, GROUP).unwrap_err();
-        assert_eq!(e.to_string(), "unable to find user nosuch: no matching entries in passwd file");
+        assert_eq!(
+            e.to_string(),
+            "unable to find user nosuch: no matching entries in passwd file"
+        );
         assert_eq!(e.exit_code(), 126);
         let e = resolve("app:nogrp", PASSWD, GROUP).unwrap_err();
-        assert_eq!(e.to_string(), "unable to find group nogrp: no matching entries in group file");
+        assert_eq!(
+            e.to_string(),
+            "unable to find group nogrp: no matching entries in group file"
+        );
     }
 }

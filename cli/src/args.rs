@@ -1,0 +1,533 @@
+//! The command line, as clap definitions (Docker's flags and aliases).
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "A self-sufficient runtime for containers",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Engine socket to connect to (unix:///path)
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        env = "BERTH_HOST",
+        value_name = "HOST"
+    )]
+    pub host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// Create a new container
+    Create(CreateArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Return low-level information on containers or images
+    Inspect(InspectArgs),
+    /// List images
+    Images(ImagesArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Show the berth version information
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// Create a new container
+    Create(CreateArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(NamesArgs),
+    /// Remove one or more containers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// List containers
+    #[command(aliases = ["ps", "list"])]
+    Ls(PsArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Display detailed information on one or more containers
+    Inspect(TypedInspectArgs),
+    /// Remove all stopped containers
+    Prune(PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Remove one or more images
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Display detailed information on one or more images
+    Inspect(TypedInspectArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create(VolumeCreateArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Display detailed information on one or more volumes
+    Inspect(TypedInspectArgs),
+    /// Remove one or more volumes
+    #[command(alias = "remove")]
+    Rm(VolumeRmArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// List networks
+    #[command(alias = "list")]
+    Ls(NetworkLsArgs),
+}
+
+/// The container configuration flags shared by `run` and `create`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ContainerFlags {
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image ("" clears it)
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Container NIS domain name
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// Bind mount a volume (SRC:DST[:ro|rw], NAME:DST, DST)
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Connect a container to a network (none, host, container:<name|id>)
+    #[arg(long = "network", visible_alias = "net")]
+    pub network: Option<String>,
+    /// Set meta data on a container
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Logging driver for the container
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver options
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<i32>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Runtime to use for this container
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Automatically remove the container and its associated anonymous volumes when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Print help
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// IMAGE [COMMAND] [ARG...]
+    #[arg(
+        value_name = "IMAGE [COMMAND] [ARG...]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub image_and_cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    #[command(flatten)]
+    pub flags: ContainerFlags,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub flags: ContainerFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "timeout", visible_alias = "time")]
+    pub timeout: Option<i32>,
+    /// Signal to send to the container
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display container IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Show the latest created container
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for every line)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Show logs since a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative time
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a Go template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Return JSON for the specified type (container, image, volume)
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TypedInspectArgs {
+    /// Format output using a Go template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Show all images (default hides intermediate images)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Repository to list
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change")]
+    pub change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// A tarball (optionally gzip), or - for STDIN
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from tar archive file, instead of STDIN
+    #[arg(short = 'i', long)]
+    pub input: Option<String>,
+    /// Suppress the load output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
+    pub source: String,
+    #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+    pub target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeCreateArgs {
+    /// Specify volume driver name
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    /// Set metadata for a volume
+    #[arg(long = "label")]
+    pub label: Vec<String>,
+    /// Set driver specific options
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    /// Volume name
+    #[arg(value_name = "VOLUME")]
+    pub name: Option<String>,
+    /// Volume name (alternative to the argument)
+    #[arg(long = "name", conflicts_with = "name")]
+    pub name_flag: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeLsArgs {
+    /// Only display volume names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeRmArgs {
+    /// Force the removal of one or more volumes
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "VOLUME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkLsArgs {
+    /// Only display network IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn definitions_are_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_stop_at_the_image() {
+        let cli = parse(&[
+            "run", "--rm", "-it", "-e", "A=1", "-h", "box", "busybox", "ls", "-l", "-e",
+        ]);
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert!(run.flags.rm && run.flags.interactive && run.flags.tty);
+        assert_eq!(run.flags.hostname.as_deref(), Some("box"));
+        assert_eq!(run.flags.env, vec!["A=1"]);
+        assert_eq!(run.flags.image_and_cmd, vec!["busybox", "ls", "-l", "-e"]);
+        let cli = parse(&["run", "busybox", "--rm"]);
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert!(!run.flags.rm);
+        assert_eq!(run.flags.image_and_cmd, vec!["busybox", "--rm"]);
+    }
+
+    #[test]
+    fn entrypoint_can_be_empty() {
+        let cli = parse(&["create", "--entrypoint", "", "--net", "none", "busybox"]);
+        let Command::Create(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.flags.entrypoint.as_deref(), Some(""));
+        assert_eq!(c.flags.network.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn aliases() {
+        assert!(matches!(
+            parse(&["container", "ps", "-a"]).command,
+            Command::Container(ContainerCommand::Ls(_))
+        ));
+        assert!(matches!(
+            parse(&["image", "list"]).command,
+            Command::Image(ImageCommand::Ls(_))
+        ));
+        let cli = parse(&["stop", "--time", "3", "web"]);
+        let Command::Stop(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.timeout, Some(3));
+        let cli = parse(&["-H", "unix:///tmp/x.sock", "ps"]);
+        assert_eq!(cli.host.as_deref(), Some("unix:///tmp/x.sock"));
+    }
+}

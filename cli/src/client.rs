@@ -1,0 +1,145 @@
+//! Connecting to the engine, and turning errors into messages and exit codes.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use berth_common::{Config, Service};
+use berth_proto::engine::v1::engine_client::EngineClient;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+pub type Engine = EngineClient<Channel>;
+
+/// Where the engine is: `-H/--host` (or `BERTH_HOST`) as `unix:///path` or a path, else
+/// the configured engine socket (`BERTH_ENGINE_SOCKET`, `BERTH_RUN`).
+pub fn engine_socket(host: Option<&str>) -> Result<PathBuf> {
+    match host.filter(|h| !h.is_empty()) {
+        None => Ok(Config::from_env().socket(Service::Engine)),
+        Some(h) => {
+            if let Some(path) = h.strip_prefix("unix://") {
+                if path.is_empty() {
+                    bail!("invalid host {h:?}: the socket path is empty");
+                }
+                Ok(PathBuf::from(path))
+            } else if h.starts_with('/') {
+                Ok(PathBuf::from(h))
+            } else {
+                bail!("invalid host {h:?}: only unix:///path is supported")
+            }
+        }
+    }
+}
+
+/// A lazy client: the connection is made by the first call.
+pub fn connect(socket: &std::path::Path) -> Engine {
+    EngineClient::new(berth_common::client::unix_channel(socket))
+        .max_decoding_message_size(64 << 20)
+}
+
+/// True when `status` is the client failing to reach the engine (the channel's connect
+/// error, which carries its cause), not a status the engine sent.
+pub fn is_connect_error(status: &Status) -> bool {
+    use std::error::Error;
+    status.code() == Code::Unavailable && status.source().is_some()
+}
+
+/// How the command failed, for the message and exit code.
+pub struct Failure {
+    pub message: String,
+    pub code: i32,
+}
+
+/// Maps an error to what the user sees. `prefix` is "berth: " for run/create (as Docker
+/// prints `docker: Error response from daemon: ...`), empty otherwise.
+pub fn failure(err: &anyhow::Error, socket: &std::path::Path, prefix: &str) -> Failure {
+    if let Some(status) = err.downcast_ref::<Status>() {
+        if is_connect_error(status) {
+            return Failure {
+                message: format!(
+                    "Cannot connect to the berth engine at unix://{}. Is the engine running? \
+                     (start it with: just up)",
+                    socket.display()
+                ),
+                code: 125,
+            };
+        }
+        let code = berth_common::status::exit_code_of(status).unwrap_or(125);
+        let mut message = status.message().to_string();
+        if message.is_empty() {
+            message = format!("{:?}", status.code());
+        }
+        // Context added by the CLI (e.g. "stopping web") goes before the daemon's words.
+        let text = if err.chain().count() > 1 {
+            format!("{prefix}{err}: Error response from daemon: {message}")
+        } else {
+            format!("{prefix}Error response from daemon: {message}")
+        };
+        return Failure {
+            message: text,
+            code,
+        };
+    }
+    Failure {
+        message: format!("{prefix}{err:#}"),
+        code: 125,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            engine_socket(Some("unix:///tmp/e.sock")).unwrap(),
+            PathBuf::from("/tmp/e.sock")
+        );
+        assert_eq!(
+            engine_socket(Some("/tmp/e.sock")).unwrap(),
+            PathBuf::from("/tmp/e.sock")
+        );
+        let err = engine_socket(Some("tcp://1.2.3.4:2375"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tcp://1.2.3.4:2375"), "{err}");
+        assert!(engine_socket(Some("unix://")).is_err());
+    }
+
+    #[test]
+    fn failures() {
+        let sock = std::path::Path::new("/run/berth/engine.sock");
+        let f = failure(
+            &Status::not_found("no such container: web").into(),
+            sock,
+            "",
+        );
+        assert_eq!(
+            f.message,
+            "Error response from daemon: no such container: web"
+        );
+        assert_eq!(f.code, 125);
+        let st = berth_common::status::with_exit_code(
+            "exec: \"nosuch\": executable file not found",
+            127,
+        );
+        let f = failure(&st.into(), sock, "berth: ");
+        assert!(
+            f.message
+                .starts_with("berth: Error response from daemon: exec"),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.code, 127);
+        let f = failure(
+            &anyhow::anyhow!("invalid volume specification: 'x'"),
+            sock,
+            "",
+        );
+        assert_eq!(f.message, "invalid volume specification: 'x'");
+        assert_eq!(f.code, 125);
+        // A status the engine sent has no source: not a connect error.
+        assert!(!is_connect_error(&Status::unavailable(
+            "supervisor is down"
+        )));
+    }
+}

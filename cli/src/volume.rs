@@ -1,0 +1,157 @@
+//! Volume and network commands.
+use std::io::Write;
+
+use anyhow::Result;
+use berth_proto::network::v1::ListNetworksRequest;
+use berth_proto::volume::v1::{CreateVolumeRequest, ListVolumesRequest, RemoveVolumeRequest};
+use serde_json::{json, Value};
+
+use crate::args::{NetworkLsArgs, VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
+use crate::client::Engine;
+use crate::format;
+use crate::parse;
+
+/// `berth volume create`: prints the volume's name.
+pub async fn create(mut engine: Engine, args: VolumeCreateArgs) -> Result<i32> {
+    let name = args
+        .name
+        .clone()
+        .or(args.name_flag.clone())
+        .unwrap_or_default();
+    let req = CreateVolumeRequest {
+        name,
+        driver: args.driver.clone(),
+        labels: parse::labels(&args.label)?,
+        options: parse::key_values("--opt", &args.opt)?,
+    };
+    let v = engine.create_volume(req).await?.into_inner();
+    println!("{}", v.name);
+    Ok(0)
+}
+
+/// `berth volume ls`.
+pub async fn ls(mut engine: Engine, args: VolumeLsArgs) -> Result<i32> {
+    let mut vols = engine
+        .list_volumes(ListVolumesRequest {})
+        .await?
+        .into_inner()
+        .volumes;
+    vols.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    if args.quiet {
+        for v in &vols {
+            out.push_str(&v.name);
+            out.push('\n');
+        }
+    } else {
+        let rows: Vec<Value> = vols
+            .iter()
+            .map(|v| {
+                let mut labels: Vec<String> = v
+                    .labels
+                    .iter()
+                    .map(|(k, val)| format!("{k}={val}"))
+                    .collect();
+                labels.sort();
+                json!({
+                    "Driver": if v.driver.is_empty() { "local" } else { v.driver.as_str() },
+                    "Name": v.name,
+                    "Mountpoint": v.mountpoint,
+                    "Labels": labels.join(","),
+                    "Scope": if v.scope.is_empty() { "local" } else { v.scope.as_str() },
+                    "Links": "N/A",
+                    "Size": "N/A",
+                })
+            })
+            .collect();
+        let headers = json!({"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT",
+            "Labels": "LABELS", "Scope": "SCOPE", "Links": "LINKS", "Size": "SIZE"});
+        match format::listing(args.format.as_deref().unwrap_or(""), &headers, &rows)? {
+            Some(text) => out = text,
+            None => {
+                let mut table = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+                for r in &rows {
+                    table.push(vec![
+                        r["Driver"].as_str().unwrap_or_default().into(),
+                        r["Name"].as_str().unwrap_or_default().into(),
+                    ]);
+                }
+                out = format::table(&table);
+            }
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
+}
+
+/// `berth volume rm`.
+pub async fn rm(mut engine: Engine, args: VolumeRmArgs) -> Result<i32> {
+    let mut code = 0;
+    for name in &args.names {
+        match engine
+            .remove_volume(RemoveVolumeRequest {
+                name: name.clone(),
+                force: args.force,
+            })
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(st) if crate::client::is_connect_error(&st) => return Err(st.into()),
+            Err(st) => {
+                eprintln!("Error response from daemon: {}", st.message());
+                code = 125;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `berth network ls`.
+pub async fn network_ls(mut engine: Engine, args: NetworkLsArgs) -> Result<i32> {
+    let mut nets = engine
+        .list_networks(ListNetworksRequest {})
+        .await?
+        .into_inner()
+        .networks;
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    let id = |s: &str| {
+        if args.no_trunc {
+            s.to_string()
+        } else {
+            s.chars().take(12).collect()
+        }
+    };
+    let mut out = String::new();
+    if args.quiet {
+        for n in &nets {
+            out.push_str(&id(&n.id));
+            out.push('\n');
+        }
+    } else {
+        let rows: Vec<Value> = nets
+            .iter()
+            .map(|n| json!({"ID": id(&n.id), "Name": n.name, "Driver": n.driver, "Scope": n.scope, "CreatedAt": n.created}))
+            .collect();
+        let headers = json!({"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "CreatedAt": "CREATED AT"});
+        match format::listing(args.format.as_deref().unwrap_or(""), &headers, &rows)? {
+            Some(text) => out = text,
+            None => {
+                let cols = ["ID", "Name", "Driver", "Scope"];
+                let mut table = vec![cols
+                    .iter()
+                    .map(|c| headers[c].as_str().unwrap().to_string())
+                    .collect()];
+                for r in &rows {
+                    table.push(
+                        cols.iter()
+                            .map(|c| r[c].as_str().unwrap_or_default().to_string())
+                            .collect(),
+                    );
+                }
+                out = format::table(&table);
+            }
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
+}

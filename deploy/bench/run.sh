@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# berth's benchmarks, and Docker's figures beside them in the same run when dockerd is
+# installed (Debian: apt-get install docker.io). Writes docs/benchmarks.md.
+#
+# Each figure is the median of several runs, with min and max. berth runs from the
+# release binaries on a private state root, so an engine already running is not disturbed.
+set -euo pipefail
+image_tar=$1
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bin=$top/target/release
+runs=${BENCH_RUNS:-20}
+work=$(mktemp -d /tmp/bbench.XXXX)
+export BERTH_ROOT=$work/root BERTH_RUN=$work/run BERTH_INSTANCE=berth-bench-$$ BERTH_LOG_DIR=$work/log
+export BERTH_BIN_DIR=$bin BERTH_ENGINE_SOCKET=$work/run/engine.sock
+docker_pid=""
+cleanup() {
+    "$bin/berth" ps -aq 2>/dev/null | xargs -r "$bin/berth" rm -f >/dev/null 2>&1 || true
+    "$top/deploy/local/berth-down.sh" >/dev/null 2>&1 || true
+    if [[ -n $docker_pid ]]; then
+        docker -H "unix://$work/docker.sock" ps -aq 2>/dev/null | xargs -r docker -H "unix://$work/docker.sock" rm -f >/dev/null 2>&1 || true
+        kill "$docker_pid" 2>/dev/null || true
+        wait "$docker_pid" 2>/dev/null || true
+        grep " $work/docker" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+now_ns() { date +%s%N; }
+# stats "v1 v2 ..." -> "median min max" (milliseconds, one decimal)
+stats() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %.1f %.1f", m, a[1], a[NR]}'; }
+# time_ms CMD... -> elapsed milliseconds
+time_ms() { local s e; s=$(now_ns); "$@" >/dev/null; e=$(now_ns); echo $(( (e - s) / 100000 )) | awk '{printf "%.1f", $1/10}'; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+"$top/deploy/local/berth-up.sh" >/dev/null
+berth() { "$bin/berth" "$@"; }
+berth load -i "$image_tar" >/dev/null
+
+declare -A result
+measure_engine() { # name cli...
+    local name=$1; shift
+    local cli=("$@") samples=""
+    "${cli[@]}" run --rm busybox true >/dev/null  # warm-up
+    for _ in $(seq "$runs"); do samples+=" $(time_ms "${cli[@]}" run --rm busybox true)"; done
+    result[$name.run]=$(echo "$samples" | stats)
+
+    samples=""
+    for r in 1 2 3; do
+        local s e
+        s=$(now_ns)
+        for i in $(seq 50); do "${cli[@]}" run -d --name "bench-$r-$i" busybox sleep 1000 >/dev/null; done
+        e=$(now_ns)
+        samples+=" $(( (e - s) / 1000000 ))"
+        "${cli[@]}" ps -aq | xargs -r "${cli[@]}" rm -f >/dev/null
+    done
+    result[$name.run50]=$(echo "$samples" | stats)
+
+    for i in $(seq 100); do "${cli[@]}" create --name "bench-ps-$i" busybox true >/dev/null; done
+    samples=""
+    for _ in $(seq "$runs"); do samples+=" $(time_ms "${cli[@]}" ps -a)"; done
+    result[$name.ps]=$(echo "$samples" | stats)
+    "${cli[@]}" ps -aq | xargs -r "${cli[@]}" rm -f >/dev/null
+}
+
+measure_engine berth "$bin/berth"
+berth_rss=0
+for s in engine image-store supervisor network volume log-router; do
+    berth_rss=$(( berth_rss + $(rss_kib "$(cat "$BERTH_RUN/$s.pid")") ))
+done
+berth run -d --name bench-shim busybox sleep 1000 >/dev/null
+sleep 0.5
+shim_pid=$(pgrep -f "berth-shim --id $(berth inspect --format '{{.Id}}' bench-shim)" | head -1 || true)
+shim_private=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$shim_pid/smaps_rollup" 2>/dev/null || echo 0)
+berth rm -f bench-shim >/dev/null
+
+docker_note="Docker is not installed on this machine (apt-get install docker.io), so only berth's figures are shown."
+docker_rss=""
+if command -v dockerd >/dev/null && command -v docker >/dev/null; then
+    dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
+        --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false >"$work/dockerd.log" 2>&1 &
+    docker_pid=$!
+    dk() { docker -H "unix://$work/docker.sock" "$@"; }
+    for _ in $(seq 100); do dk version >/dev/null 2>&1 && break; sleep 0.2; done
+    if dk load -i "$image_tar" >/dev/null 2>&1; then
+        measure_engine docker dk
+        docker_rss=$(rss_kib "$docker_pid")
+        for p in $(pgrep -x containerd || true); do docker_rss=$(( docker_rss + $(rss_kib "$p") )); done
+        docker_note="Docker $(dk version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network)."
+    else
+        docker_note="dockerd is installed but could not load the test image; see its log. Only berth's figures are shown."
+    fi
+fi
+
+row() { # label key unit
+    local b=${result[berth.$2]:-} d=${result[docker.$2]:-}
+    read -r bm bmin bmax <<<"$b"
+    if [[ -n $d ]]; then
+        read -r dm dmin dmax <<<"$d"
+        ratio=$(awk -v a="$bm" -v b="$dm" 'BEGIN {printf "%.2f×", (b>0)?a/b:0}')
+        echo "| $1 | $bm $3 ($bmin–$bmax) | $dm $3 ($dmin–$dmax) | $ratio |"
+    else
+        echo "| $1 | $bm $3 ($bmin–$bmax) | — | — |"
+    fi
+}
+{
+    echo "# Benchmarks"
+    echo
+    echo "Written by \`just bench\` on $(date -u +%Y-%m-%d) ($(nproc) cores, kernel $(uname -r))."
+    echo "Median of $runs runs (min–max); \`run -d\` ×50: median of 3 rounds. $docker_note"
+    echo
+    echo "| figure | berth | Docker | berth / Docker |"
+    echo "|---|---|---|---|"
+    row '`run --rm busybox true`' run ms
+    row '50 × `run -d … sleep 1000`' run50 ms
+    row '`ps -a` with 100 containers' ps ms
+    if [[ -n $docker_rss ]]; then
+        echo "| idle RSS of the engine | $((berth_rss / 1024)) MiB (six services) | $((docker_rss / 1024)) MiB (dockerd + containerd) | $(awk -v a=$berth_rss -v b=$docker_rss 'BEGIN {printf "%.2f×", a/b}') |"
+    else
+        echo "| idle RSS of the engine | $((berth_rss / 1024)) MiB (six services) | — | — |"
+    fi
+    echo "| private memory of one shim | $shim_private KiB | — | — |"
+    echo
+    echo "Targets (issue 2): \`run --rm\` ≤ 100 ms; idle RSS of all six services ≤ 25 MiB."
+} >"$top/docs/benchmarks.md"
+cat "$top/docs/benchmarks.md"

@@ -1,0 +1,34 @@
+//! Clients of the five services the engine coordinates, over lazy Unix-socket channels
+//! (they connect on first use and reconnect after a service restarts).
+use berth_common::{client::channel, Config, Service};
+use berth_proto::{
+    image::v1::image_store_client::ImageStoreClient, logs::v1::log_router_client::LogRouterClient,
+    network::v1::network_client::NetworkClient,
+    supervisor::v1::supervisor_client::SupervisorClient, volume::v1::volumes_client::VolumesClient,
+};
+use tonic::transport::Channel;
+
+#[derive(Clone)]
+pub struct Clients {
+    pub images: ImageStoreClient<Channel>,
+    pub supervisor: SupervisorClient<Channel>,
+    pub network: NetworkClient<Channel>,
+    pub volumes: VolumesClient<Channel>,
+    pub logs: LogRouterClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(config: &Config) -> Clients {
+        // Image uploads and config blobs can exceed tonic's 4 MiB default.
+        const MAX: usize = 256 * 1024 * 1024;
+        Clients {
+            images: ImageStoreClient::new(channel(config, Service::ImageStore))
+                .max_decoding_message_size(MAX)
+                .max_encoding_message_size(MAX),
+            supervisor: SupervisorClient::new(channel(config, Service::Supervisor)),
+            network: NetworkClient::new(channel(config, Service::Network)),
+            volumes: VolumesClient::new(channel(config, Service::Volume)),
+            logs: LogRouterClient::new(channel(config, Service::LogRouter)),
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The engine's operations: the create, run and remove sagas, resolution of names, and
+//! the watchers that remove detached `--rm` containers when they exit.
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use berth_common::{ids, status::context, Config};
+use berth_proto::{
+    engine::v1::{run_input, run_output, CreateContainerRequest, RunInput, RunOutput, RunStart},
+    image::v1::{GetImageRequest, PrepareSnapshotRequest, RemoveSnapshotRequest},
+    logs::v1::{CloseLogRequest, OpenLogRequest, OpenLogResponse},
+    network::v1::{AttachContainerRequest, DetachContainerRequest},
+    supervisor::v1::{
+        attach_input, attach_output, AttachInput, AttachStart, Container, ContainerStatus,
+        CreateContainerRequest as SupervisorCreate, GetContainerRequest, ListContainersRequest,
+        RemoveContainerRequest as SupervisorRemove, StartContainerRequest, WaitContainerRequest,
+    },
+    volume::v1::{PrepareMountsRequest, ReleaseMountsRequest, RemoveVolumeRequest},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
+
+use crate::{
+    clients::Clients,
+    saga::{Failures, UndoStack},
+    spec,
+};
+
+/// Keeps a user-facing status as it is (the CLI prints its message); adds which step
+/// failed to the others (unavailable services, internal errors). Code and metadata stay.
+pub fn upstream(what: &'static str) -> impl Fn(Status) -> Status {
+    move |status| match status.code() {
+        Code::NotFound
+        | Code::AlreadyExists
+        | Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::PermissionDenied
+        | Code::Cancelled => status,
+        Code::Unavailable => context(status, &format!("{what}: service unavailable")),
+        _ => context(status, what),
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub clients: Clients,
+    /// Containers with a waiter that removes them on exit (detached `--rm`).
+    watched: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Engine {
+    pub fn new(config: &Config) -> Engine {
+        Engine::with_clients(Clients::new(config))
+    }
+
+    pub fn with_clients(clients: Clients) -> Engine {
+        Engine {
+            clients,
+            watched: Arc::default(),
+        }
+    }
+
+    /// A container by name, full ID or unique ID prefix.
+    pub async fn resolve(&self, reference: &str) -> Result<Container, Status> {
+        let mut supervisor = self.clients.supervisor.clone();
+        Ok(supervisor
+            .get_container(GetContainerRequest {
+                id: reference.to_string(),
+            })
+            .await
+            .map_err(upstream("look up container"))?
+            .into_inner())
+    }
+
+    /// The create saga: image → name check → network → volumes → log → snapshot → record.
+    /// A failure undoes the steps taken, in reverse, and leaves nothing.
+    #[tracing::instrument(skip_all, fields(name = %req.name, image = %req.image, id = tracing::field::Empty))]
+    pub async fn create(&self, mut req: CreateContainerRequest) -> Result<Container, Status> {
+        let c = self.clients.clone();
+        req.name = spec::validate_name(&req.name)?.to_string();
+        if req.image.is_empty() {
+            return Err(Status::invalid_argument("no image specified"));
+        }
+        let image = c
+            .images
+            .clone()
+            .get_image(GetImageRequest {
+                reference: req.image.clone(),
+            })
+            .await
+            .map_err(upstream("resolve image"))?
+            .into_inner();
+        let config = image.config.clone().unwrap_or_default();
+        // Fail early on a bad command, before anything is made.
+        spec::command(&config, req.entrypoint.as_ref(), req.cmd.as_ref())?;
+        if !req.name.is_empty() {
+            match c
+                .supervisor
+                .clone()
+                .get_container(GetContainerRequest {
+                    id: req.name.clone(),
+                })
+                .await
+            {
+                Ok(existing) if existing.get_ref().name == req.name => {
+                    let id = &existing.get_ref().id;
+                    return Err(Status::already_exists(format!(
+                        "Conflict. The container name \"/{}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.",
+                        req.name
+                    )));
+                }
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(upstream("check the container name")(s)),
+            }
+        }
+        let id = ids::random_id();
+        tracing::Span::current().record("id", id.as_str());
+        let mode = match req.network.strip_prefix("container:") {
+            Some(target) => {
+                let owner = self.resolve(target).await?;
+                format!("container:{}", owner.id)
+            }
+            None => req.network.clone(),
+        };
+
+        let mut undo = UndoStack::new();
+        // Registered first: the attach may have happened even when its reply is lost.
+        undo_network(&mut undo, &c, &id);
+        let attachment = match c
+            .network
+            .clone()
+            .attach_container(AttachContainerRequest {
+                container_id: id.clone(),
+                mode,
+                hostname: req.hostname.clone(),
+            })
+            .await
+        {
+            Ok(a) => a.into_inner(),
+            Err(s) => return Err(undo.fail(upstream("attach network")(s)).await),
+        };
+
+        let specs = spec::mounts_with_image_volumes(&config, &req.mounts);
+        undo_mounts(&mut undo, &c, &id);
+        let mounts = match c
+            .volumes
+            .clone()
+            .prepare_mounts(PrepareMountsRequest {
+                container_id: id.clone(),
+                mounts: specs,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().mounts,
+            Err(s) => return Err(undo.fail(upstream("prepare mounts")(s)).await),
+        };
+
+        let log_config = req.log_config.clone().unwrap_or_default();
+        let logs = c.clone();
+        let log_id = id.clone();
+        undo.push("close log", move || async move {
+            logs.logs
+                .clone()
+                .close_log(CloseLogRequest {
+                    container_id: log_id,
+                })
+                .await
+                .map(drop)
+        });
+        if let Err(s) = c
+            .logs
+            .clone()
+            .open_log(OpenLogRequest {
+                container_id: id.clone(),
+                container_name: req.name.clone(),
+                image: req.image.clone(),
+                image_id: image.id.clone(),
+                driver: log_config.driver.clone(),
+                options: log_config.options.clone(),
+            })
+            .await
+        {
+            return Err(undo.fail(upstream("open log")(s)).await);
+        }
+
+        let snaps = c.clone();
+        let snap_id = id.clone();
+        undo.push("remove snapshot", move || async move {
+            snaps
+                .images
+                .clone()
+                .remove_snapshot(RemoveSnapshotRequest { key: snap_id })
+                .await
+                .map(drop)
+        });
+        let snapshot = match c
+            .images
+            .clone()
+            .prepare_snapshot(PrepareSnapshotRequest {
+                key: id.clone(),
+                image: image.id.clone(),
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) => return Err(undo.fail(upstream("prepare snapshot")(s)).await),
+        };
+
+        let spec = match spec::build(&req, &image, &snapshot, &mounts, &attachment) {
+            Ok(spec) => spec,
+            Err(s) => return Err(undo.fail(s).await),
+        };
+        let sup = c.clone();
+        let sup_id = id.clone();
+        undo.push("remove record", move || async move {
+            match sup
+                .supervisor
+                .clone()
+                .remove_container(SupervisorRemove {
+                    id: sup_id,
+                    force: true,
+                })
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(s) if s.code() == Code::NotFound => Ok(()),
+                Err(s) => Err(s),
+            }
+        });
+        match c
+            .supervisor
+            .clone()
+            .create_container(SupervisorCreate {
+                id: id.clone(),
+                name: req.name.clone(),
+                spec: Some(spec),
+            })
+            .await
+        {
+            Ok(container) => {
+                undo.commit();
+                let container = container.into_inner();
+                tracing::info!(id = %container.id, name = %container.name, "created");
+                Ok(container)
+            }
+            Err(s) => Err(undo.fail(upstream("create container record")(s)).await),
+        }
+    }
+
+    /// The remove saga: record (refused while running unless `force`) → snapshot → log →
+    /// network → volumes (anonymous ones removed with `volumes`). After the record is gone
+    /// the teardown goes on through failures and reports all of them.
+    #[tracing::instrument(skip(self))]
+    pub async fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), Status> {
+        let c = self.clients.clone();
+        match c
+            .supervisor
+            .clone()
+            .remove_container(SupervisorRemove {
+                id: id.to_string(),
+                force,
+            })
+            .await
+        {
+            Ok(_) => {}
+            // Already gone (a retry, or a race with another remover): finish the teardown.
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(upstream("remove container record")(s)),
+        }
+        let mut failures = Failures::default();
+        let r = c
+            .images
+            .clone()
+            .remove_snapshot(RemoveSnapshotRequest {
+                key: id.to_string(),
+            })
+            .await;
+        failures.check("remove snapshot", r);
+        let r = c
+            .logs
+            .clone()
+            .close_log(CloseLogRequest {
+                container_id: id.to_string(),
+            })
+            .await;
+        failures.check("close log", r);
+        let r = c
+            .network
+            .clone()
+            .detach_container(DetachContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await;
+        failures.check("detach network", r);
+        let released = c
+            .volumes
+            .clone()
+            .release_mounts(ReleaseMountsRequest {
+                container_id: id.to_string(),
+            })
+            .await;
+        if let Some(released) = failures.check("release mounts", released) {
+            if volumes {
+                for name in released.into_inner().anonymous_volumes {
+                    let r = c
+                        .volumes
+                        .clone()
+                        .remove_volume(RemoveVolumeRequest {
+                            name: name.clone(),
+                            force: false,
+                        })
+                        .await;
+                    failures.check(&format!("remove volume {name}"), r);
+                }
+            }
+        }
+        tracing::info!(id, failures = failures.len(), "removed");
+        failures.into_result()
+    }
+
+    /// The log path as the log router reports it (OpenLog is idempotent).
+    pub async fn log_path(&self, container: &Container) -> Result<String, Status> {
+        let spec = container.spec.clone().unwrap_or_default();
+        let log = spec.log_config.unwrap_or_default();
+        let r: OpenLogResponse = self
+            .clients
+            .logs
+            .clone()
+            .open_log(OpenLogRequest {
+                container_id: container.id.clone(),
+                container_name: container.name.clone(),
+                image: spec.image,
+                image_id: spec.image_id,
+                driver: log.driver,
+                options: log.options,
+            })
+            .await
+            .map_err(upstream("log path"))?
+            .into_inner();
+        Ok(r.log_path)
+    }
+
+    /// Removes `id` (and its anonymous volumes) when it exits; one waiter per container.
+    /// If the engine restarts meanwhile, [`Engine::rescan_auto_remove`] takes over.
+    pub fn watch_auto_remove(&self, id: String) {
+        if !self
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+        {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let r = engine
+                    .clients
+                    .supervisor
+                    .clone()
+                    .wait_container(WaitContainerRequest { id: id.clone() })
+                    .await;
+                match r {
+                    Ok(_) => {
+                        if let Err(e) = engine.remove(&id, true, true).await {
+                            tracing::warn!(%id, error = %e.message(), "auto-remove failed");
+                        }
+                        break;
+                    }
+                    Err(s) if s.code() == Code::NotFound => break,
+                    Err(s) => {
+                        // The supervisor is restarting: wait for it again.
+                        tracing::debug!(%id, error = %s.message(), "waiting for the container again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            engine
+                .watched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+    }
+
+    /// At start-up: removes exited `--rm` containers and watches running ones, so an engine
+    /// restart loses no auto-remove. Retries while the supervisor is not up yet.
+    pub async fn rescan_auto_remove(&self) {
+        let mut delay = Duration::from_millis(100);
+        let containers = loop {
+            match self
+                .clients
+                .supervisor
+                .clone()
+                .list_containers(ListContainersRequest { all: true })
+                .await
+            {
+                Ok(r) => break r.into_inner().containers,
+                Err(s) if delay < Duration::from_secs(30) => {
+                    tracing::debug!(error = %s.message(), "supervisor not ready for the auto-remove scan");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(s) => {
+                    tracing::warn!(error = %s.message(), "auto-remove scan gave up");
+                    return;
+                }
+            }
+        };
+        for container in containers {
+            if !container.spec.as_ref().is_some_and(|s| s.auto_remove) {
+                continue;
+            }
+            let status = container.state.as_ref().map_or(0, |s| s.status);
+            if status == ContainerStatus::Running as i32
+                || status == ContainerStatus::Restarting as i32
+            {
+                self.watch_auto_remove(container.id);
+            } else if status == ContainerStatus::Exited as i32
+                || status == ContainerStatus::Dead as i32
+            {
+                if let Err(e) = self.remove(&container.id, true, true).await {
+                    tracing::warn!(id = %container.id, error = %e.message(), "auto-remove failed");
+                }
+            }
+        }
+    }
+
+    /// Removes every stopped container (exited, created, dead).
+    pub async fn prune(&self) -> Result<Vec<String>, Status> {
+        let containers = self
+            .clients
+            .supervisor
+            .clone()
+            .list_containers(ListContainersRequest { all: true })
+            .await
+            .map_err(upstream("list containers"))?
+            .into_inner()
+            .containers;
+        let stopped = [
+            ContainerStatus::Exited,
+            ContainerStatus::Created,
+            ContainerStatus::Dead,
+        ]
+        .map(|s| s as i32);
+        let mut deleted = Vec::new();
+        let mut failures = Failures::default();
+        for c in containers {
+            if stopped.contains(&c.state.as_ref().map_or(0, |s| s.status)) {
+                match self.remove(&c.id, false, false).await {
+                    Ok(()) => deleted.push(c.id),
+                    // Started meanwhile: not stopped any more, not an error.
+                    Err(s) if s.code() == Code::FailedPrecondition => {}
+                    Err(s) => failures.push(format!("remove {}", c.id), s),
+                }
+            }
+        }
+        if deleted.is_empty() {
+            failures.into_result()?;
+        } else if !failures.is_empty() {
+            tracing::warn!(?failures, "prune: some containers were not removed");
+        }
+        Ok(deleted)
+    }
+
+    /// The run saga, driving one RunContainer call: reads the client's inputs from
+    /// `inbound`, sends the outputs to `out`. Errors end the stream as its status.
+    #[tracing::instrument(skip_all, fields(id = tracing::field::Empty))]
+    pub async fn run(
+        &self,
+        mut inbound: Streaming<RunInput>,
+        out: mpsc::Sender<Result<RunOutput, Status>>,
+    ) {
+        let start = match inbound.message().await {
+            Ok(Some(RunInput {
+                input: Some(run_input::Input::Start(start)),
+            })) => start,
+            Ok(_) => {
+                let _ = out
+                    .send(Err(Status::invalid_argument(
+                        "the first message of a run must be its start",
+                    )))
+                    .await;
+                return;
+            }
+            Err(s) => {
+                let _ = out.send(Err(s)).await;
+                return;
+            }
+        };
+        if let Err(status) = self.run_started(start, inbound, &out).await {
+            let _ = out.send(Err(status)).await;
+        }
+    }
+
+    async fn run_started(
+        &self,
+        start: RunStart,
+        inbound: Streaming<RunInput>,
+        out: &mpsc::Sender<Result<RunOutput, Status>>,
+    ) -> Result<(), Status> {
+        let create = start.create.unwrap_or_default();
+        let auto_remove = create.auto_remove;
+        let container = self.create(create).await?;
+        let id = container.id.clone();
+        tracing::Span::current().record("id", id.as_str());
+        send(out, run_output::Output::ContainerId(id.clone())).await;
+
+        if start.detach {
+            if let Err(status) = self
+                .clients
+                .supervisor
+                .clone()
+                .start_container(StartContainerRequest { id: id.clone() })
+                .await
+            {
+                return Err(self.remove_after_failed_start(&id, status).await);
+            }
+            if auto_remove {
+                self.watch_auto_remove(id.clone());
+            }
+            send(out, run_output::Output::Detached(true)).await;
+            return Ok(());
+        }
+
+        // Attached: the supervisor starts the container once the attach is in place.
+        let (atx, arx) = mpsc::channel::<AttachInput>(16);
+        let first = AttachInput {
+            input: Some(attach_input::Input::Start(AttachStart {
+                id: id.clone(),
+                stdin: start.attach_stdin,
+                stdout: true,
+                stderr: true,
+                start: true,
+                detach_keys: start.detach_keys,
+            })),
+        };
+        let _ = atx.send(first).await;
+        let forwarder = tokio::spawn(forward_run_input(inbound, atx));
+        let result = self.relay_run(&id, auto_remove, arx, out).await;
+        forwarder.abort();
+        result
+    }
+
+    async fn relay_run(
+        &self,
+        id: &str,
+        auto_remove: bool,
+        inputs: mpsc::Receiver<AttachInput>,
+        out: &mpsc::Sender<Result<RunOutput, Status>>,
+    ) -> Result<(), Status> {
+        let mut stream = match self
+            .clients
+            .supervisor
+            .clone()
+            .attach(ReceiverStream::new(inputs))
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(status) => return Err(self.remove_after_failed_start(id, status).await),
+        };
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    if auto_remove {
+                        self.watch_auto_remove(id.to_string());
+                    }
+                    return Err(Status::unavailable(
+                        "the supervisor ended the attach without an exit status",
+                    ));
+                }
+                Err(status) => return Err(self.remove_after_failed_start(id, status).await),
+            };
+            let output = match msg.output {
+                Some(attach_output::Output::Stdout(b)) => run_output::Output::Stdout(b),
+                Some(attach_output::Output::Stderr(b)) => run_output::Output::Stderr(b),
+                Some(attach_output::Output::Exit(exit)) => {
+                    // The shim reports the exit before the supervisor records it: wait for
+                    // the record, so that `ps`/`inspect` right after the run show it exited.
+                    let mut supervisor = self.clients.supervisor.clone();
+                    let wait =
+                        supervisor.wait_container(WaitContainerRequest { id: id.to_string() });
+                    if let Ok(Err(s)) = tokio::time::timeout(Duration::from_secs(5), wait).await {
+                        tracing::debug!(id, error = %s.message(), "waiting for the exit record");
+                    }
+                    if auto_remove {
+                        // Gone before the client learns the exit status.
+                        if let Err(e) = self.remove(id, true, true).await {
+                            tracing::warn!(id, error = %e.message(), "auto-remove failed");
+                            let _ = out
+                                .send(Ok(RunOutput {
+                                    output: Some(run_output::Output::Warning(format!(
+                                        "removing the container failed: {}",
+                                        e.message()
+                                    ))),
+                                }))
+                                .await;
+                        }
+                    }
+                    send(out, run_output::Output::Exit(exit)).await;
+                    return Ok(());
+                }
+                Some(attach_output::Output::Detached(d)) => {
+                    if auto_remove {
+                        self.watch_auto_remove(id.to_string());
+                    }
+                    send(out, run_output::Output::Detached(d)).await;
+                    return Ok(());
+                }
+                None => continue,
+            };
+            if out
+                .send(Ok(RunOutput {
+                    output: Some(output),
+                }))
+                .await
+                .is_err()
+            {
+                // The client went away: the container runs on; --rm still applies.
+                if auto_remove {
+                    self.watch_auto_remove(id.to_string());
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// After an error from start or attach: a container that never ran (start failed,
+    /// 126/127) is removed with everything create made; the status is returned unchanged.
+    async fn remove_after_failed_start(&self, id: &str, status: Status) -> Status {
+        let never_ran = match self.resolve(id).await {
+            Ok(c) => c.state.as_ref().is_none_or(|s| {
+                s.status == ContainerStatus::Created as i32 && s.started_at.is_empty()
+            }),
+            Err(s) => s.code() == Code::NotFound,
+        };
+        if never_ran || berth_common::status::exit_code_of(&status).is_some() {
+            if let Err(e) = self.remove(id, true, true).await {
+                tracing::warn!(id, error = %e.message(), "removing a container that failed to start");
+            }
+        } else {
+            tracing::warn!(id, error = %status.message(), "attach failed after the container started");
+        }
+        status
+    }
+}
+
+async fn send(out: &mpsc::Sender<Result<RunOutput, Status>>, output: run_output::Output) {
+    let _ = out
+        .send(Ok(RunOutput {
+            output: Some(output),
+        }))
+        .await;
+}
+
+/// Relays the client's stdin, resizes and close-stdin to the supervisor's attach; keeps the
+/// attach input open after the client's stream ends (aborted when the run is over).
+async fn forward_run_input(mut inbound: Streaming<RunInput>, atx: mpsc::Sender<AttachInput>) {
+    while let Ok(Some(msg)) = inbound.message().await {
+        let input = match msg.input {
+            Some(run_input::Input::Stdin(b)) => attach_input::Input::Stdin(b),
+            Some(run_input::Input::Resize(r)) => attach_input::Input::Resize(r),
+            Some(run_input::Input::CloseStdin(c)) => attach_input::Input::CloseStdin(c),
+            Some(run_input::Input::Start(_)) | None => continue,
+        };
+        if atx.send(AttachInput { input: Some(input) }).await.is_err() {
+            return;
+        }
+    }
+    atx.closed().await;
+}
+
+fn undo_network(undo: &mut UndoStack, c: &Clients, id: &str) {
+    let net = c.clone();
+    let id = id.to_string();
+    undo.push("detach network", move || async move {
+        net.network
+            .clone()
+            .detach_container(DetachContainerRequest { container_id: id })
+            .await
+            .map(drop)
+    });
+}
+
+/// Release the container's mounts and remove the anonymous volumes it made.
+fn undo_mounts(undo: &mut UndoStack, c: &Clients, id: &str) {
+    let vols = c.clone();
+    let id = id.to_string();
+    undo.push("release mounts", move || async move {
+        let mut v = vols.volumes.clone();
+        let released = v
+            .release_mounts(ReleaseMountsRequest { container_id: id })
+            .await?
+            .into_inner();
+        let mut failures = Failures::default();
+        for name in released.anonymous_volumes {
+            let r = v
+                .remove_volume(RemoveVolumeRequest {
+                    name: name.clone(),
+                    force: false,
+                })
+                .await;
+            failures.check(&format!("remove volume {name}"), r);
+        }
+        failures.into_result()
+    });
+}

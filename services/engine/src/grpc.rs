@@ -1,0 +1,446 @@
+//! The gRPC skin over [`Engine`]: each RPC resolves names and translates; the sagas are in
+//! [`crate::engine`].
+use std::pin::Pin;
+
+use berth_proto::{
+    engine::v1::{
+        engine_server::Engine as EngineApi, ContainerDetails, ContainerLogsRequest, ContainerRef,
+        CreateContainerRequest, PruneContainersRequest, PruneContainersResponse,
+        RemoveContainerRequest, RemoveContainerResponse, RunInput, RunOutput, VersionRequest,
+        VersionResponse,
+    },
+    image::v1::{
+        GetImageRequest, Image, ImportImageResponse, ListImagesRequest, ListImagesResponse,
+        LoadImagesResponse, RemoveImageRequest, RemoveImageResponse, TagImageRequest,
+        TagImageResponse, UploadChunk,
+    },
+    logs::v1::{LogEntry, ReadLogsRequest},
+    network::v1::{GetAttachmentRequest, ListNetworksRequest, ListNetworksResponse},
+    supervisor::v1::{
+        attach_input, AttachInput, AttachOutput, Container, ExitStatus, KillContainerRequest,
+        ListContainersRequest, ListContainersResponse, StartContainerRequest, StopContainerRequest,
+        WaitContainerRequest,
+    },
+    volume::v1::{
+        CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
+        RemoveVolumeRequest, RemoveVolumeResponse, Volume,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::engine::{upstream, Engine};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The client's upload chunks, ending at the first transport error.
+fn chunks(inbound: Streaming<UploadChunk>) -> impl Stream<Item = UploadChunk> + Send + 'static {
+    inbound.map_while(Result::ok)
+}
+
+/// Docker's architecture names.
+fn docker_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl EngineApi for Engine {
+    #[tracing::instrument(skip_all)]
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: "1.0".to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: docker_arch().to_string(),
+            kernel_version: kernel_version(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, image = %request.get_ref().image))]
+    async fn create_container(
+        &self,
+        request: Request<CreateContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        Ok(Response::new(self.create(request.into_inner()).await?))
+    }
+
+    type RunContainerStream = BoxStream<RunOutput>;
+
+    #[tracing::instrument(skip_all)]
+    async fn run_container(
+        &self,
+        request: Request<Streaming<RunInput>>,
+    ) -> Result<Response<Self::RunContainerStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.clone();
+        let inbound = request.into_inner();
+        tokio::spawn(async move { engine.run(inbound, tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn start_container(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<Container>, Status> {
+        let container = self.resolve(&request.into_inner().id).await?;
+        let started = self
+            .clients
+            .supervisor
+            .clone()
+            .start_container(StartContainerRequest {
+                id: container.id.clone(),
+            })
+            .await
+            .map_err(upstream("start container"))?;
+        if container.spec.as_ref().is_some_and(|s| s.auto_remove) {
+            self.watch_auto_remove(container.id);
+        }
+        Ok(started)
+    }
+
+    type AttachContainerStream = BoxStream<AttachOutput>;
+
+    #[tracing::instrument(skip_all, fields(id = tracing::field::Empty))]
+    async fn attach_container(
+        &self,
+        request: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<Self::AttachContainerStream>, Status> {
+        let mut inbound = request.into_inner();
+        let mut start = match inbound.message().await? {
+            Some(AttachInput {
+                input: Some(attach_input::Input::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of an attach must be its start",
+                ))
+            }
+        };
+        let container = self.resolve(&start.id).await?;
+        tracing::Span::current().record("id", container.id.as_str());
+        start.id = container.id.clone();
+        let starts = start.start;
+        let first = AttachInput {
+            input: Some(attach_input::Input::Start(start)),
+        };
+        let rest = inbound.map_while(Result::ok);
+        let output = self
+            .clients
+            .supervisor
+            .clone()
+            .attach(tokio_stream::once(first).chain(rest))
+            .await
+            .map_err(upstream("attach"))?
+            .into_inner();
+        if starts && container.spec.as_ref().is_some_and(|s| s.auto_remove) {
+            self.watch_auto_remove(container.id);
+        }
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn stop_container(
+        &self,
+        request: Request<StopContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let mut req = request.into_inner();
+        req.id = self.resolve(&req.id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .stop_container(req)
+            .await
+            .map_err(upstream("stop container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn kill_container(
+        &self,
+        request: Request<KillContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let mut req = request.into_inner();
+        req.id = self.resolve(&req.id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .kill_container(req)
+            .await
+            .map_err(upstream("kill container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn wait_container(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<ExitStatus>, Status> {
+        let id = self.resolve(&request.into_inner().id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .wait_container(WaitContainerRequest { id })
+            .await
+            .map_err(upstream("wait container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn remove_container(
+        &self,
+        request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let req = request.into_inner();
+        let container = self.resolve(&req.id).await?;
+        let volumes = req.volumes || container.spec.as_ref().is_some_and(|s| s.auto_remove);
+        self.remove(&container.id, req.force, volumes).await?;
+        Ok(Response::new(RemoveContainerResponse { id: container.id }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        self.clients
+            .supervisor
+            .clone()
+            .list_containers(request.into_inner())
+            .await
+            .map_err(upstream("list containers"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn inspect_container(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<ContainerDetails>, Status> {
+        let container = self.resolve(&request.into_inner().id).await?;
+        let log_path = self.log_path(&container).await?;
+        let network = match self
+            .clients
+            .network
+            .clone()
+            .get_attachment(GetAttachmentRequest {
+                container_id: container.id.clone(),
+            })
+            .await
+        {
+            Ok(a) => Some(a.into_inner()),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => return Err(upstream("network attachment")(s)),
+        };
+        Ok(Response::new(ContainerDetails {
+            container: Some(container),
+            log_path,
+            network,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn prune_containers(
+        &self,
+        _request: Request<PruneContainersRequest>,
+    ) -> Result<Response<PruneContainersResponse>, Status> {
+        Ok(Response::new(PruneContainersResponse {
+            deleted: self.prune().await?,
+        }))
+    }
+
+    type ContainerLogsStream = BoxStream<LogEntry>;
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn container_logs(
+        &self,
+        request: Request<ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let req = request.into_inner();
+        let id = self.resolve(&req.id).await?.id;
+        let stream = self
+            .clients
+            .logs
+            .clone()
+            .read_logs(ReadLogsRequest {
+                container_id: id,
+                follow: req.follow,
+                tail: req.tail,
+                since_unix_nano: req.since_unix_nano,
+                until_unix_nano: req.until_unix_nano,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .map_err(upstream("read logs"))?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .list_images(request.into_inner())
+            .await
+            .map_err(upstream("list images"))
+    }
+
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
+    async fn inspect_image(
+        &self,
+        request: Request<GetImageRequest>,
+    ) -> Result<Response<Image>, Status> {
+        self.clients
+            .images
+            .clone()
+            .get_image(request.into_inner())
+            .await
+            .map_err(upstream("inspect image"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn import_image(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<ImportImageResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .import_image(chunks(request.into_inner()))
+            .await
+            .map_err(upstream("import image"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn load_images(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<LoadImagesResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .load_images(chunks(request.into_inner()))
+            .await
+            .map_err(upstream("load images"))
+    }
+
+    #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, target = %request.get_ref().target))]
+    async fn tag_image(
+        &self,
+        request: Request<TagImageRequest>,
+    ) -> Result<Response<TagImageResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .tag_image(request.into_inner())
+            .await
+            .map_err(upstream("tag image"))
+    }
+
+    /// The image store enforces "in use" against its snapshots.
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .remove_image(request.into_inner())
+            .await
+            .map_err(upstream("remove image"))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        self.clients
+            .volumes
+            .clone()
+            .create_volume(request.into_inner())
+            .await
+            .map_err(upstream("create volume"))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
+    async fn inspect_volume(
+        &self,
+        request: Request<GetVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        self.clients
+            .volumes
+            .clone()
+            .get_volume(request.into_inner())
+            .await
+            .map_err(upstream("inspect volume"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        self.clients
+            .volumes
+            .clone()
+            .list_volumes(request.into_inner())
+            .await
+            .map_err(upstream("list volumes"))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
+    async fn remove_volume(
+        &self,
+        request: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        self.clients
+            .volumes
+            .clone()
+            .remove_volume(request.into_inner())
+            .await
+            .map_err(upstream("remove volume"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_networks(
+        &self,
+        request: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        self.clients
+            .network
+            .clone()
+            .list_networks(request.into_inner())
+            .await
+            .map_err(upstream("list networks"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_facts() {
+        assert!(!docker_arch().is_empty());
+        assert!(!kernel_version().is_empty());
+    }
+}

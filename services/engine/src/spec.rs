@@ -1,0 +1,360 @@
+//! Pure rules that turn an image, the user's request and what the other services returned
+//! into the supervisor's container spec (Docker's merge rules).
+use std::collections::HashMap;
+
+use berth_proto::{
+    engine::v1::{CreateContainerRequest, StringList},
+    image::v1::{Image, ImageConfig, SnapshotMounts},
+    network::v1::Attachment,
+    supervisor::v1::{ContainerSpec, LogConfig, Mount, NetworkSettings, RootFs},
+    volume::v1::{MountSpec, MountType, ResolvedMount},
+};
+use tonic::Status;
+
+/// Checks a container name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, or empty for a generated one)
+/// and returns it without Docker's optional leading `/`.
+pub fn validate_name(name: &str) -> Result<&str, Status> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if name.is_empty() {
+        return Ok("");
+    }
+    let mut bytes = bare.bytes();
+    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(bare)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+/// Docker's rules: a request entrypoint replaces the image's (and, unless a cmd is given
+/// too, clears the image's cmd); a request cmd replaces the image's. Both empty is an error.
+pub fn command(
+    image: &ImageConfig,
+    entrypoint: Option<&StringList>,
+    cmd: Option<&StringList>,
+) -> Result<(Vec<String>, Vec<String>), Status> {
+    let entry = match entrypoint {
+        Some(e) => e.values.clone(),
+        None => image.entrypoint.clone(),
+    };
+    let cmd = match (cmd, entrypoint) {
+        (Some(c), _) => c.values.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    if entry.is_empty() && cmd.is_empty() {
+        return Err(Status::invalid_argument("no command specified"));
+    }
+    Ok((entry, cmd))
+}
+
+/// The image's environment with the request's `KEY=value` entries replacing those of the
+/// same key in place, new keys appended in order. A bare `KEY` (left unresolved by the
+/// client) is dropped, as Docker's CLI drops unset variables.
+pub fn merge_env(image: &[String], request: &[String]) -> Vec<String> {
+    fn key(entry: &str) -> &str {
+        entry.split_once('=').map_or(entry, |(k, _)| k)
+    }
+    let mut out: Vec<String> = image.to_vec();
+    for entry in request.iter().filter(|e| e.contains('=')) {
+        match out.iter_mut().find(|e| key(e) == key(entry)) {
+            Some(existing) => existing.clone_from(entry),
+            None => out.push(entry.clone()),
+        }
+    }
+    out
+}
+
+/// The image's labels, overridden per key by the request's.
+pub fn merge_labels(
+    image: &HashMap<String, String>,
+    request: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut out = image.clone();
+    out.extend(request.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// The request's mounts plus an anonymous volume for each image `VOLUME` no mount covers
+/// (Docker does the same).
+pub fn mounts_with_image_volumes(image: &ImageConfig, request: &[MountSpec]) -> Vec<MountSpec> {
+    let clean = |p: &str| p.trim_end_matches('/').to_string();
+    let mut out = request.to_vec();
+    for dest in &image.volumes {
+        if !request.iter().any(|m| clean(&m.destination) == clean(dest)) {
+            out.push(MountSpec {
+                r#type: MountType::Volume as i32,
+                destination: dest.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+pub fn mount_type_name(t: i32) -> &'static str {
+    match MountType::try_from(t) {
+        Ok(MountType::Bind) => "bind",
+        Ok(MountType::Volume) => "volume",
+        Ok(MountType::Tmpfs) => "tmpfs",
+        _ => "",
+    }
+}
+
+fn mount(m: &ResolvedMount) -> Mount {
+    Mount {
+        r#type: mount_type_name(m.r#type).to_string(),
+        source: m.source.clone(),
+        destination: m.destination.clone(),
+        read_only: m.read_only,
+        name: m.volume_name.clone(),
+        options: m.options.clone(),
+    }
+}
+
+fn or_image(request: &str, image: &str) -> String {
+    if request.is_empty() { image } else { request }.to_string()
+}
+
+/// Everything the saga resolved, merged into the supervisor's spec.
+pub fn build(
+    req: &CreateContainerRequest,
+    image: &Image,
+    snapshot: &SnapshotMounts,
+    mounts: &[ResolvedMount],
+    attachment: &Attachment,
+) -> Result<ContainerSpec, Status> {
+    let config = image.config.clone().unwrap_or_default();
+    let (entrypoint, cmd) = command(&config, req.entrypoint.as_ref(), req.cmd.as_ref())?;
+    let dns_servers = if req.dns_servers.is_empty() {
+        attachment.dns_servers.clone()
+    } else {
+        req.dns_servers.clone()
+    };
+    Ok(ContainerSpec {
+        image: req.image.clone(),
+        image_id: image.id.clone(),
+        entrypoint,
+        cmd,
+        env: merge_env(&config.env, &req.env),
+        working_dir: or_image(&req.working_dir, &config.working_dir),
+        user: or_image(&req.user, &config.user),
+        hostname: req.hostname.clone(),
+        domainname: req.domainname.clone(),
+        tty: req.tty,
+        open_stdin: req.open_stdin,
+        labels: merge_labels(&config.labels, &req.labels),
+        stop_signal: or_image(&req.stop_signal, &config.stop_signal),
+        stop_timeout: req.stop_timeout,
+        rootfs: Some(RootFs {
+            lower_dirs: snapshot.lower_dirs.clone(),
+            upper_dir: snapshot.upper_dir.clone(),
+            work_dir: snapshot.work_dir.clone(),
+        }),
+        mounts: mounts.iter().map(mount).collect(),
+        network: Some(NetworkSettings {
+            mode: attachment.mode.clone(),
+            netns_path: attachment.netns_path.clone(),
+            extra_hosts: req.extra_hosts.clone(),
+            dns_servers,
+            dns_search: attachment.dns_search.clone(),
+            dns_options: attachment.dns_options.clone(),
+            ip_addresses: attachment.ip_addresses.clone(),
+        }),
+        log_config: Some(req.log_config.clone().unwrap_or_else(|| LogConfig {
+            driver: "json-file".into(),
+            options: HashMap::new(),
+        })),
+        auto_remove: req.auto_remove,
+        read_only_rootfs: req.read_only_rootfs,
+        runtime: req.runtime.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(v: &[&str]) -> StringList {
+        StringList {
+            values: v.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn image(entry: &[&str], cmd: &[&str]) -> ImageConfig {
+        ImageConfig {
+            entrypoint: strings(entry),
+            cmd: strings(cmd),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_follows_dockers_rules() {
+        let img = image(&["/entry"], &["default"]);
+        // Nothing given: the image's both.
+        assert_eq!(
+            command(&img, None, None).unwrap(),
+            (strings(&["/entry"]), strings(&["default"]))
+        );
+        // cmd given: replaces the image's cmd, keeps its entrypoint.
+        assert_eq!(
+            command(&img, None, Some(&list(&["x"]))).unwrap(),
+            (strings(&["/entry"]), strings(&["x"]))
+        );
+        // entrypoint given: clears the image's cmd.
+        assert_eq!(
+            command(&img, Some(&list(&["echo"])), None).unwrap(),
+            (strings(&["echo"]), vec![])
+        );
+        // both given.
+        assert_eq!(
+            command(&img, Some(&list(&["echo"])), Some(&list(&["a", "b"]))).unwrap(),
+            (strings(&["echo"]), strings(&["a", "b"]))
+        );
+        // empty entrypoint clears it; the image's cmd is cleared too unless cmd is given.
+        let busybox = image(&[], &["sh"]);
+        assert_eq!(
+            command(&busybox, Some(&list(&[])), Some(&list(&["ls"]))).unwrap(),
+            (vec![], strings(&["ls"]))
+        );
+        let e = command(&busybox, Some(&list(&[])), None).unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::InvalidArgument, "no command specified")
+        );
+        assert!(command(&image(&[], &[]), None, None).is_err());
+        assert!(command(&busybox, None, Some(&list(&[]))).is_err());
+    }
+
+    #[test]
+    fn env_overrides_per_key_in_place() {
+        let img = strings(&["PATH=/usr/bin:/bin", "HOME=/root", "A=1"]);
+        let req = strings(&["A=2", "PATH=/bin", "NEW=x=y", "BARE", "EMPTY="]);
+        assert_eq!(
+            merge_env(&img, &req),
+            strings(&["PATH=/bin", "HOME=/root", "A=2", "NEW=x=y", "EMPTY="])
+        );
+        assert_eq!(merge_env(&img, &[]), img);
+    }
+
+    #[test]
+    fn labels_merge_with_request_winning() {
+        let img: HashMap<_, _> =
+            [("a".to_string(), "1".to_string()), ("b".into(), "2".into())].into();
+        let req: HashMap<_, _> =
+            [("b".to_string(), "3".to_string()), ("c".into(), "4".into())].into();
+        let out = merge_labels(&img, &req);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            (out["a"].as_str(), out["b"].as_str(), out["c"].as_str()),
+            ("1", "3", "4")
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(validate_name("").unwrap(), "");
+        assert_eq!(validate_name("web-1.a_b").unwrap(), "web-1.a_b");
+        assert_eq!(validate_name("/web").unwrap(), "web");
+        for bad in ["-x", "_x", ".x", "a b", "a/b", "/", "é"] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(e.message().contains(bad), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn image_volumes_become_anonymous_mounts_unless_covered() {
+        let img = ImageConfig {
+            volumes: strings(&["/data", "/logs/"]),
+            ..Default::default()
+        };
+        let req = vec![MountSpec {
+            r#type: MountType::Bind as i32,
+            source: "/h".into(),
+            destination: "/logs".into(),
+            ..Default::default()
+        }];
+        let out = mounts_with_image_volumes(&img, &req);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].destination, "/data");
+        assert_eq!(out[1].r#type, MountType::Volume as i32);
+        assert!(out[1].source.is_empty());
+    }
+
+    #[test]
+    fn spec_merges_image_request_and_services() {
+        let image = Image {
+            id: "sha256:abc".into(),
+            config: Some(ImageConfig {
+                env: strings(&["PATH=/bin", "X=1"]),
+                cmd: strings(&["sh"]),
+                working_dir: "/img".into(),
+                user: "app".into(),
+                stop_signal: "SIGQUIT".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = CreateContainerRequest {
+            image: "busybox".into(),
+            cmd: Some(list(&["echo", "hi"])),
+            env: strings(&["X=2"]),
+            user: "nobody".into(),
+            auto_remove: true,
+            ..Default::default()
+        };
+        let snap = SnapshotMounts {
+            lower_dirs: strings(&["/l2", "/l1"]),
+            upper_dir: "/u".into(),
+            work_dir: "/w".into(),
+            ..Default::default()
+        };
+        let mounts = vec![ResolvedMount {
+            r#type: MountType::Volume as i32,
+            source: "/v/_data".into(),
+            destination: "/data".into(),
+            volume_name: "vol".into(),
+            ..Default::default()
+        }];
+        let att = Attachment {
+            mode: "none".into(),
+            netns_path: "/run/netns/x".into(),
+            ..Default::default()
+        };
+        let spec = build(&req, &image, &snap, &mounts, &att).unwrap();
+        assert_eq!(
+            (spec.image.as_str(), spec.image_id.as_str()),
+            ("busybox", "sha256:abc")
+        );
+        assert_eq!(spec.cmd, strings(&["echo", "hi"]));
+        assert_eq!(spec.env, strings(&["PATH=/bin", "X=2"]));
+        assert_eq!(
+            (
+                spec.working_dir.as_str(),
+                spec.user.as_str(),
+                spec.stop_signal.as_str()
+            ),
+            ("/img", "nobody", "SIGQUIT")
+        );
+        assert_eq!(spec.rootfs.unwrap().lower_dirs, strings(&["/l2", "/l1"]));
+        assert_eq!(spec.mounts[0].r#type, "volume");
+        assert_eq!(spec.mounts[0].name, "vol");
+        let net = spec.network.unwrap();
+        assert_eq!(
+            (net.mode.as_str(), net.netns_path.as_str()),
+            ("none", "/run/netns/x")
+        );
+        assert_eq!(spec.log_config.unwrap().driver, "json-file");
+        assert!(spec.auto_remove);
+    }
+}

@@ -1,0 +1,252 @@
+//! The gRPC skin over [`Store`]: it only translates requests, spools uploads to a temp
+//! file, and runs the blocking store work off the async runtime.
+use std::{path::PathBuf, sync::Arc};
+
+use berth_proto::image::v1::{
+    self as pb, image_store_server::ImageStore, upload_chunk::Part, UploadChunk, UploadHeader,
+};
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    error::Error,
+    store::{ImageInfo, ImportOptions, Mounts, Store},
+};
+
+#[derive(Clone)]
+pub struct ImageStoreService {
+    store: Arc<Store>,
+}
+
+impl ImageStoreService {
+    pub fn new(store: Arc<Store>) -> Self {
+        ImageStoreService { store }
+    }
+
+    pub fn into_server(self) -> pb::image_store_server::ImageStoreServer<Self> {
+        pb::image_store_server::ImageStoreServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("internal: {e}")))?
+            .map_err(Status::from)
+    }
+
+    /// Writes the upload to a temp file under the state dir (removed when dropped).
+    async fn spool(
+        &self,
+        mut stream: Streaming<UploadChunk>,
+    ) -> Result<(UploadHeader, Spool), Status> {
+        let spool = Spool(self.store.temp_path("upload"));
+        let mut file = tokio::fs::File::create(&spool.0)
+            .await
+            .map_err(|e| Status::internal(format!("create {}: {e}", spool.0.display())))?;
+        let mut header = None;
+        let mut first = true;
+        while let Some(chunk) = stream.message().await? {
+            match chunk.part {
+                Some(Part::Header(h)) if first => header = Some(h),
+                Some(Part::Header(_)) => {
+                    return Err(Status::invalid_argument(
+                        "the upload header must be the first message",
+                    ))
+                }
+                Some(Part::Data(bytes)) => file
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| Status::internal(format!("write {}: {e}", spool.0.display())))?,
+                None => {}
+            }
+            first = false;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| Status::internal(format!("sync {}: {e}", spool.0.display())))?;
+        Ok((header.unwrap_or_default(), spool))
+    }
+}
+
+struct Spool(PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tonic::async_trait]
+impl ImageStore for ImageStoreService {
+    #[tracing::instrument(skip_all, fields(reference))]
+    async fn import_image(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<pb::ImportImageResponse>, Status> {
+        let (header, spool) = self.spool(request.into_inner()).await?;
+        tracing::Span::current().record("reference", header.reference.as_str());
+        let opts = ImportOptions {
+            reference: header.reference,
+            changes: header.changes,
+            message: header.message,
+        };
+        let image = self
+            .blocking(move |s| {
+                let r = s.import_image(&spool.0, &opts);
+                drop(spool);
+                r
+            })
+            .await?;
+        Ok(Response::new(pb::ImportImageResponse {
+            image: Some(image_to_pb(image)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn load_images(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<pb::LoadImagesResponse>, Status> {
+        let (_, spool) = self.spool(request.into_inner()).await?;
+        let images = self
+            .blocking(move |s| {
+                let r = s.load_images(&spool.0);
+                drop(spool);
+                r
+            })
+            .await?;
+        Ok(Response::new(pb::LoadImagesResponse {
+            images: images.into_iter().map(image_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn get_image(
+        &self,
+        request: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::Image>, Status> {
+        let reference = request.into_inner().reference;
+        let image = self.blocking(move |s| s.get_image(&reference)).await?;
+        Ok(Response::new(image_to_pb(image)))
+    }
+
+    #[tracing::instrument(skip_all, fields(all = request.get_ref().all))]
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let all = request.into_inner().all;
+        let images = self.blocking(move |s| s.list_images(all)).await?;
+        Ok(Response::new(pb::ListImagesResponse {
+            images: images.into_iter().map(image_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(source = %request.get_ref().source, target = %request.get_ref().target))]
+    async fn tag_image(
+        &self,
+        request: Request<pb::TagImageRequest>,
+    ) -> Result<Response<pb::TagImageResponse>, Status> {
+        let r = request.into_inner();
+        self.blocking(move |s| s.tag_image(&r.source, &r.target))
+            .await?;
+        Ok(Response::new(pb::TagImageResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference, force = request.get_ref().force))]
+    async fn remove_image(
+        &self,
+        request: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        let r = request.into_inner();
+        let removed = self
+            .blocking(move |s| s.remove_image(&r.reference, r.force))
+            .await?;
+        Ok(Response::new(pb::RemoveImageResponse {
+            untagged: removed.untagged,
+            deleted: removed.deleted,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %request.get_ref().key, image = %request.get_ref().image))]
+    async fn prepare_snapshot(
+        &self,
+        request: Request<pb::PrepareSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotMounts>, Status> {
+        let r = request.into_inner();
+        let mounts = self
+            .blocking(move |s| s.prepare_snapshot(&r.key, &r.image))
+            .await?;
+        Ok(Response::new(mounts_to_pb(mounts)))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn get_snapshot_mounts(
+        &self,
+        request: Request<pb::GetSnapshotMountsRequest>,
+    ) -> Result<Response<pb::SnapshotMounts>, Status> {
+        let key = request.into_inner().key;
+        let mounts = self.blocking(move |s| s.snapshot_mounts(&key)).await?;
+        Ok(Response::new(mounts_to_pb(mounts)))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn remove_snapshot(
+        &self,
+        request: Request<pb::RemoveSnapshotRequest>,
+    ) -> Result<Response<pb::RemoveSnapshotResponse>, Status> {
+        let key = request.into_inner().key;
+        self.blocking(move |s| s.remove_snapshot(&key)).await?;
+        Ok(Response::new(pb::RemoveSnapshotResponse {}))
+    }
+}
+
+pub fn image_to_pb(i: ImageInfo) -> pb::Image {
+    let rc = i.config.config.clone().unwrap_or_default();
+    let keys = |m: Option<std::collections::BTreeMap<String, serde_json::Value>>| {
+        m.map(|m| m.into_keys().collect()).unwrap_or_default()
+    };
+    pb::Image {
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        created: i.created,
+        size: i.size,
+        config: Some(pb::ImageConfig {
+            env: rc.env.unwrap_or_default(),
+            cmd: rc.cmd.unwrap_or_default(),
+            entrypoint: rc.entrypoint.unwrap_or_default(),
+            working_dir: rc.working_dir.unwrap_or_default(),
+            user: rc.user.unwrap_or_default(),
+            exposed_ports: keys(rc.exposed_ports),
+            volumes: keys(rc.volumes),
+            labels: rc.labels.unwrap_or_default().into_iter().collect(),
+            stop_signal: rc.stop_signal.unwrap_or_default(),
+        }),
+        layers: i.layers,
+        architecture: i.config.architecture,
+        os: i.config.os,
+        author: i.config.author.unwrap_or_default(),
+        comment: i.config.comment.unwrap_or_default(),
+        config_json: i.config_json,
+    }
+}
+
+pub fn mounts_to_pb(m: Mounts) -> pb::SnapshotMounts {
+    pb::SnapshotMounts {
+        key: m.key,
+        image_id: m.image_id,
+        lower_dirs: m
+            .lower_dirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        upper_dir: m.upper_dir.display().to_string(),
+        work_dir: m.work_dir.display().to_string(),
+    }
+}

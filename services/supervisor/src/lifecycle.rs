@@ -1,0 +1,684 @@
+//! The container lifecycle: create, start, stop, kill, wait, remove, lookup, and
+//! reconciliation of running records after a supervisor restart. Operations that change
+//! a container's state are serialized per container by an async mutex; exits are
+//! recorded by a watcher task per running container (pidfd → exit.json → record).
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use berth_common::{ids, Config, Service};
+use berth_proto::supervisor::v1::{
+    Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus,
+};
+use tokio::{sync::watch, task::AbortHandle};
+
+use crate::{
+    cgroup,
+    error::{Error, IoContext, Result},
+    names, shim, signal, spec,
+    store::{Record, Store},
+    watch::{self as pidwatch, PidFd},
+};
+
+/// How long the watcher waits for the shim to write `exit.json`.
+const EXIT_FILE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long to wait for a killed container to be recorded as exited.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_STOP_TIMEOUT: i32 = 10;
+
+/// Where the supervisor keeps things and which programs it runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: Config,
+    /// `<root>/supervisor` by default.
+    pub state_dir: PathBuf,
+    pub shim_binary: PathBuf,
+    /// The host's resolv.conf, the base of the containers' one.
+    pub host_resolv_conf: PathBuf,
+}
+
+impl Options {
+    pub fn from_config(config: Config) -> Options {
+        Options {
+            state_dir: config.state_dir(Service::Supervisor),
+            shim_binary: shim::binary(),
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            config,
+        }
+    }
+}
+
+/// The supervisor's state; cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: Options,
+    store: Store,
+    cap_bounding: u64,
+    cgroup_v2: bool,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    create_lock: tokio::sync::Mutex<()>,
+    /// Bumped after every recorded state change; waiters re-read the store.
+    changes: watch::Sender<u64>,
+    watchers: Mutex<HashMap<String, AbortHandle>>,
+}
+
+fn now() -> (String, i64) {
+    let t = SystemTime::now();
+    let nanos = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    (humantime::format_rfc3339_nanos(t).to_string(), nanos)
+}
+
+impl Supervisor {
+    /// Opens the store (creating the state directories) without reconciling.
+    pub fn open(opts: Options) -> Result<Supervisor> {
+        berth_common::config::ensure_private_dir(&opts.state_dir)
+            .ctx(|| format!("create {}", opts.state_dir.display()))?;
+        let containers = opts.state_dir.join("containers");
+        berth_common::config::ensure_private_dir(&containers)
+            .ctx(|| format!("create {}", containers.display()))?;
+        let store = Store::open(&opts.state_dir.join("meta.db"))?;
+        let (changes, _) = watch::channel(0);
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                opts,
+                store,
+                cap_bounding: spec::current_bounding_set(),
+                cgroup_v2: spec::host_is_cgroup_v2(),
+                locks: Mutex::new(HashMap::new()),
+                create_lock: tokio::sync::Mutex::new(()),
+                changes,
+                watchers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Opens and reconciles: the start-up path of the service.
+    pub async fn start_up(opts: Options) -> Result<Supervisor> {
+        let sup = Supervisor::open(opts)?;
+        sup.reconcile().await?;
+        Ok(sup)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// Stops watching (as a process exit would); containers keep running.
+    pub fn shutdown(&self) {
+        let mut w = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, h) in w.drain() {
+            h.abort();
+        }
+    }
+
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.inner.opts.state_dir.join("containers").join(id)
+    }
+
+    fn attach_socket(&self, id: &str) -> PathBuf {
+        self.inner.opts.config.shim_dir().join(format!("{id}.sock"))
+    }
+
+    fn instance(&self) -> &str {
+        self.inner.opts.config.cgroup_parent()
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn notify(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn to_proto(&self, r: &Record) -> Container {
+        Container {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            spec: Some(r.spec.clone()),
+            state: Some(ContainerState {
+                status: r.status as i32,
+                pid: if r.is_running() { r.pid } else { 0 },
+                exit_code: r.exit_code,
+                started_at: r.started_at.clone(),
+                finished_at: r.finished_at.clone(),
+                oom_killed: r.oom_killed,
+                error: r.error.clone(),
+            }),
+            created: r.created.clone(),
+            restart_count: r.restart_count,
+            bundle_path: self.bundle_dir(&r.id).display().to_string(),
+        }
+    }
+
+    fn get_id(&self, id: &str) -> Result<Record> {
+        self.inner
+            .store
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Full ID, name (with or without `/`), or unique ID prefix.
+    pub fn resolve(&self, reference: &str) -> Result<Record> {
+        if reference.is_empty() {
+            return Err(Error::InvalidArgument("empty container reference".into()));
+        }
+        if let Some(r) = self.inner.store.get(reference)? {
+            return Ok(r);
+        }
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(r) = self.inner.store.get_by_name(name)? {
+            return Ok(r);
+        }
+        let ids = self.inner.store.ids_with_prefix(reference, 2)?;
+        match ids.as_slice() {
+            [one] => self.get_id(one),
+            [] => Err(Error::NotFound(reference.to_string())),
+            _ => Err(Error::InvalidArgument(format!(
+                "multiple containers found with prefix: {reference}"
+            ))),
+        }
+    }
+
+    pub fn get(&self, reference: &str) -> Result<Container> {
+        Ok(self.to_proto(&self.resolve(reference)?))
+    }
+
+    pub fn list(&self, all: bool) -> Result<Vec<Container>> {
+        Ok(self
+            .inner
+            .store
+            .list(!all)?
+            .iter()
+            .map(|r| self.to_proto(r))
+            .collect())
+    }
+
+    // ----- create -----
+
+    pub async fn create(
+        &self,
+        id: &str,
+        name: &str,
+        spec: Option<ContainerSpec>,
+    ) -> Result<Container> {
+        let spec = spec.ok_or_else(|| Error::InvalidArgument("missing container spec".into()))?;
+        let id = if id.is_empty() {
+            ids::random_id()
+        } else if ids::is_full_id(id) {
+            id.to_string()
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "invalid container ID {id:?}: want 64 lower-case hex characters"
+            )));
+        };
+        let name = if name.is_empty() {
+            None
+        } else {
+            Some(names::validate(name)?)
+        };
+        let _create = self.inner.create_lock.lock().await;
+        if let Some(existing) = self.inner.store.get(&id)? {
+            return Ok(self.to_proto(&existing));
+        }
+        let name = match name {
+            Some(name) => {
+                if let Some(other) = self.inner.store.get_by_name(&name)? {
+                    return Err(Error::NameConflict { name, id: other.id });
+                }
+                name
+            }
+            None => self.generate_name()?,
+        };
+        let bundle = self.bundle_dir(&id);
+        let tmp = self
+            .inner
+            .opts
+            .state_dir
+            .join("containers")
+            .join(format!(".{id}.tmp"));
+        let host_resolv =
+            std::fs::read_to_string(&self.inner.opts.host_resolv_conf).unwrap_or_default();
+        let ctx = spec::Context {
+            instance: self.instance().to_string(),
+            bundle: bundle.clone(),
+            cap_bounding: self.inner.cap_bounding,
+            cgroup_v2: self.inner.cgroup_v2,
+        };
+        let _ = std::fs::remove_dir_all(&tmp);
+        let written = spec::write_bundle(&tmp, &spec, &id, &ctx, &host_resolv).and_then(|()| {
+            // A bundle without a row is a leftover of a crash: replace it.
+            let _ = std::fs::remove_dir_all(&bundle);
+            std::fs::rename(&tmp, &bundle).ctx(|| format!("rename bundle to {}", bundle.display()))
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let (created, created_nanos) = now();
+        let record = Record::new(id.clone(), name, spec, created, created_nanos);
+        if let Err(e) = self.inner.store.insert(&record) {
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
+        tracing::info!(id = %id, name = %record.name, "created");
+        self.notify();
+        Ok(self.to_proto(&record))
+    }
+
+    fn generate_name(&self) -> Result<String> {
+        for retry in 0..20 {
+            let random = ids::random_id();
+            let bytes: Vec<u8> = random
+                .as_bytes()
+                .chunks(2)
+                .filter_map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+                .collect();
+            let name = names::generate(&bytes, retry.min(1));
+            if self.inner.store.get_by_name(&name)?.is_none() {
+                return Ok(name);
+            }
+        }
+        Err(Error::Internal(
+            "could not generate a unique container name".into(),
+        ))
+    }
+
+    // ----- start -----
+
+    pub async fn start(&self, reference: &str) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.get_id(&id)?;
+        if rec.is_running() {
+            return Ok(self.to_proto(&rec));
+        }
+        let rec = self.start_locked(rec, false).await?;
+        Ok(self.to_proto(&rec))
+    }
+
+    /// Starts `rec` (not running); the caller holds its lock.
+    pub(crate) async fn start_locked(&self, rec: Record, wait_attach: bool) -> Result<Record> {
+        let id = rec.id.clone();
+        let bundle = self.bundle_dir(&id);
+        if !bundle.join("config.json").exists() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: bundle {} is missing",
+                bundle.display()
+            )));
+        }
+        let shim_dir = self.inner.opts.config.shim_dir();
+        std::fs::create_dir_all(&shim_dir).ctx(|| format!("create {}", shim_dir.display()))?;
+        // Leftovers of the previous run must not be mistaken for this one's.
+        let _ = std::fs::remove_file(bundle.join("exit.json"));
+        let socket = self.attach_socket(&id);
+        let _ = std::fs::remove_file(&socket);
+
+        let (instance, cid) = (self.instance().to_string(), id.clone());
+        tokio::task::spawn_blocking(move || cgroup::create(&instance, &cid))
+            .await
+            .map_err(|e| Error::Internal(format!("create cgroup: {e}")))??;
+
+        let args = shim::Args {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            attach_socket: socket,
+            log_socket: self.inner.opts.config.log_ingest_socket(),
+            wait_attach,
+        };
+        let report = shim::spawn(&self.inner.opts.shim_binary, &args).await;
+        let (shim_pid, pid) = match report {
+            Ok(shim::Report::Started { shim_pid, pid }) => (shim_pid, pid),
+            Ok(shim::Report::Failed { exit_code, error }) => {
+                self.start_failed(&id, &error, exit_code).await;
+                return Err(Error::StartFailed {
+                    message: error,
+                    exit_code,
+                });
+            }
+            Err(e) => {
+                self.start_failed(&id, &e.to_string(), 128).await;
+                return Err(e);
+            }
+        };
+        // Pin the process first, then read its start time: both refer to the same process.
+        let fd = PidFd::open(pid).ok();
+        let start_time = pidwatch::start_time(pid).unwrap_or(0);
+        let (started_at, _) = now();
+        self.inner
+            .store
+            .set_running(&id, pid, start_time, shim_pid, &started_at)?;
+        tracing::info!(id = %id, pid, shim_pid, "started");
+        self.spawn_watcher(id.clone(), pid, shim_pid, fd);
+        self.notify();
+        self.get_id(&id)
+    }
+
+    async fn start_failed(&self, id: &str, error: &str, exit_code: i32) {
+        tracing::warn!(id = %id, exit_code, error, "start failed");
+        if let Err(e) = cgroup::delete(self.instance(), id).await {
+            tracing::warn!(id = %id, "{e}");
+        }
+        if let Err(e) = self.inner.store.set_start_error(id, error, exit_code) {
+            tracing::warn!(id = %id, "record start error: {e}");
+        }
+        self.notify();
+    }
+
+    /// Waits for `pid` to end (immediately when `fd` is None), then records the exit.
+    fn spawn_watcher(&self, id: String, pid: i32, shim_pid: i32, fd: Option<PidFd>) {
+        let sup = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            if let Some(fd) = fd {
+                if let Err(e) = fd.exited().await {
+                    tracing::warn!(id = %id, pid, "watch pidfd: {e}; polling instead");
+                    while pidwatch::alive(pid) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            sup.record_exit(&id, pid, shim_pid).await;
+            sup.inner
+                .watchers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, task.abort_handle());
+    }
+
+    async fn record_exit(&self, id: &str, pid: i32, shim_pid: i32) {
+        let exit = pidwatch::read_exit(&self.bundle_dir(id), shim_pid, EXIT_FILE_PATIENCE).await;
+        // Clean up before recording, so whoever sees `exited` sees no cgroup left.
+        if let Err(e) = cgroup::delete(self.instance(), id).await {
+            tracing::warn!(id = %id, "{e}");
+        }
+        match self.inner.store.set_exited(id, pid, &exit) {
+            Ok(true) => tracing::info!(id = %id, exit_code = exit.exit_code, "exited"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(id = %id, "record exit: {e}"),
+        }
+        self.notify();
+    }
+
+    // ----- reconcile -----
+
+    /// Re-watches running records whose process is still the one we started; records the
+    /// exit of the others.
+    pub async fn reconcile(&self) -> Result<()> {
+        for rec in self.inner.store.list(false)? {
+            if rec.status == ContainerStatus::Created {
+                self.roll_back_interrupted_start(&rec).await;
+            }
+        }
+        for rec in self.inner.store.list(true)? {
+            match PidFd::open_verified(rec.pid, rec.pid_start_time) {
+                Ok(Some(fd)) => {
+                    tracing::info!(id = %rec.id, pid = rec.pid, "still running; watching again");
+                    self.spawn_watcher(rec.id.clone(), rec.pid, rec.shim_pid, Some(fd));
+                }
+                Ok(None) => {
+                    tracing::info!(id = %rec.id, pid = rec.pid, "ended while the supervisor was away");
+                    self.record_exit(&rec.id, rec.pid, rec.shim_pid).await;
+                }
+                Err(e) => {
+                    tracing::warn!(id = %rec.id, pid = rec.pid, "pidfd: {e}; polling");
+                    self.spawn_watcher(rec.id.clone(), rec.pid, rec.shim_pid, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `created` record with a cgroup was being started when the supervisor died: the
+    /// caller got no answer, so the start is undone (its processes and shim killed).
+    async fn roll_back_interrupted_start(&self, rec: &Record) {
+        let (instance, id) = (self.instance().to_string(), rec.id.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            if !cgroup::exists(&instance, &id) {
+                return false;
+            }
+            for pid in pidwatch::shim_pids_for(&id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // Everything in the container's own cgroup belongs to the container.
+            for pid in cgroup::procs(&instance, &id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        if !found {
+            return;
+        }
+        tracing::warn!(id = %rec.id, "start was interrupted by a supervisor restart; rolled back");
+        if let Err(e) = cgroup::delete(self.instance(), &rec.id).await {
+            tracing::warn!(id = %rec.id, "{e}");
+        }
+        let _ = std::fs::remove_file(self.attach_socket(&rec.id));
+        let _ = self.inner.store.set_start_error(
+            &rec.id,
+            "start interrupted by a supervisor restart",
+            128,
+        );
+    }
+
+    // ----- signals -----
+
+    /// Sends `sig` to the running record's process, if it is still that process.
+    fn signal_record(&self, rec: &Record, sig: i32) -> Result<()> {
+        match PidFd::open_verified(rec.pid, rec.pid_start_time) {
+            Ok(Some(fd)) => fd
+                .send_signal(sig)
+                .map_err(|e| Error::Internal(format!("signal {sig} to container {}: {e}", rec.id))),
+            // Gone already: the watcher records the exit.
+            Ok(None) => Ok(()),
+            Err(e) => Err(Error::Internal(format!(
+                "pidfd for container {}: {e}",
+                rec.id
+            ))),
+        }
+    }
+
+    /// Waits until the container is not running; `None` waits forever. Returns the record
+    /// (still running on timeout).
+    async fn wait_not_running(&self, id: &str, timeout: Option<Duration>) -> Result<Record> {
+        let mut rx = self.inner.changes.subscribe();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            rx.borrow_and_update();
+            let rec = self.get_id(id)?;
+            if !rec.is_running() {
+                return Ok(rec);
+            }
+            let changed = rx.changed();
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, changed).await.is_err() {
+                        return self.get_id(id);
+                    }
+                }
+                None => {
+                    let _ = changed.await;
+                }
+            }
+        }
+    }
+
+    pub async fn stop(
+        &self,
+        reference: &str,
+        timeout_seconds: Option<i32>,
+        signal_name: &str,
+    ) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.get_id(&id)?;
+        let default_sig = signal::parse_or(&rec.spec.stop_signal, libc::SIGTERM)?;
+        let sig = signal::parse_or(signal_name, default_sig)?;
+        if !rec.is_running() {
+            return Ok(self.to_proto(&rec));
+        }
+        let timeout = timeout_seconds
+            .or(rec.spec.stop_timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        tracing::info!(id = %id, sig, timeout, "stopping");
+        self.signal_record(&rec, sig)?;
+        let grace = (timeout >= 0).then(|| Duration::from_secs(timeout as u64));
+        let rec = self.wait_not_running(&id, grace).await?;
+        let rec = if rec.is_running() {
+            tracing::info!(id = %id, "did not stop in {timeout} s; killing");
+            self.signal_record(&rec, libc::SIGKILL)?;
+            self.wait_not_running(&id, Some(KILL_GRACE)).await?
+        } else {
+            rec
+        };
+        if rec.is_running() {
+            return Err(Error::Internal(format!(
+                "container {id} did not exit after SIGKILL"
+            )));
+        }
+        Ok(self.to_proto(&rec))
+    }
+
+    pub async fn kill(&self, reference: &str, signal_name: &str) -> Result<Container> {
+        let sig = signal::parse_or(signal_name, libc::SIGKILL)?;
+        // No per-container lock: kill must be able to hurry a stop in progress.
+        let rec = self.resolve(reference)?;
+        if !rec.is_running() {
+            return Err(Error::NotRunning(rec.id));
+        }
+        tracing::info!(id = %rec.id, sig, "killing");
+        self.signal_record(&rec, sig)?;
+        Ok(self.to_proto(&self.get_id(&rec.id)?))
+    }
+
+    /// Blocks until the container has exited, then returns how.
+    pub async fn wait(&self, reference: &str) -> Result<ExitStatus> {
+        let id = self.resolve(reference)?.id;
+        let mut rx = self.inner.changes.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let rec = self.get_id(&id)?;
+            if matches!(rec.status, ContainerStatus::Exited | ContainerStatus::Dead) {
+                return Ok(exit_status(&rec));
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Internal("supervisor shutting down".into()));
+            }
+        }
+    }
+
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.get_id(&id)?;
+        if rec.is_running() {
+            if !force {
+                return Err(Error::RemoveRunning(rec.name));
+            }
+            self.signal_record(&rec, libc::SIGKILL)?;
+            rec = self.wait_not_running(&id, Some(KILL_GRACE)).await?;
+            if rec.is_running() {
+                return Err(Error::Internal(format!(
+                    "container {id} did not exit after SIGKILL"
+                )));
+            }
+        }
+        if let Err(e) = cgroup::delete(self.instance(), &id).await {
+            tracing::warn!(id = %id, "{e}");
+        }
+        let out = self.to_proto(&rec);
+        let bundle = self.bundle_dir(&id);
+        match std::fs::remove_dir_all(&bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", bundle.display()), e)),
+        }
+        let _ = std::fs::remove_file(self.attach_socket(&id));
+        self.inner.store.delete(&id)?;
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        tracing::info!(id = %id, "removed");
+        self.notify();
+        Ok(out)
+    }
+
+    // ----- attach support -----
+
+    /// Holds the container's lock while an attach starts it.
+    pub(crate) async fn lock_container(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_for(id).lock_owned().await
+    }
+
+    pub(crate) fn record(&self, id: &str) -> Result<Record> {
+        self.get_id(id)
+    }
+
+    pub(crate) fn attach_socket_path(&self, id: &str) -> PathBuf {
+        self.attach_socket(id)
+    }
+
+    /// The exit status once the container is no longer running (bounded wait).
+    pub(crate) async fn exit_status_after_end(&self, id: &str) -> Result<ExitStatus> {
+        let rec = self
+            .wait_not_running(id, Some(EXIT_FILE_PATIENCE + Duration::from_secs(5)))
+            .await?;
+        if rec.is_running() {
+            return Err(Error::Internal(format!(
+                "lost the attach connection to container {id}"
+            )));
+        }
+        Ok(exit_status(&rec))
+    }
+
+    pub(crate) fn signal_running(&self, rec: &Record, sig: i32) -> Result<()> {
+        self.signal_record(rec, sig)
+    }
+}
+
+pub fn exit_status(rec: &Record) -> ExitStatus {
+    ExitStatus {
+        exit_code: rec.exit_code,
+        oom_killed: rec.oom_killed,
+        finished_at: rec.finished_at.clone(),
+    }
+}
+
+/// For tests and tools: the bundle path of a container.
+pub fn bundle_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("containers").join(id)
+}

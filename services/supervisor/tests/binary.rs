@@ -1,0 +1,341 @@
+//! The real `berth-supervisor` binary over gRPC on its Unix socket: containers survive a
+//! kill -9 of the supervisor, and the restarted one still controls them. Skipped (with a
+//! message) without root or without `berth-shim` next to the binary / in $BERTH_SHIM.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use berth_proto::supervisor::v1::{
+    supervisor_client::SupervisorClient, ContainerSpec, ContainerStatus, CreateContainerRequest,
+    GetContainerRequest, KillContainerRequest, ListContainersRequest, RemoveContainerRequest,
+    RootFs, StartContainerRequest, StopContainerRequest, WaitContainerRequest,
+};
+use tonic::{transport::Channel, Code};
+
+fn shim_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new(env!("CARGO_BIN_EXE_berth-supervisor")).with_file_name("berth-shim");
+    p.exists().then_some(p)
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    instance: String,
+    shim: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/supervisor.sock")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new(env!("CARGO_BIN_EXE_berth-supervisor"))
+            .env("BERTH_ROOT", self.dir.path().join("root"))
+            .env("BERTH_RUN", self.dir.path().join("run"))
+            .env("BERTH_INSTANCE", &self.instance)
+            .env("BERTH_SHIM", &self.shim)
+            .env(
+                "BERTH_LOG_INGEST_SOCKET",
+                self.dir.path().join("no-router.sock"),
+            )
+            .env_remove("BERTH_SUPERVISOR_SOCKET")
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("supervisor.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .expect("spawn berth-supervisor");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "supervisor socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn client(&self) -> SupervisorClient<Channel> {
+        SupervisorClient::new(berth_common::client::unix_channel(self.socket()))
+    }
+}
+
+fn spec_in(dir: &Path, name: &str, cmd: &[&str]) -> ContainerSpec {
+    let upper = dir.join(format!("{name}/upper"));
+    let work = dir.join(format!("{name}/work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    ContainerSpec {
+        image: "busybox".into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        rootfs: Some(RootFs {
+            lower_dirs: vec![dir.join("lower").display().to_string()],
+            upper_dir: upper.display().to_string(),
+            work_dir: work.display().to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("supervisor.log")).unwrap_or_default();
+            eprintln!("--- supervisor log ---\n{log}");
+        }
+        // Processes and shims of this test only: they are in our instance's cgroups.
+        let mut dirs = vec![];
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                dirs.push(e.path().join(&self.instance));
+            }
+        }
+        for parent in dirs.iter().filter(|d| d.is_dir()) {
+            for c in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                let procs =
+                    std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        // Shims whose command line names this test's run dir.
+        let run = self.dir.path().display().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("berth-shim") && cmdline.contains(&run) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for parent in dirs.iter().filter(|d| d.is_dir()) {
+            loop {
+                for c in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                    if c.path().is_dir() {
+                        let _ = std::fs::remove_dir(c.path());
+                    }
+                }
+                if std::fs::remove_dir(parent).is_ok() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn make_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for tool in ["sh", "sleep", "echo"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+async fn status(client: &mut SupervisorClient<Channel>, id: &str) -> (ContainerStatus, i32, i32) {
+    let c = client
+        .get_container(GetContainerRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let s = c.state.unwrap();
+    (
+        ContainerStatus::try_from(s.status).unwrap(),
+        s.pid,
+        s.exit_code,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_kill_9_of_the_supervisor() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let Some(shim) = shim_binary() else {
+        eprintln!("SKIP: no berth-shim (cargo build -p berth-shim, or set BERTH_SHIM)");
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("svb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    make_rootfs(&dir.path().join("lower"));
+    let instance = format!("berth-svtest-{}-bin", std::process::id());
+    let mut d = Daemon {
+        dir,
+        instance,
+        shim,
+        child: None,
+    };
+    d.spawn();
+    let mut client = d.client();
+
+    let dir = d.dir.path().to_path_buf();
+    let create = |name: &str, cmd: &[&str]| CreateContainerRequest {
+        id: String::new(),
+        name: name.into(),
+        spec: Some(spec_in(&dir, name, cmd)),
+    };
+    let a = client
+        .create_container(create("long", &["sleep", "1000"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = client
+        .create_container(create("short", &["sh", "-c", "sleep 1; exit 5"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = client
+        .create_container(create("long", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let err = client
+        .create_container(create("bad/name", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client
+        .get_container(GetContainerRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "no such container: nope")
+    );
+
+    let started = client
+        .start_container(StartContainerRequest { id: "long".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = started.state.unwrap().pid;
+    client
+        .start_container(StartContainerRequest { id: b.id.clone() })
+        .await
+        .unwrap();
+    let err = client
+        .kill_container(KillContainerRequest {
+            id: "long".into(),
+            signal: "NOPE".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "invalid signal: NOPE")
+    );
+    let err = client
+        .remove_container(RemoveContainerRequest {
+            id: "long".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // kill -9 the supervisor; `short` exits while it is down.
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    d.spawn();
+    let mut client = d.client();
+
+    assert_eq!(
+        status(&mut client, "long").await,
+        (ContainerStatus::Running, pid, 0)
+    );
+    let exit = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.wait_container(WaitContainerRequest { id: "short".into() }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .into_inner();
+    assert_eq!(exit.exit_code, 5);
+    let running = client
+        .list_containers(ListContainersRequest { all: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(running.containers.len(), 1);
+    assert_eq!(running.containers[0].id, a.id);
+
+    // The restarted supervisor still controls it.
+    let stopped = client
+        .stop_container(StopContainerRequest {
+            id: a.id.clone(),
+            timeout_seconds: Some(1),
+            signal: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.state.unwrap().exit_code, 137);
+    assert_eq!(status(&mut client, "long").await.0, ContainerStatus::Exited);
+
+    // A start failure carries the exit code for the CLI.
+    client
+        .create_container(create("missing", &["/no/such/thing"]))
+        .await
+        .unwrap();
+    let err = client
+        .start_container(StartContainerRequest {
+            id: "missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        berth_common::status::exit_code_of(&err),
+        Some(127),
+        "{}",
+        err.message()
+    );
+
+    for id in ["long", "short", "missing"] {
+        client
+            .remove_container(RemoveContainerRequest {
+                id: id.into(),
+                force: true,
+            })
+            .await
+            .unwrap();
+    }
+    let all = client
+        .list_containers(ListContainersRequest { all: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.containers.is_empty());
+}

@@ -1,0 +1,827 @@
+//! Lifecycle against the real `berth-shim` (target/debug/berth-shim, or $BERTH_SHIM), a
+//! busybox rootfs in a temp dir, a temp BERTH_ROOT/BERTH_RUN and a unique instance name.
+//! Tests needing the shim are skipped (with a message) when it or root is missing.
+use std::{
+    collections::HashMap,
+    os::unix::net::{UnixListener, UnixStream},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use berth_common::Config;
+use berth_proto::supervisor::v1::{
+    attach_input, attach_output, AttachInput, AttachStart, ContainerSpec, ContainerStatus, RootFs,
+};
+use berth_supervisor::{attach, store::Store, watch, Error, Options, Supervisor};
+use berth_wire::{kind, read_frame, write_frame, LogRecord};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn shim_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    // target/debug/deps/<test> → target/debug/berth-shim
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("berth-shim");
+    p.exists().then_some(p)
+}
+
+type Logs = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+/// A log router stand-in: answers RESUME 0 and ACKs every record.
+fn fake_log_router(socket: &Path) -> Logs {
+    let logs: Logs = Arc::default();
+    let listener = UnixListener::bind(socket).unwrap();
+    let l2 = logs.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let logs = l2.clone();
+            std::thread::spawn(move || serve_log_conn(conn, logs));
+        }
+    });
+    logs
+}
+
+fn serve_log_conn(mut conn: UnixStream, logs: Logs) {
+    let mut id = String::new();
+    while let Ok(Some(frame)) = read_frame(&mut conn) {
+        let reply = match frame.kind {
+            kind::HELLO => {
+                id = String::from_utf8_lossy(&frame.payload).into_owned();
+                Some((kind::RESUME, 0u64))
+            }
+            kind::LOG => {
+                let Ok(rec) = LogRecord::decode(&frame.payload) else {
+                    return;
+                };
+                logs.lock()
+                    .unwrap()
+                    .entry(id.clone())
+                    .or_default()
+                    .extend_from_slice(&rec.line);
+                Some((kind::ACK, rec.seq))
+            }
+            kind::END => frame.as_u64().ok().map(|seq| (kind::ACK, seq)),
+            _ => None,
+        };
+        if let Some((k, n)) = reply {
+            if write_frame(&mut conn, k, &n.to_be_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn make_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for tool in [
+        "sh", "echo", "cat", "sleep", "env", "id", "hostname", "ls", "true", "false",
+    ] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: Config,
+    shim: PathBuf,
+    sup: Option<Supervisor>,
+    logs: Logs,
+    n: AtomicUsize,
+}
+
+impl Env {
+    /// None (test skipped) without root or without the shim binary.
+    fn new(test: &str) -> Option<Env> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP {test}: needs root");
+            return None;
+        }
+        let Some(shim) = shim_binary() else {
+            eprintln!("SKIP {test}: no berth-shim (cargo build -p berth-shim, or set BERTH_SHIM)");
+            return None;
+        };
+        Some(Env::with_shim(shim))
+    }
+
+    fn with_shim(shim: PathBuf) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("sv")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let config = Config {
+            root: dir.path().join("root"),
+            run_dir: dir.path().join("run"),
+            instance: format!(
+                "berth-svtest-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            ),
+        };
+        std::fs::create_dir_all(&config.run_dir).unwrap();
+        make_rootfs(&dir.path().join("lower"));
+        let logs = fake_log_router(&config.log_ingest_socket());
+        let mut env = Env {
+            dir,
+            config,
+            shim,
+            sup: None,
+            logs,
+            n: AtomicUsize::new(0),
+        };
+        env.open();
+        env
+    }
+
+    fn options(&self) -> Options {
+        let mut opts = Options::from_config(self.config.clone());
+        opts.shim_binary = self.shim.clone();
+        opts
+    }
+
+    fn open(&mut self) {
+        self.sup = Some(Supervisor::open(self.options()).unwrap());
+    }
+
+    fn sup(&self) -> &Supervisor {
+        self.sup.as_ref().unwrap()
+    }
+
+    /// Simulates a supervisor restart: drop all in-memory state and reconcile anew.
+    async fn restart(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            sup.shutdown();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.sup = Some(Supervisor::start_up(self.options()).await.unwrap());
+    }
+
+    fn spec(&self, cmd: &[&str]) -> ContainerSpec {
+        let n = self.n.fetch_add(1, Ordering::SeqCst);
+        let upper = self.dir.path().join(format!("c{n}/upper"));
+        let work = self.dir.path().join(format!("c{n}/work"));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        ContainerSpec {
+            image: "busybox".into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            rootfs: Some(RootFs {
+                lower_dirs: vec![self.dir.path().join("lower").display().to_string()],
+                upper_dir: upper.display().to_string(),
+                work_dir: work.display().to_string(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn cgroup_exists(&self, id: &str) -> bool {
+        cgroup_dirs(&self.config.instance)
+            .iter()
+            .any(|d| d.join(id).exists())
+    }
+
+    fn logs_of(&self, id: &str) -> String {
+        String::from_utf8_lossy(
+            self.logs
+                .lock()
+                .unwrap()
+                .get(id)
+                .map(|v| v.as_slice())
+                .unwrap_or(b""),
+        )
+        .into_owned()
+    }
+}
+
+fn cgroup_dirs(instance: &str) -> Vec<PathBuf> {
+    let mut out = vec![Path::new("/sys/fs/cgroup").join(instance)];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            out.push(e.path().join(instance));
+        }
+    }
+    out.into_iter().filter(|p| p.is_dir()).collect()
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            sup.shutdown();
+        }
+        // Kill only what this test started: the records' processes (start time checked)
+        // and their shims (checked to be berth-shim).
+        if let Ok(store) = Store::open(&self.config.root.join("supervisor/meta.db")) {
+            for rec in store.list(true).unwrap_or_default() {
+                if let Ok(Some(fd)) = watch::PidFd::open_verified(rec.pid, rec.pid_start_time) {
+                    let _ = fd.send_signal(libc::SIGKILL);
+                }
+                let cmdline =
+                    std::fs::read(format!("/proc/{}/cmdline", rec.shim_pid)).unwrap_or_default();
+                if rec.shim_pid > 0 && String::from_utf8_lossy(&cmdline).contains(&rec.id) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(rec.shim_pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for dir in cgroup_dirs(&self.config.instance) {
+            loop {
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Collected output of an attach.
+#[derive(Debug, Default)]
+struct Attached {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit: Option<i32>,
+    detached: bool,
+}
+
+async fn collect(
+    mut rx: mpsc::Receiver<Result<berth_proto::supervisor::v1::AttachOutput, tonic::Status>>,
+) -> Attached {
+    let mut out = Attached::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        match msg.expect("attach output").output {
+            Some(attach_output::Output::Stdout(b)) => out.stdout.extend(b),
+            Some(attach_output::Output::Stderr(b)) => out.stderr.extend(b),
+            Some(attach_output::Output::Exit(e)) => out.exit = Some(e.exit_code),
+            Some(attach_output::Output::Detached(d)) => out.detached = d,
+            None => {}
+        }
+    }
+    out
+}
+
+type Input = Result<AttachInput, tonic::Status>;
+
+fn input_channel() -> (mpsc::Sender<Input>, ReceiverStream<Input>) {
+    let (tx, rx) = mpsc::channel(16);
+    (tx, ReceiverStream::new(rx))
+}
+
+fn stdin(b: &[u8]) -> Result<AttachInput, tonic::Status> {
+    Ok(AttachInput {
+        input: Some(attach_input::Input::Stdin(b.to_vec())),
+    })
+}
+
+async fn status_of(sup: &Supervisor, id: &str) -> ContainerStatus {
+    ContainerStatus::try_from(sup.get(id).unwrap().state.unwrap().status).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_attach_start_collects_output_exit_and_logs() {
+    let Some(env) = Env::new("run_with_attach_start") else {
+        return;
+    };
+    let sup = env.sup();
+    let c = sup
+        .create(
+            "",
+            "hello",
+            Some(env.spec(&["sh", "-c", "echo hello; echo oops >&2; hostname; exit 3"])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.name, "hello");
+    assert!(Path::new(&c.bundle_path).join("config.json").exists());
+    let (_tx, input) = input_channel();
+    let start = AttachStart {
+        id: "hello".into(),
+        stdout: true,
+        stderr: true,
+        start: true,
+        ..Default::default()
+    };
+    let out = collect(attach::attach(sup, start, input).await.unwrap()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("hello\n{}\n", &c.id[..12])
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.exit, Some(3));
+    assert_eq!(
+        status_of(sup, &c.id).await,
+        ContainerStatus::Exited,
+        "recorded before the exit is reported"
+    );
+
+    let exit = tokio::time::timeout(Duration::from_secs(10), sup.wait(&c.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 3);
+    assert!(!exit.finished_at.is_empty());
+    let got = sup.get(&c.id[..10]).unwrap();
+    let state = got.state.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(state.status).unwrap(),
+        ContainerStatus::Exited
+    );
+    assert_eq!((state.exit_code, state.pid), (3, 0));
+    assert!(!state.started_at.is_empty());
+    assert!(!env.cgroup_exists(&c.id), "cgroup deleted after exit");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.logs_of(&c.id).contains("oops") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        env.logs_of(&c.id).contains("hello\n"),
+        "logs: {:?}",
+        env.logs_of(&c.id)
+    );
+
+    // Run it again with a plain start: same record, new run.
+    let again = sup.start(&c.id).await.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(again.state.unwrap().status).unwrap(),
+        ContainerStatus::Running
+    );
+    assert_eq!(sup.wait(&c.id).await.unwrap().exit_code, 3);
+
+    let removed = sup.remove("/hello", false).await.unwrap();
+    assert_eq!(removed.id, c.id);
+    assert!(!Path::new(&c.bundle_path).exists());
+    assert!(matches!(sup.get(&c.id), Err(Error::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_failure_reports_127_and_stays_created() {
+    let Some(env) = Env::new("start_failure") else {
+        return;
+    };
+    let sup = env.sup();
+    let c = sup
+        .create("", "", Some(env.spec(&["nosuch-binary"])))
+        .await
+        .unwrap();
+    let err = sup.start(&c.id).await.unwrap_err();
+    let Error::StartFailed { exit_code, message } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*exit_code, 127, "{message}");
+    let status: tonic::Status = err.into();
+    assert_eq!(berth_common::status::exit_code_of(&status), Some(127));
+    let state = sup.get(&c.id).unwrap().state.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(state.status).unwrap(),
+        ContainerStatus::Created
+    );
+    assert!(!state.error.is_empty());
+    assert!(!env.cgroup_exists(&c.id));
+    sup.remove(&c.id, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kill_and_remove() {
+    let Some(env) = Env::new("stop_kill_and_remove") else {
+        return;
+    };
+    let sup = env.sup();
+    // Ignores SIGTERM (pid 1 without a handler): stop must fall back to SIGKILL.
+    let c = sup
+        .create("", "sleeper", Some(env.spec(&["sleep", "300"])))
+        .await
+        .unwrap();
+    let running = sup.start("sleeper").await.unwrap();
+    let pid = running.state.unwrap().pid;
+    assert!(pid > 0);
+    assert!(env.cgroup_exists(&c.id));
+    assert_eq!(
+        sup.start("sleeper").await.unwrap().state.unwrap().pid,
+        pid,
+        "start is a no-op when running"
+    );
+    assert_eq!(sup.list(false).unwrap().len(), 1);
+    assert_eq!(sup.list(true).unwrap().len(), 1);
+
+    let err = sup.kill("sleeper", "FOO").await.unwrap_err();
+    assert_eq!(err.to_string(), "invalid signal: FOO");
+    let err = sup.remove("sleeper", false).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot remove container \"/sleeper\": container is running: stop the container before removing or force remove"
+    );
+
+    let t = Instant::now();
+    let stopped = sup.stop("sleeper", Some(1), "").await.unwrap();
+    let state = stopped.state.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(state.status).unwrap(),
+        ContainerStatus::Exited
+    );
+    assert_eq!(state.exit_code, 137);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        sup.list(false).unwrap().is_empty(),
+        "only running ones without all"
+    );
+    assert_eq!(sup.list(true).unwrap().len(), 1);
+    // Stopping a stopped container is fine; killing one is not.
+    sup.stop("sleeper", Some(1), "").await.unwrap();
+    let err = sup.kill("sleeper", "KILL").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {} is not running", c.id)
+    );
+
+    // A graceful stop with a shell that handles SIGTERM.
+    let g = sup
+        .create(
+            "",
+            "graceful",
+            Some(env.spec(&["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"])),
+        )
+        .await
+        .unwrap();
+    sup.start(&g.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let stopped = sup.stop(&g.id, Some(20), "").await.unwrap();
+    assert_eq!(stopped.state.unwrap().exit_code, 0);
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // Kill with a signal name, then force-remove a running one.
+    sup.start("sleeper").await.unwrap();
+    sup.kill("sleeper", "SIGKILL").await.unwrap();
+    assert_eq!(sup.wait("sleeper").await.unwrap().exit_code, 137);
+    sup.start("sleeper").await.unwrap();
+    let removed = sup.remove("sleeper", true).await.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(removed.state.unwrap().status).unwrap(),
+        ContainerStatus::Exited
+    );
+    assert!(!env.cgroup_exists(&c.id));
+    sup.remove(&g.id, false).await.unwrap();
+    assert!(sup.list(true).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_stdin_detach_and_reattach() {
+    let Some(env) = Env::new("attach_stdin") else {
+        return;
+    };
+    let sup = env.sup();
+    let mut spec = env.spec(&["cat"]);
+    spec.open_stdin = true;
+    let c = sup.create("", "catter", Some(spec)).await.unwrap();
+
+    // First attach starts it; detach with ctrl-p ctrl-q.
+    let (tx, input) = input_channel();
+    let start = AttachStart {
+        id: c.id.clone(),
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        start: true,
+        ..Default::default()
+    };
+    let mut rx = attach::attach(sup, start, input).await.unwrap();
+    tx.send(stdin(b"ping\n")).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"ping\n") {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .output
+        {
+            Some(attach_output::Output::Stdout(b)) => got.extend(b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    tx.send(stdin(&[16, 17])).await.unwrap();
+    let out = collect(rx).await;
+    assert!(out.detached, "{out:?}");
+    assert_eq!(status_of(sup, &c.id).await, ContainerStatus::Running);
+
+    // Reattach to the running container; closing stdin ends cat.
+    let (tx, input) = input_channel();
+    let start = AttachStart {
+        id: "catter".into(),
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    };
+    let rx = attach::attach(sup, start, input).await.unwrap();
+    tx.send(stdin(b"pong\n")).await.unwrap();
+    tx.send(Ok(AttachInput {
+        input: Some(attach_input::Input::CloseStdin(true)),
+    }))
+    .await
+    .unwrap();
+    let out = collect(rx).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pong\n");
+    assert_eq!(out.exit, Some(0));
+
+    // Attaching to a stopped container without start is refused.
+    sup.wait(&c.id).await.unwrap();
+    let (_tx, input) = input_channel();
+    let err = attach::attach(
+        sup,
+        AttachStart {
+            id: c.id.clone(),
+            stdout: true,
+            ..Default::default()
+        },
+        input,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {} is not running", c.id)
+    );
+    sup.remove(&c.id, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_a_supervisor_restart() {
+    let Some(mut env) = Env::new("restart") else {
+        return;
+    };
+    let long = env
+        .sup()
+        .create("", "long", Some(env.spec(&["sleep", "300"])))
+        .await
+        .unwrap();
+    let short = env
+        .sup()
+        .create(
+            "",
+            "short",
+            Some(env.spec(&["sh", "-c", "sleep 1; exit 5"])),
+        )
+        .await
+        .unwrap();
+    let pid = env.sup().start("long").await.unwrap().state.unwrap().pid;
+    env.sup().start("short").await.unwrap();
+
+    // The supervisor "dies" (its watchers with it) while both run; one exits meanwhile.
+    env.sup.take().unwrap().shutdown();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    env.restart().await;
+    let sup = env.sup();
+
+    let state = sup.get("long").unwrap().state.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(state.status).unwrap(),
+        ContainerStatus::Running
+    );
+    assert_eq!(state.pid, pid);
+    let exit = tokio::time::timeout(Duration::from_secs(10), sup.wait("short"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 5);
+
+    let stopped = sup.stop(&long.id, Some(1), "").await.unwrap();
+    assert_eq!(stopped.state.unwrap().exit_code, 137);
+    assert!(!env.cgroup_exists(&long.id));
+    sup.remove(&long.id, false).await.unwrap();
+    sup.remove(&short.id, false).await.unwrap();
+}
+
+/// Needs no shim: records, names and lookups.
+#[tokio::test]
+async fn create_validates_names_and_resolves_references() {
+    let env = Env::with_shim(PathBuf::from("/nonexistent/berth-shim"));
+    let sup = env.sup();
+    let spec = env.spec(&["true"]);
+    let a = sup.create("", "web", Some(spec.clone())).await.unwrap();
+    assert_eq!(a.id.len(), 64);
+    let err = sup
+        .create("", "/web", Some(spec.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Conflict. The container name \"/web\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.", a.id)
+    );
+    assert!(matches!(
+        tonic::Status::from(err).code(),
+        tonic::Code::AlreadyExists
+    ));
+    let err = sup
+        .create("", "bad name", Some(spec.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("(bad name)"), "{err}");
+
+    // Idempotent for the same ID.
+    let id = "ab".repeat(32);
+    let b = sup.create(&id, "db", Some(spec.clone())).await.unwrap();
+    let b2 = sup.create(&id, "db", Some(spec.clone())).await.unwrap();
+    assert_eq!(
+        (b.id.as_str(), b.created.as_str()),
+        (b2.id.as_str(), b2.created.as_str())
+    );
+    let generated = sup.create("", "", Some(spec.clone())).await.unwrap();
+    assert_eq!(generated.name.split('_').count(), 2, "{}", generated.name);
+    assert!(sup.create("xyz", "", Some(spec.clone())).await.is_err());
+    assert!(matches!(
+        sup.create("", "", None).await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // A failed create leaves nothing: an invalid mount type fails after validation.
+    let mut bad = spec.clone();
+    bad.mounts.push(berth_proto::supervisor::v1::Mount {
+        r#type: "nfs".into(),
+        destination: "/x".into(),
+        ..Default::default()
+    });
+    assert!(sup.create("", "broken", Some(bad)).await.is_err());
+    assert!(matches!(sup.get("broken"), Err(Error::NotFound(_))));
+    let dirs: Vec<_> = std::fs::read_dir(env.config.root.join("supervisor/containers"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        3,
+        "bundles of web, db and the generated one only"
+    );
+
+    assert_eq!(sup.get("/web").unwrap().id, a.id);
+    assert_eq!(sup.get("abab").unwrap().id, id);
+    let twin = format!("aba{}", "c".repeat(61));
+    sup.create(&twin, "twin", Some(spec.clone())).await.unwrap();
+    let err = sup.get("aba").unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+    sup.remove("twin", false).await.unwrap();
+    assert_eq!(sup.get(&a.id[..12]).unwrap().id, a.id);
+    assert!(matches!(sup.get("nope"), Err(Error::NotFound(_))));
+    assert_eq!(
+        sup.get("nope").unwrap_err().to_string(),
+        "no such container: nope"
+    );
+    assert!(sup.list(false).unwrap().is_empty(), "none running");
+    let names: Vec<String> = sup
+        .list(true)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec![generated.name.clone(), "db".into(), "web".into()],
+        "newest first"
+    );
+
+    // Kill/attach on a created container; start with a missing shim fails cleanly.
+    assert!(matches!(
+        sup.kill("web", "").await,
+        Err(Error::NotRunning(_))
+    ));
+    assert!(sup.start("web").await.is_err());
+    assert_eq!(status_of(sup, "web").await, ContainerStatus::Created);
+    assert!(!env.cgroup_exists(&a.id));
+    let removed = sup.remove("web", false).await.unwrap();
+    assert_eq!(removed.name, "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_interrupted_by_a_restart_is_rolled_back() {
+    let Some(mut env) = Env::new("interrupted_start") else {
+        return;
+    };
+    let c = env
+        .sup()
+        .create("", "half", Some(env.spec(&["sleep", "300"])))
+        .await
+        .unwrap();
+    // What start does up to the shim's report, without recording it (the supervisor "dies").
+    berth_supervisor::cgroup::create(&env.config.instance, &c.id).unwrap();
+    let args = berth_supervisor::shim::Args {
+        id: c.id.clone(),
+        bundle: PathBuf::from(&c.bundle_path),
+        attach_socket: env.config.shim_dir().join(format!("{}.sock", c.id)),
+        log_socket: env.config.log_ingest_socket(),
+        wait_attach: false,
+    };
+    std::fs::create_dir_all(env.config.shim_dir()).unwrap();
+    let report = berth_supervisor::shim::spawn(&env.shim, &args)
+        .await
+        .unwrap();
+    let berth_supervisor::shim::Report::Started { pid, shim_pid } = report else {
+        panic!("{report:?}")
+    };
+    assert!(watch::alive(pid) && watch::alive(shim_pid));
+
+    env.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (watch::alive(pid) || watch::alive(shim_pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!watch::alive(pid), "container process killed");
+    assert!(!watch::alive(shim_pid), "shim killed");
+    assert!(!env.cgroup_exists(&c.id));
+    let state = env.sup().get("half").unwrap().state.unwrap();
+    assert_eq!(
+        ContainerStatus::try_from(state.status).unwrap(),
+        ContainerStatus::Created
+    );
+    assert_eq!(state.error, "start interrupted by a supervisor restart");
+    // And it can be started normally afterwards.
+    env.sup().start("half").await.unwrap();
+    env.sup().remove("half", true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_sessions_get_resizes_and_input() {
+    let Some(env) = Env::new("tty") else { return };
+    let sup = env.sup();
+    let mut spec = env.spec(&["sh"]);
+    spec.tty = true;
+    spec.open_stdin = true;
+    let c = sup.create("", "term", Some(spec)).await.unwrap();
+    let (tx, input) = input_channel();
+    let start = AttachStart {
+        id: c.id.clone(),
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        start: true,
+        ..Default::default()
+    };
+    let mut rx = attach::attach(sup, start, input).await.unwrap();
+    let resize = berth_proto::supervisor::v1::Resize {
+        rows: 31,
+        cols: 101,
+    };
+    tx.send(Ok(AttachInput {
+        input: Some(attach_input::Input::Resize(resize)),
+    }))
+    .await
+    .unwrap();
+    tx.send(stdin(b"stty size; echo TERM=$TERM\n"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("TERM=xterm") {
+        let msg = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("tty output")
+            .unwrap()
+            .unwrap();
+        match msg.output {
+            Some(attach_output::Output::Stdout(b)) => got.extend(b),
+            other => panic!(
+                "unexpected {other:?} after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("31 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    tx.send(stdin(b"exit 4\n")).await.unwrap();
+    let out = collect(rx).await;
+    assert_eq!(out.exit, Some(4));
+    sup.remove(&c.id, false).await.unwrap();
+}
