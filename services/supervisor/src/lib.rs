@@ -3,6 +3,18 @@
 //! The gRPC layer ([`server`]) is thin; the work is in [`lifecycle`] (state machine and
 //! reconciliation), [`store`] (SQLite records), [`spec`] (OCI bundle), [`cgroup`],
 //! [`shim`] (spawning and its report), [`watch`] (pidfds, exit.json) and [`attach`].
+//!
+//! Decisions worth knowing:
+//! - Names are stored and returned without the leading `/` (`web`); lookups accept both.
+//! - The spec is stored as protobuf bytes in `meta.db`; the schema has ordered migrations
+//!   tracked by `PRAGMA user_version`.
+//! - An exit is recorded only after the cgroup is deleted, and an attach reports EXIT only
+//!   once the record says `exited`, so `rm`/`inspect` right after see a settled state.
+//! - The shim's stderr goes to `<bundle>/shim.log`: it outlives the supervisor.
+//! - A `created` record that still has a cgroup at start-up was being started when the
+//!   supervisor died: that start is rolled back (its shim and processes killed).
+//! - On a cgroup v1 host no `/sys/fs/cgroup` mount is put in the spec (the built-in
+//!   runtime cannot emulate runc's per-hierarchy cgroup mount); on v2 it is `cgroup2`, ro.
 pub mod attach;
 pub mod cgroup;
 pub mod error;

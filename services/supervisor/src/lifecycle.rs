@@ -4,7 +4,7 @@
 //! recorded by a watcher task per running container (pidfd → exit.json → record).
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -589,7 +589,11 @@ impl Supervisor {
         loop {
             rx.borrow_and_update();
             let rec = self.get_id(&id)?;
-            if matches!(rec.status, ContainerStatus::Exited | ContainerStatus::Dead) {
+            // A created container is waited for until it has run and exited, unless its
+            // last start failed: then that failure (126/127...) is the answer.
+            let failed_start = rec.status == ContainerStatus::Created && !rec.error.is_empty();
+            if matches!(rec.status, ContainerStatus::Exited | ContainerStatus::Dead) || failed_start
+            {
                 return Ok(exit_status(&rec));
             }
             if rx.changed().await.is_err() {
@@ -676,9 +680,4 @@ pub fn exit_status(rec: &Record) -> ExitStatus {
         oom_killed: rec.oom_killed,
         finished_at: rec.finished_at.clone(),
     }
-}
-
-/// For tests and tools: the bundle path of a container.
-pub fn bundle_path(state_dir: &Path, id: &str) -> PathBuf {
-    state_dir.join("containers").join(id)
 }

@@ -402,6 +402,7 @@ async fn start_failure_reports_127_and_stays_created() {
     );
     assert!(!state.error.is_empty());
     assert!(!env.cgroup_exists(&c.id));
+    assert_eq!(sup.wait(&c.id).await.unwrap().exit_code, 127);
     sup.remove(&c.id, false).await.unwrap();
 }
 
@@ -717,6 +718,17 @@ async fn create_validates_names_and_resolves_references() {
     ));
     assert!(sup.start("web").await.is_err());
     assert_eq!(status_of(sup, "web").await, ContainerStatus::Created);
+    let exit = tokio::time::timeout(Duration::from_secs(5), sup.wait("web"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 128, "a failed start ends the wait");
+    // A never-started container is waited for.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sup.wait("db"))
+            .await
+            .is_err()
+    );
     assert!(!env.cgroup_exists(&a.id));
     let removed = sup.remove("web", false).await.unwrap();
     assert_eq!(removed.name, "web");
@@ -764,6 +776,11 @@ async fn a_start_interrupted_by_a_restart_is_rolled_back() {
         ContainerStatus::Created
     );
     assert_eq!(state.error, "start interrupted by a supervisor restart");
+    let exit = tokio::time::timeout(Duration::from_secs(5), env.sup().wait("half"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 128);
     // And it can be started normally afterwards.
     env.sup().start("half").await.unwrap();
     env.sup().remove("half", true).await.unwrap();
