@@ -343,7 +343,8 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(pre.split(' ').nth(4)?))
+            let mountpoint = pre.split(' ').nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mountpoint))
         })
         .collect()
 }

@@ -1,1 +1,17 @@
-//! Per-container log pipelines, drivers and log reading
+//! Per-container log pipelines, drivers and log reading.
+//!
+//! [`router::Router`] owns the logs (the testable logic); [`ingest`] serves the shims'
+//! plain socket; [`service`] is the thin gRPC layer. Drivers implement
+//! [`logger::Logger`]; json-file ([`jsonfile`]) is the only one so far.
+pub mod error;
+pub mod ingest;
+pub mod jsonfile;
+pub mod logger;
+pub mod router;
+pub mod service;
+
+pub use error::{Error, Result};
+pub use router::Router;
+
+/// The gRPC service name reported by health.
+pub const SERVICE_NAME: &str = "berth.logs.v1.LogRouter";

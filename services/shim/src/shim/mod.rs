@@ -185,7 +185,7 @@ impl Shim {
     ) -> Shim {
         let io = &mut started.stdio;
         let mut outputs = vec![Output {
-            fd: Some(sys::dup(&io.stdout).expect("dup stdout")),
+            fd: sys::dup(&io.stdout).ok(),
             splitter: LineSplitter::default(),
             stream: STREAM_STDOUT,
             frame: kind::STDOUT,
