@@ -309,6 +309,9 @@ pub struct PsArgs {
     /// Show the latest created container
     #[arg(short = 'l', long)]
     pub latest: bool,
+    /// Filter output (id=, name=, label=, status=, ancestor=, exited=)
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Format output: table, json, or a Go template
     #[arg(long)]
     pub format: Option<String>,

@@ -613,6 +613,79 @@ pub fn ps_row(c: &Container, no_trunc: bool, now: SystemTime) -> Value {
     })
 }
 
+/// `ps --filter`: values of one key are alternatives (OR), different keys all apply (AND),
+/// as Docker does.
+#[derive(Debug, Default)]
+pub struct PsFilters {
+    filters: Vec<(String, Vec<String>)>,
+}
+
+impl PsFilters {
+    pub fn parse(values: &[String]) -> Result<PsFilters> {
+        let mut out = PsFilters::default();
+        for value in values {
+            let (k, v) = parse::key_value("--filter", value)?;
+            if !matches!(
+                k.as_str(),
+                "id" | "name" | "label" | "status" | "ancestor" | "exited"
+            ) {
+                bail!("invalid filter '{k}'");
+            }
+            if k == "status"
+                && !matches!(
+                    v.as_str(),
+                    "created"
+                        | "restarting"
+                        | "running"
+                        | "removing"
+                        | "paused"
+                        | "exited"
+                        | "dead"
+                )
+            {
+                bail!("invalid filter 'status={v}'");
+            }
+            match out.filters.iter_mut().find(|(key, _)| *key == k) {
+                Some((_, vs)) => vs.push(v),
+                None => out.filters.push((k, vec![v])),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn matches(&self, c: &Container) -> bool {
+        let spec = c.spec.clone().unwrap_or_default();
+        let state = c.state.clone().unwrap_or_default();
+        self.filters.iter().all(|(key, values)| {
+            values.iter().any(|v| match key.as_str() {
+                "id" => c.id.starts_with(v.as_str()),
+                "name" => c
+                    .name
+                    .trim_start_matches('/')
+                    .contains(v.trim_start_matches('/')),
+                "label" => match v.split_once('=') {
+                    Some((k, val)) => spec.labels.get(k).is_some_and(|x| x == val),
+                    None => spec.labels.contains_key(v),
+                },
+                "status" => status_name(state.status) == v,
+                "ancestor" => {
+                    spec.image == *v
+                        || spec.image_id == *v
+                        || spec
+                            .image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.as_str())
+                        || format!("{v}:latest") == spec.image
+                }
+                "exited" => {
+                    status_name(state.status) == "exited" && state.exit_code.to_string() == *v
+                }
+                _ => false,
+            })
+        })
+    }
+}
+
 /// `berth ps`.
 pub async fn ps(mut engine: Engine, args: PsArgs) -> Result<i32> {
     let resp = engine
@@ -621,8 +694,17 @@ pub async fn ps(mut engine: Engine, args: PsArgs) -> Result<i32> {
         })
         .await?
         .into_inner();
-    let mut containers = resp.containers;
-    containers.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+    let filters = PsFilters::parse(&args.filter)?;
+    let mut containers: Vec<Container> = resp
+        .containers
+        .into_iter()
+        .filter(|c| filters.matches(c))
+        .collect();
+    containers.sort_by(|a, b| {
+        time_of(&b.created)
+            .cmp(&time_of(&a.created))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     if args.latest {
         containers.truncate(1);
     }
@@ -730,6 +812,50 @@ mod tests {
         assert!(format!("{err:#}").contains("/nonexistent.env"));
         let err = request(&["--bogus", "busybox"]).unwrap_err().to_string();
         assert!(err.contains("--bogus"), "{err}");
+    }
+
+    #[test]
+    fn ps_filters() {
+        use berth_proto::supervisor::v1::{ContainerSpec, ContainerState};
+        let c = Container {
+            id: "abcdef".into(),
+            name: "web-1".into(),
+            spec: Some(ContainerSpec {
+                image: "busybox".into(),
+                labels: [("tier".to_string(), "front".to_string())].into(),
+                ..Default::default()
+            }),
+            state: Some(ContainerState {
+                status: ContainerStatus::Exited as i32,
+                exit_code: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = |v: &[&str]| {
+            PsFilters::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .matches(&c)
+        };
+        assert!(f(&[]));
+        assert!(f(&["status=exited"]));
+        assert!(!f(&["status=running"]));
+        assert!(f(&["status=running", "status=exited"]));
+        assert!(f(&[
+            "name=web",
+            "id=abc",
+            "label=tier",
+            "label=tier=front",
+            "exited=2"
+        ]));
+        assert!(!f(&["name=web", "label=tier=back"]));
+        assert!(f(&["ancestor=busybox"]));
+        for bad in ["status=bogus", "color=red", "novalue"] {
+            let err = PsFilters::parse(&[bad.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad.split('=').next().unwrap()), "{err}");
+        }
     }
 
     #[test]

@@ -82,7 +82,11 @@ pub async fn images(mut engine: Engine, args: ImagesArgs) -> Result<i32> {
         .await?
         .into_inner()
         .images;
-    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+    list.sort_by(|a, b| {
+        time_of(&b.created)
+            .cmp(&time_of(&a.created))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     if let Some(reference) = &args.reference {
         let (want_repo, want_tag) = split_tag(reference);
         let explicit_tag = reference.contains(':');

@@ -129,9 +129,14 @@ impl Engine for Mock {
                     let _ = tx
                         .send(out(run_output::Output::Stdout(b"ready\n".to_vec())))
                         .await;
+                    let mut waited = 0;
                     let sig = loop {
                         if let Some(sig) = KILLS.lock().unwrap().pop() {
                             break sig;
+                        }
+                        waited += 1;
+                        if waited > 1000 {
+                            break "no signal within 10s".to_string();
                         }
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     };
@@ -205,9 +210,11 @@ impl Engine for Mock {
     }
     async fn kill_container(
         &self,
-        _: Request<sup::KillContainerRequest>,
+        r: Request<sup::KillContainerRequest>,
     ) -> Result<Response<sup::Container>, Status> {
-        unimpl()
+        let r = r.into_inner();
+        KILLS.lock().unwrap().push(format!("{} {}", r.id, r.signal));
+        Ok(Response::new(container()))
     }
     async fn wait_container(
         &self,
@@ -621,4 +628,34 @@ fn run_proxies_signals() {
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "got c0ffee SIGINT\n");
     assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn local_input_errors_name_the_input() {
+    let out = berth(&["import", "/nonexistent/rootfs.tar"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/rootfs.tar"),
+        "{}",
+        text(&out.stderr)
+    );
+    let file = std::env::temp_dir().join(format!("berth-cli-{}.env", std::process::id()));
+    std::fs::write(&file, "# ok\nA=1\nBAD KEY=2\n").unwrap();
+    let out = berth(&[
+        "run",
+        "--env-file",
+        file.to_str().unwrap(),
+        "busybox",
+        "env",
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("berth: {}:3: ", file.display())),
+        "{err}"
+    );
+    let out = berth(&["ps", "--filter", "color=red"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stderr), "invalid filter 'color'\n");
 }

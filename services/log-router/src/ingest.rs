@@ -47,14 +47,16 @@ pub async fn handle(router: Arc<Router>, stream: UnixStream) -> std::io::Result<
         dec.push(&buf[..n]);
     };
     if hello.kind != kind::HELLO {
-        return Err(invalid(format!("expected HELLO, got frame kind {:#x}", hello.kind)));
+        return Err(invalid(format!(
+            "expected HELLO, got frame kind {:#x}",
+            hello.kind
+        )));
     }
     let id = String::from_utf8(hello.payload).map_err(|_| invalid("container id is not UTF-8"))?;
     let log = router
         .ingest_log(&id)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let span = tracing::debug_span!("ingest", container = %id);
-    let _enter = span.enter();
+    tracing::debug!(container = %id, "shim connected");
     let mut live = log.connect();
     let mut out = Vec::new();
     encode_into(&mut out, kind::RESUME, &log.next_seq().to_be_bytes());

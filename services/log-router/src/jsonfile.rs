@@ -47,9 +47,10 @@ impl Options {
             });
         }
         let max_size = match opts.get("max-size") {
-            Some(v) if !v.is_empty() && v != "-1" => Some(parse_size(v).ok_or_else(|| {
-                Error::InvalidArgument(format!("invalid max-size: {v:?}"))
-            })?),
+            Some(v) if !v.is_empty() && v != "-1" => Some(
+                parse_size(v)
+                    .ok_or_else(|| Error::InvalidArgument(format!("invalid max-size: {v:?}")))?,
+            ),
             _ => None,
         };
         let max_file = match opts.get("max-file") {
@@ -330,7 +331,9 @@ fn tail_lines(file: &mut File, end: u64, want: usize, lines: &mut Vec<Vec<u8>>) 
             stop -= 1;
         }
         while lines.len() < want {
-            let Some(i) = block[..stop].iter().rposition(|&b| b == b'\n') else { break };
+            let Some(i) = block[..stop].iter().rposition(|&b| b == b'\n') else {
+                break;
+            };
             lines.push(block[i + 1..stop].to_vec());
             stop = i;
         }
@@ -408,7 +411,13 @@ impl LogReader for JsonFileReader {
                 }
             }
         }
-        Ok((msgs, FileCursor { file: current, pos: end }))
+        Ok((
+            msgs,
+            FileCursor {
+                file: current,
+                pos: end,
+            },
+        ))
     }
 
     fn read_new(&self, cursor: &mut FileCursor) -> io::Result<Vec<Message>> {
@@ -481,9 +490,7 @@ mod tests {
     fn escaping_matches_docker() {
         let line = encoded(b"a\"b\\c\r\t\x01\x1f<>&\xe2\x80\xa8\n");
         assert!(
-            line.starts_with(
-                r#"{"log":"a\"b\\c\r\u0009\u0001\u001f\u003c\u003e\u0026\u2028\n","#
-            ),
+            line.starts_with(r#"{"log":"a\"b\\c\r\u0009\u0001\u001f\u003c\u003e\u0026\u2028\n","#),
             "{line}"
         );
         // Each invalid byte becomes one U+FFFD, as Go's decoder yields one per byte.
@@ -496,7 +503,12 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        for line in [&b"hi\n"[..], b"", b"\"quoted\" <x> & \x07\r\n", "héllo ☃\n".as_bytes()] {
+        for line in [
+            &b"hi\n"[..],
+            b"",
+            b"\"quoted\" <x> & \x07\r\n",
+            "héllo ☃\n".as_bytes(),
+        ] {
             let m = msg(line, STDERR, 1_700_000_000_000_000_001);
             let mut out = Vec::new();
             encode_line(&mut out, &m);
@@ -504,19 +516,37 @@ mod tests {
         }
         let mut out = Vec::new();
         encode_line(&mut out, &msg(b"\xffa", STDOUT, 0));
-        assert_eq!(decode_line(&out[..out.len() - 1]).unwrap().line, "\u{fffd}a".as_bytes());
+        assert_eq!(
+            decode_line(&out[..out.len() - 1]).unwrap().line,
+            "\u{fffd}a".as_bytes()
+        );
     }
 
     #[test]
     fn options_are_validated_with_dockers_text() {
         let opts = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let e = Options::parse(&opts(&[("x", "1")])).unwrap_err();
-        assert_eq!(e.to_string(), "unknown log opt 'x' for json-file log driver");
-        let o = Options::parse(&opts(&[("max-size", "10m"), ("max-file", "3"), ("tag", "t")]))
-            .unwrap();
-        assert_eq!(o, Options { max_size: Some(10 << 20), max_file: 3 });
+        assert_eq!(
+            e.to_string(),
+            "unknown log opt 'x' for json-file log driver"
+        );
+        let o = Options::parse(&opts(&[
+            ("max-size", "10m"),
+            ("max-file", "3"),
+            ("tag", "t"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            o,
+            Options {
+                max_size: Some(10 << 20),
+                max_file: 3
+            }
+        );
         assert!(Options::parse(&opts(&[("max-file", "3")])).is_err());
         assert!(Options::parse(&opts(&[("max-size", "ten")])).is_err());
         assert_eq!(parse_size("1k"), Some(1024));
@@ -546,7 +576,10 @@ mod tests {
     fn tail_reads_from_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
-        let opts = Options { max_size: None, max_file: 1 };
+        let opts = Options {
+            max_size: None,
+            max_file: 1,
+        };
         let mut logger = JsonFileLogger::open(path.clone(), opts).unwrap();
         // Enough lines to span several 64 KiB chunks.
         write_lines(&mut logger, 0..5000);
@@ -588,7 +621,10 @@ mod tests {
     fn rotation_keeps_max_file_files_and_readers_follow_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
-        let opts = Options { max_size: Some(1000), max_file: 3 };
+        let opts = Options {
+            max_size: Some(1000),
+            max_file: 3,
+        };
         let mut logger = JsonFileLogger::open(path.clone(), opts).unwrap();
         let reader = logger.reader().unwrap();
         let (_, mut cursor) = reader.read_existing(None).unwrap();

@@ -21,11 +21,21 @@ async fn main() -> anyhow::Result<()> {
     let ingest_socket = config.log_ingest_socket();
     let listener = berth_common::serve::bind_unix(&ingest_socket)?;
     tracing::info!(socket = %ingest_socket.display(), "ingesting");
-    let ingest = tokio::spawn(ingest::serve(router.clone(), listener));
+    let ingest = tokio::spawn({
+        let router = router.clone();
+        async move {
+            if let Err(e) = ingest::serve(router, listener).await {
+                tracing::error!(error = %e, "ingest socket failed");
+            }
+        }
+    });
     let routes = tonic::service::Routes::new(LogRouterService::new(router).into_server());
-    let served =
-        berth_common::serve::serve_unix(&config.socket(Service::LogRouter), routes, &[SERVICE_NAME])
-            .await;
+    let served = berth_common::serve::serve_unix(
+        &config.socket(Service::LogRouter),
+        routes,
+        &[SERVICE_NAME],
+    )
+    .await;
     ingest.abort();
     let _ = std::fs::remove_file(&ingest_socket);
     served

@@ -181,14 +181,13 @@ pub struct Router {
 }
 
 fn check_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 255
-        && !id.starts_with('.')
-        && !id.contains(['/', '\0']);
+    let ok = !id.is_empty() && id.len() <= 255 && !id.starts_with('.') && !id.contains(['/', '\0']);
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("invalid container id: {id:?}")))
+        Err(Error::InvalidArgument(format!(
+            "invalid container id: {id:?}"
+        )))
     }
 }
 
@@ -207,9 +206,12 @@ impl Router {
             dir: dir.clone(),
             logs: Mutex::new(HashMap::new()),
         };
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+        let entries =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
         for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if check_id(&id).is_err() || !entry.path().is_dir() {
                 continue;
             }
@@ -419,7 +421,11 @@ impl Router {
 
 /// Sends what the request wants; false when the stream should end (receiver gone or
 /// `until` passed).
-async fn send_all(tx: &mpsc::Sender<Result<Message>>, req: &ReadRequest, msgs: Vec<Message>) -> bool {
+async fn send_all(
+    tx: &mpsc::Sender<Result<Message>>,
+    req: &ReadRequest,
+    msgs: Vec<Message>,
+) -> bool {
     for m in msgs {
         if req.past_until(&m) {
             return false;

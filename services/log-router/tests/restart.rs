@@ -42,14 +42,18 @@ impl FakeShim {
     /// Connects (HELLO/RESUME) and resends what the router lacks; false if the router
     /// is not there.
     fn connect(&mut self) -> bool {
-        let Ok(mut s) = UnixStream::connect(&self.socket) else { return false };
+        let Ok(mut s) = UnixStream::connect(&self.socket) else {
+            return false;
+        };
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut out = Vec::new();
         encode_into(&mut out, kind::HELLO, self.id.as_bytes());
         if s.write_all(&out).is_err() {
             return false;
         }
-        let Ok(Some(f)) = read_frame(&mut s) else { return false };
+        let Ok(Some(f)) = read_frame(&mut s) else {
+            return false;
+        };
         assert_eq!(f.kind, kind::RESUME);
         let resume = f.as_u64().unwrap();
         if !self.numbered {
@@ -171,7 +175,10 @@ impl FakeShim {
 }
 
 fn lines_in(state: &Path, id: &str) -> Vec<String> {
-    let path = state.join("containers").join(id).join(format!("{id}-json.log"));
+    let path = state
+        .join("containers")
+        .join(id)
+        .join(format!("{id}-json.log"));
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -354,7 +361,14 @@ async fn follow_streams_new_lines_and_ends_with_the_output() {
     log.write_batch(&[rec(0, "a\n"), rec(1, "b\n")]).unwrap();
     // Not live: follow ends after the existing lines.
     let mut rx = router
-        .read_logs("c1", ReadRequest { follow: true, tail: None, ..Default::default() })
+        .read_logs(
+            "c1",
+            ReadRequest {
+                follow: true,
+                tail: None,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let mut got = Vec::new();
     while let Some(m) = rx.recv().await {
@@ -365,7 +379,14 @@ async fn follow_streams_new_lines_and_ends_with_the_output() {
     // Live: follow streams new lines until END.
     let mut guard = log.connect();
     let mut rx = router
-        .read_logs("c1", ReadRequest { follow: true, tail: Some(1), ..Default::default() })
+        .read_logs(
+            "c1",
+            ReadRequest {
+                follow: true,
+                tail: Some(1),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(rx.recv().await.unwrap().unwrap().line, b"b\n");
     log.write_batch(&[rec(1, "b\n"), rec(2, "c\n")]).unwrap();
@@ -373,11 +394,22 @@ async fn follow_streams_new_lines_and_ends_with_the_output() {
     log.write_batch(&[rec(3, "d\n")]).unwrap();
     guard.end();
     assert_eq!(rx.recv().await.unwrap().unwrap().line, b"d\n");
-    assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .is_none());
 
     // since/until and stream selection.
     let mut rx = router
-        .read_logs("c1", ReadRequest { since: 2, until: 3, tail: None, ..Default::default() })
+        .read_logs(
+            "c1",
+            ReadRequest {
+                since: 2,
+                until: 3,
+                tail: None,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let mut got = Vec::new();
     while let Some(m) = rx.recv().await {
@@ -385,7 +417,14 @@ async fn follow_streams_new_lines_and_ends_with_the_output() {
     }
     assert_eq!(got, [b"b\n".to_vec(), b"c\n".to_vec()]);
     let mut rx = router
-        .read_logs("c1", ReadRequest { stderr: true, tail: None, ..Default::default() })
+        .read_logs(
+            "c1",
+            ReadRequest {
+                stderr: true,
+                tail: None,
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert!(rx.recv().await.is_none());
 
@@ -406,11 +445,16 @@ fn open_log_validates_and_is_idempotent() {
     let router = Router::open(dir.path()).unwrap();
     let cfg = |driver: &str, opts: &[(&str, &str)]| LogConfig {
         driver: driver.to_string(),
-        options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
     };
     let p1 = router.open_log("c1", cfg("", &[])).unwrap();
-    let p2 = router.open_log("c1", cfg("json-file", &[("max-size", "1m")])).unwrap();
+    let p2 = router
+        .open_log("c1", cfg("json-file", &[("max-size", "1m")]))
+        .unwrap();
     assert_eq!(p1, p2);
     assert!(p1.ends_with("containers/c1/c1-json.log"));
     let meta: serde_json::Value =
@@ -419,11 +463,17 @@ fn open_log_validates_and_is_idempotent() {
     assert_eq!(meta["driver"], "json-file");
     assert_eq!(meta["options"]["max-size"], "1m");
     assert_eq!(
-        router.open_log("c2", cfg("syslog", &[])).unwrap_err().to_string(),
+        router
+            .open_log("c2", cfg("syslog", &[]))
+            .unwrap_err()
+            .to_string(),
         "unknown log driver: syslog"
     );
     assert_eq!(
-        router.open_log("c2", cfg("", &[("x", "1")])).unwrap_err().to_string(),
+        router
+            .open_log("c2", cfg("", &[("x", "1")]))
+            .unwrap_err()
+            .to_string(),
         "unknown log opt 'x' for json-file log driver"
     );
     assert!(router.open_log("../x", cfg("", &[])).is_err());

@@ -1,0 +1,166 @@
+//! The gRPC skin over [`Store`]: it only translates, running the blocking store work
+//! off the async runtime.
+use std::sync::Arc;
+
+use berth_proto::volume::v1::{self as pb, volumes_server::Volumes};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::Result,
+    mounts::{MountKind, MountSpec, ResolvedMount},
+    store::{CreateRequest, Store, VolumeInfo},
+};
+
+#[derive(Clone)]
+pub struct VolumeService {
+    store: Arc<Store>,
+}
+
+impl VolumeService {
+    pub fn new(store: Arc<Store>) -> Self {
+        VolumeService { store }
+    }
+
+    pub fn into_server(self) -> pb::volumes_server::VolumesServer<Self> {
+        pb::volumes_server::VolumesServer::new(self)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("volume task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+fn to_pb(v: VolumeInfo) -> pb::Volume {
+    pb::Volume {
+        name: v.name,
+        driver: v.driver,
+        mountpoint: v.mountpoint.display().to_string(),
+        labels: v.labels.into_iter().collect(),
+        options: v.options.into_iter().collect(),
+        created_at: v.created_at,
+        scope: "local".to_string(),
+        used_by: v.used_by,
+        anonymous: v.anonymous,
+    }
+}
+
+fn kind_from_pb(t: i32) -> Option<MountKind> {
+    match pb::MountType::try_from(t).ok()? {
+        pb::MountType::Bind => Some(MountKind::Bind),
+        pb::MountType::Volume => Some(MountKind::Volume),
+        pb::MountType::Tmpfs => Some(MountKind::Tmpfs),
+        pb::MountType::Unspecified => None,
+    }
+}
+
+fn kind_to_pb(k: MountKind) -> pb::MountType {
+    match k {
+        MountKind::Bind => pb::MountType::Bind,
+        MountKind::Volume => pb::MountType::Volume,
+        MountKind::Tmpfs => pb::MountType::Tmpfs,
+    }
+}
+
+fn resolved_to_pb(m: ResolvedMount) -> pb::ResolvedMount {
+    pb::ResolvedMount {
+        r#type: kind_to_pb(m.kind) as i32,
+        source: m.source,
+        destination: m.destination,
+        read_only: m.read_only,
+        volume_name: m.volume_name,
+        options: m.options,
+    }
+}
+
+#[tonic::async_trait]
+impl Volumes for VolumeService {
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let req = CreateRequest {
+            name: r.name,
+            driver: r.driver,
+            labels: r.labels.into_iter().collect(),
+            options: r.options.into_iter().collect(),
+        };
+        let v = self.run(move |s| s.create_volume(req)).await?;
+        Ok(Response::new(to_pb(v)))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
+    async fn get_volume(
+        &self,
+        request: Request<pb::GetVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let name = request.into_inner().name;
+        let v = self.run(move |s| s.get_volume(&name)).await?;
+        Ok(Response::new(to_pb(v)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_volumes(
+        &self,
+        _request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self.run(|s| s.list_volumes()).await?;
+        Ok(Response::new(pb::ListVolumesResponse {
+            volumes: volumes.into_iter().map(to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name, force = request.get_ref().force))]
+    async fn remove_volume(
+        &self,
+        request: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
+        let r = request.into_inner();
+        self.run(move |s| s.remove_volume(&r.name, r.force)).await?;
+        Ok(Response::new(pb::RemoveVolumeResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    async fn prepare_mounts(
+        &self,
+        request: Request<pb::PrepareMountsRequest>,
+    ) -> Result<Response<pb::PrepareMountsResponse>, Status> {
+        let r = request.into_inner();
+        let specs: Vec<MountSpec> = r
+            .mounts
+            .into_iter()
+            .map(|m| MountSpec {
+                kind: kind_from_pb(m.r#type),
+                source: m.source,
+                destination: m.destination,
+                read_only: m.read_only,
+                options: m.options,
+            })
+            .collect();
+        let id = r.container_id;
+        let mounts = self.run(move |s| s.prepare_mounts(&id, &specs)).await?;
+        Ok(Response::new(pb::PrepareMountsResponse {
+            mounts: mounts.into_iter().map(resolved_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    async fn release_mounts(
+        &self,
+        request: Request<pb::ReleaseMountsRequest>,
+    ) -> Result<Response<pb::ReleaseMountsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let anonymous_volumes = self.run(move |s| s.release_mounts(&id)).await?;
+        Ok(Response::new(pb::ReleaseMountsResponse {
+            anonymous_volumes,
+        }))
+    }
+}
