@@ -231,6 +231,9 @@ pub async fn run(mut engine: Engine, args: RunArgs) -> Result<i32> {
         let msg = tokio::select! {
             msg = output.message() => msg?,
             Some(sig) = recv_signal(&mut signals) => {
+                if let Some(code) = sig.strip_prefix("EXIT:") {
+                    return Ok(code.parse().unwrap_or(125));
+                }
                 // Docker's sig-proxy: the container gets the signal; a third Ctrl-C
                 // leaves the CLI (the container goes on).
                 if sig == "SIGINT" {
@@ -302,6 +305,20 @@ fn watch_signals(tty: bool, input: mpsc::Sender<RunInput>) -> mpsc::Receiver<&'s
                     }
                 }
             });
+        }
+        // No proxy with a TTY (as Docker), but leave cleanly so the terminal is restored.
+        for (kind, name) in [
+            (SignalKind::terminate(), "EXIT:143"),
+            (SignalKind::hangup(), "EXIT:129"),
+        ] {
+            if let Ok(mut stream) = signal(kind) {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if stream.recv().await.is_some() {
+                        let _ = tx.send(name).await;
+                    }
+                });
+            }
         }
         return rx;
     }
