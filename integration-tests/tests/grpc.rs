@@ -18,7 +18,7 @@ fn grpc_name(service: &str) -> &'static str {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn every_service_serves_health_and_reflection() {
     let engine = Engine::start();
     for service in SERVICES {

@@ -8,6 +8,9 @@ fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> 
         header.set_entry_type(*kind);
         header.set_size(data.len() as u64);
         header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
         // Write the raw name so that unsafe paths reach the engine unchanged.
         let name = header.as_old_mut().name.as_mut();
         name[..path.len()].copy_from_slice(path.as_bytes());

@@ -9,7 +9,7 @@ fn ps_shows_running_and_exited_containers() {
     let up = unique("up");
     let done = unique("done");
     engine.ok(&["run", "-d", "--name", &up, "busybox", "sleep", "1000"]);
-    engine.ok(&["run", "--name", &done, "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(engine.berth(&["run", "--name", &done, "busybox", "sh", "-c", "exit 3"]).status.code(), Some(3));
     engine.wait_status(&up, "running");
 
     let ps = engine.ok(&["ps"]);
@@ -106,7 +106,7 @@ fn rm_refuses_a_running_container_unless_forced() {
     engine.ok(&["rm", "-f", &name]);
     let out = engine.berth(&["inspect", &name]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no such container"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("No such object: {name}")), "{}", stderr(&out));
     let fp = engine.footprint();
     assert!(fp.bundles.is_empty() && fp.snapshots.is_empty() && fp.cgroups.is_empty() && fp.logs.is_empty(), "{fp:?}");
 }

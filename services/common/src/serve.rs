@@ -1,11 +1,14 @@
 //! Serving a service's gRPC API on its Unix socket, with gRPC health, reflection, a
 //! tracing span per request, and a clean shutdown on SIGTERM or SIGINT.
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use anyhow::Context;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{service::Routes, transport::Server};
+
+/// How long a stopping service waits for open calls to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `routes` on `socket` (mode 0600) until SIGTERM/SIGINT. `service_names` are the
 /// fully qualified gRPC service names reported as SERVING by the health service.
@@ -37,12 +40,26 @@ pub async fn serve_unix(socket: &Path, routes: Routes, service_names: &[&str]) -
         .add_service(reflection_v1alpha);
 
     tracing::info!(socket = %socket.display(), "serving");
-    Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await
-        .context("serve gRPC")?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("serve gRPC")?,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // Long-lived streams (`logs -f`, attach) would hold a graceful shutdown open
+            // forever: give them a moment, then go.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(result) => result.context("serve gRPC")?,
+                Err(_) => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+            }
+        }
+    }
     let _ = std::fs::remove_file(socket);
     tracing::info!("stopped");
     Ok(())

@@ -28,6 +28,9 @@ use logship::LogShip;
 const GIVE_UP: Duration = Duration::from_secs(60);
 /// How long attach clients get to read their last output.
 const CLIENT_LINGER: Duration = Duration::from_secs(5);
+/// How long attach clients wait for the log router to confirm the last lines before they
+/// are told the exit status, so `logs` right after `run` shows everything.
+const EXIT_AFTER_LOGS: Duration = Duration::from_secs(2);
 /// Stop reading attach STDIN while this much waits for the container.
 const MAX_STDIN_BUFFER: usize = 1 << 20;
 /// Quiet time after which the idle shim unmaps its code pages.
@@ -159,6 +162,8 @@ struct Shim {
     exit: Option<ExitRecord>,
     exited_at: Option<Instant>,
     finalized_at: Option<Instant>,
+    /// EXIT has been sent to the attach clients.
+    exit_announced: bool,
     buf: Vec<u8>,
     clean_code: sys::CleanCode,
     /// Code pages were touched since they were last unmapped.
@@ -223,6 +228,7 @@ impl Shim {
             exit: None,
             exited_at: None,
             finalized_at: None,
+            exit_announced: false,
             buf: vec![0u8; 32 << 10],
             clean_code: sys::CleanCode::find(),
             code_mapped: true,
@@ -247,6 +253,9 @@ impl Shim {
                 }
             }
             if let Some(at) = self.finalized_at {
+                if !self.exit_announced && (self.log.end_acked() || now >= at + EXIT_AFTER_LOGS) {
+                    self.announce_exit();
+                }
                 let log_done = self.log.end_acked() || now >= at + GIVE_UP;
                 let clients_done =
                     self.clients.iter().all(|c| !c.wants_write()) || now >= at + CLIENT_LINGER;
@@ -449,7 +458,7 @@ impl Shim {
             match f.kind {
                 kind::ATTACH if self.clients[i].flags.is_none() => {
                     self.clients[i].flags = Some(AttachFlags::decode(&f.payload));
-                    if let Some(exit) = self.exit.filter(|_| self.finalized_at.is_some()) {
+                    if let Some(exit) = self.exit.filter(|_| self.exit_announced) {
                         self.clients[i].send(kind::EXIT, &exit.encode());
                     }
                     if !self.go_sent {
@@ -488,12 +497,16 @@ impl Shim {
                 self.close_output(i, time);
             }
         }
-        let exit = self.exit.expect("finalize after exit");
-        for c in &mut self.clients {
-            c.send(kind::EXIT, &exit.encode());
-        }
         self.log.end();
         self.log.tick(now);
         self.finalized_at = Some(now);
+    }
+
+    fn announce_exit(&mut self) {
+        let exit = self.exit.expect("announce after exit");
+        for c in &mut self.clients {
+            c.send(kind::EXIT, &exit.encode());
+        }
+        self.exit_announced = true;
     }
 }
