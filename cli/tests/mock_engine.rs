@@ -388,7 +388,9 @@ impl Engine for Mock {
 fn socket() -> &'static Path {
     static SOCKET: OnceLock<PathBuf> = OnceLock::new();
     SOCKET.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("berth-cli-mock-{}.sock", std::process::id()));
+        // Inside the build directory, which cargo owns: a static never drops to clean up.
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("berth-cli-mock-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();

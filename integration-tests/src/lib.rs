@@ -11,7 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub const SERVICES: [&str; 6] = ["image-store", "supervisor", "network", "volume", "log-router", "engine"];
+pub const SERVICES: [&str; 6] = [
+    "image-store",
+    "supervisor",
+    "network",
+    "volume",
+    "log-router",
+    "engine",
+];
 
 /// Directory holding the built binaries (`cargo build --workspace --bins`).
 pub fn bin_dir() -> PathBuf {
@@ -65,13 +72,22 @@ impl Engine {
     pub fn start() -> Engine {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short paths: Unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("bt").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("bt")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&run_dir).unwrap();
         let instance = format!("berth-t{}-{n}", std::process::id());
-        let mut engine = Engine { root, run_dir, instance, dir, services: BTreeMap::new() };
+        let mut engine = Engine {
+            root,
+            run_dir,
+            instance,
+            dir,
+            services: BTreeMap::new(),
+        };
         for service in SERVICES {
             engine.spawn(service);
         }
@@ -104,8 +120,12 @@ impl Engine {
             .unwrap();
         let mut cmd = Command::new(bin_dir().join(format!("berth-{service}")));
         self.env(&mut cmd);
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start berth-{service}: {e} (run `cargo build --workspace --bins` first)"));
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("start berth-{service}: {e} (run `cargo build --workspace --bins` first)")
+        });
         self.services.insert(service, child);
     }
 
@@ -117,7 +137,12 @@ impl Engine {
     pub fn service_logs(&self) -> String {
         SERVICES
             .iter()
-            .map(|s| format!("--- {s} ---\n{}", std::fs::read_to_string(self.log_path(s)).unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    "--- {s} ---\n{}",
+                    std::fs::read_to_string(self.log_path(s)).unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -139,7 +164,12 @@ impl Engine {
             self.wait_socket(service);
         }
         let out = self.berth(&["version"]);
-        assert!(out.status.success(), "engine not ready: {}\n{}", stderr(&out), self.service_logs());
+        assert!(
+            out.status.success(),
+            "engine not ready: {}\n{}",
+            stderr(&out),
+            self.service_logs()
+        );
     }
 
     /// Stops a service (SIGKILL when `kill9`, else SIGTERM) and starts it again.
@@ -204,7 +234,9 @@ impl Engine {
 
     /// `berth inspect --format`.
     pub fn inspect(&self, name: &str, format: &str) -> String {
-        self.ok(&["inspect", "--format", format, name]).trim().to_string()
+        self.ok(&["inspect", "--format", format, name])
+            .trim()
+            .to_string()
     }
 
     /// Waits until `inspect` of `name` shows `status`.
@@ -215,7 +247,10 @@ impl Engine {
             if now == status {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name} stayed {now}, wanted {status}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed {now}, wanted {status}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -248,7 +283,11 @@ impl Engine {
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for hierarchy in cgroup_hierarchies() {
-            out.extend(list_paths(&hierarchy.join(&self.instance)).into_iter().filter(|p| p.is_dir()));
+            out.extend(
+                list_paths(&hierarchy.join(&self.instance))
+                    .into_iter()
+                    .filter(|p| p.is_dir()),
+            );
         }
         out.sort();
         out
@@ -278,10 +317,19 @@ impl Engine {
         let root = self.root.to_string_lossy().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
-            if args.first().is_some_and(|a| a.ends_with("berth-shim")) && args.iter().any(|a| a.starts_with(&root)) {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            if args.first().is_some_and(|a| a.ends_with("berth-shim"))
+                && args.iter().any(|a| a.starts_with(&root))
+            {
                 pids.push(pid);
             }
         }
@@ -373,7 +421,12 @@ fn list(dir: &Path) -> Vec<String> {
 }
 
 fn list_paths(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect()
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -386,7 +439,11 @@ pub fn stderr(out: &Output) -> String {
 
 /// A unique container name for this test process.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

@@ -1,6 +1,8 @@
 //! Every service answers gRPC health checks and reflection on its Unix socket.
 use berth_integration_tests::{Engine, SERVICES};
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 use tonic_reflection::pb::v1::{
     server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
     server_reflection_response::MessageResponse, ServerReflectionRequest,
@@ -22,16 +24,23 @@ fn grpc_name(service: &str) -> &'static str {
 async fn every_service_serves_health_and_reflection() {
     let engine = Engine::start();
     for service in SERVICES {
-        let channel = berth_common::client::unix_channel(engine.run_dir.join(format!("{service}.sock")));
+        let channel =
+            berth_common::client::unix_channel(engine.run_dir.join(format!("{service}.sock")));
         let name = grpc_name(service);
 
         let mut health = HealthClient::new(channel.clone());
         for probe in ["", name] {
             let reply = health
-                .check(HealthCheckRequest { service: probe.to_string() })
+                .check(HealthCheckRequest {
+                    service: probe.to_string(),
+                })
                 .await
                 .unwrap_or_else(|e| panic!("{service}: health of {probe:?}: {e}"));
-            assert_eq!(reply.into_inner().status(), ServingStatus::Serving, "{service} {probe:?}");
+            assert_eq!(
+                reply.into_inner().status(),
+                ServingStatus::Serving,
+                "{service} {probe:?}"
+            );
         }
 
         let mut reflection = ServerReflectionClient::new(channel);
@@ -44,12 +53,22 @@ async fn every_service_serves_health_and_reflection() {
             .await
             .unwrap_or_else(|e| panic!("{service}: reflection: {e}"))
             .into_inner();
-        let reply = replies.message().await.unwrap().expect("a reflection reply");
+        let reply = replies
+            .message()
+            .await
+            .unwrap()
+            .expect("a reflection reply");
         let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
             panic!("{service}: unexpected reflection reply");
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.iter().any(|n| n == name), "{service} does not list {name}: {names:?}");
-        assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n == name),
+            "{service} does not list {name}: {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n == "grpc.health.v1.Health"),
+            "{names:?}"
+        );
     }
 }

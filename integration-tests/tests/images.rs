@@ -29,7 +29,12 @@ fn import_run_and_remove_an_image() {
     let engine = Engine::with_busybox();
     let rootfs = tar_with(&[
         ("bin/", tar::EntryType::Directory, b"", None),
-        ("bin/busybox", tar::EntryType::Regular, &std::fs::read("/bin/busybox").unwrap(), None),
+        (
+            "bin/busybox",
+            tar::EntryType::Regular,
+            &std::fs::read("/bin/busybox").unwrap(),
+            None,
+        ),
         ("bin/sh", tar::EntryType::Symlink, b"", Some("busybox")),
         ("hello.txt", tar::EntryType::Regular, b"imported\n", None),
     ]);
@@ -37,8 +42,21 @@ fn import_run_and_remove_an_image() {
     let file = dir.path().join("rootfs.tar");
     std::fs::write(&file, rootfs).unwrap();
     engine.ok(&["image", "import", file.to_str().unwrap(), "mybox:1"]);
-    assert!(engine.ok(&["images"]).lines().any(|l| l.starts_with("mybox") && l.contains(" 1 ")));
-    assert_eq!(engine.ok(&["run", "--rm", "mybox:1", "/bin/busybox", "cat", "/hello.txt"]), "imported\n");
+    assert!(engine
+        .ok(&["images"])
+        .lines()
+        .any(|l| l.starts_with("mybox") && l.contains(" 1 ")));
+    assert_eq!(
+        engine.ok(&[
+            "run",
+            "--rm",
+            "mybox:1",
+            "/bin/busybox",
+            "cat",
+            "/hello.txt"
+        ]),
+        "imported\n"
+    );
     engine.ok(&["rmi", "mybox:1"]);
     assert!(!engine.ok(&["images"]).contains("mybox"));
     let out = engine.berth(&["rmi", "mybox:1"]);
@@ -50,8 +68,14 @@ fn images_lists_the_loaded_busybox() {
     let engine = Engine::with_busybox();
     let images = engine.ok(&["images"]);
     assert!(images.starts_with("REPOSITORY"), "{images}");
-    assert!(images.lines().any(|l| l.starts_with("busybox") && l.contains("latest")), "{images}");
-    let inspect: serde_json::Value = serde_json::from_str(&engine.ok(&["image", "inspect", "busybox"])).unwrap();
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("busybox") && l.contains("latest")),
+        "{images}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&engine.ok(&["image", "inspect", "busybox"])).unwrap();
     assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
 }
 
@@ -61,7 +85,11 @@ fn rmi_refuses_an_image_in_use() {
     engine.ok(&["create", "--name", "user-of-busybox", "busybox", "true"]);
     let out = engine.berth(&["rmi", "busybox"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("is using its referenced image"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is using its referenced image"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -69,13 +97,25 @@ fn malformed_tarballs_are_refused_naming_the_entry() {
     let engine = Engine::start();
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("../evil", tar_with(&[("../evil", tar::EntryType::Regular, b"x", None)])),
-        ("/abs", tar_with(&[("/abs", tar::EntryType::Regular, b"x", None)])),
-        ("hard", tar_with(&[("hard", tar::EntryType::Link, b"", Some("../../etc/passwd"))])),
-        ("link/passwd", tar_with(&[
-            ("link", tar::EntryType::Symlink, b"", Some("/etc")),
-            ("link/passwd", tar::EntryType::Regular, b"owned", None),
-        ])),
+        (
+            "../evil",
+            tar_with(&[("../evil", tar::EntryType::Regular, b"x", None)]),
+        ),
+        (
+            "/abs",
+            tar_with(&[("/abs", tar::EntryType::Regular, b"x", None)]),
+        ),
+        (
+            "hard",
+            tar_with(&[("hard", tar::EntryType::Link, b"", Some("../../etc/passwd"))]),
+        ),
+        (
+            "link/passwd",
+            tar_with(&[
+                ("link", tar::EntryType::Symlink, b"", Some("/etc")),
+                ("link/passwd", tar::EntryType::Regular, b"owned", None),
+            ]),
+        ),
     ];
     let before = engine.footprint();
     for (bad, bytes) in cases {
@@ -83,7 +123,11 @@ fn malformed_tarballs_are_refused_naming_the_entry() {
         std::fs::write(&file, bytes).unwrap();
         let out = engine.berth(&["image", "import", file.to_str().unwrap(), "bad:1"]);
         assert_eq!(out.status.code(), Some(125), "{bad} accepted");
-        assert!(stderr(&out).contains(bad), "error for {bad} does not name it: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(bad),
+            "error for {bad} does not name it: {}",
+            stderr(&out)
+        );
     }
     assert!(engine.ok(&["images", "-a", "-q"]).trim().is_empty());
     assert_eq!(engine.footprint(), before);

@@ -9,17 +9,32 @@ fn ps_shows_running_and_exited_containers() {
     let up = unique("up");
     let done = unique("done");
     engine.ok(&["run", "-d", "--name", &up, "busybox", "sleep", "1000"]);
-    assert_eq!(engine.berth(&["run", "--name", &done, "busybox", "sh", "-c", "exit 3"]).status.code(), Some(3));
+    assert_eq!(
+        engine
+            .berth(&["run", "--name", &done, "busybox", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
     engine.wait_status(&up, "running");
 
     let ps = engine.ok(&["ps"]);
     assert!(ps.starts_with("CONTAINER ID"), "{ps}");
-    let line = ps.lines().find(|l| l.contains(&up)).expect("running container listed");
+    let line = ps
+        .lines()
+        .find(|l| l.contains(&up))
+        .expect("running container listed");
     assert!(line.contains("Up "), "{line}");
-    assert!(!ps.contains(&done), "ps without -a lists an exited container: {ps}");
+    assert!(
+        !ps.contains(&done),
+        "ps without -a lists an exited container: {ps}"
+    );
 
     let all = engine.ok(&["ps", "-a"]);
-    let line = all.lines().find(|l| l.contains(&done)).expect("exited container listed with -a");
+    let line = all
+        .lines()
+        .find(|l| l.contains(&done))
+        .expect("exited container listed with -a");
     assert!(line.contains("Exited (3)"), "{line}");
 
     let ids = engine.ok(&["ps", "-q"]);
@@ -31,7 +46,15 @@ fn ps_shows_running_and_exited_containers() {
 fn logs_keep_stdout_and_stderr_apart() {
     let engine = Engine::with_busybox();
     let name = unique("logs");
-    engine.ok(&["run", "--name", &name, "busybox", "sh", "-c", "echo out1; echo err1 >&2; echo out2"]);
+    engine.ok(&[
+        "run",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo out1; echo err1 >&2; echo out2",
+    ]);
     let out = engine.berth(&["logs", &name]);
     assert_eq!(stdout(&out), "out1\nout2\n");
     assert_eq!(stderr(&out), "err1\n");
@@ -58,7 +81,16 @@ fn logs_keep_stdout_and_stderr_apart() {
 fn logs_follow_streams_until_the_container_stops() {
     let engine = Engine::with_busybox();
     let name = unique("follow");
-    engine.ok(&["run", "-d", "--name", &name, "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"]);
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+    ]);
     let out = engine.berth(&["logs", "-f", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "line1\nline2\nline3\n");
@@ -74,13 +106,25 @@ fn stop_waits_for_the_timeout_then_kills() {
     let started = Instant::now();
     engine.ok(&["stop", "-t", "1", &name]);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(6), "stop took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+        "stop took {took:?}"
+    );
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "exited");
     assert_eq!(engine.inspect(&name, "{{.State.ExitCode}}"), "137");
 
     // A process that handles SIGTERM exits at once.
     let trap = unique("trap");
-    engine.ok(&["run", "-d", "--name", &trap, "busybox", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]);
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &trap,
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
     engine.wait_status(&trap, "running");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
@@ -102,13 +146,27 @@ fn rm_refuses_a_running_container_unless_forced() {
     engine.wait_status(&name, "running");
     let out = engine.berth(&["rm", &name]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("container is running"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("container is running"),
+        "{}",
+        stderr(&out)
+    );
     engine.ok(&["rm", "-f", &name]);
     let out = engine.berth(&["inspect", &name]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(&format!("No such object: {name}")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("No such object: {name}")),
+        "{}",
+        stderr(&out)
+    );
     let fp = engine.footprint();
-    assert!(fp.bundles.is_empty() && fp.snapshots.is_empty() && fp.cgroups.is_empty() && fp.logs.is_empty(), "{fp:?}");
+    assert!(
+        fp.bundles.is_empty()
+            && fp.snapshots.is_empty()
+            && fp.cgroups.is_empty()
+            && fp.logs.is_empty(),
+        "{fp:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,16 @@ fn containers_survive_a_supervisor_kill_9() {
     let a = unique("survive");
     let b = unique("survive");
     engine.ok(&["run", "-d", "--name", &a, "busybox", "sleep", "1000"]);
-    engine.ok(&["run", "-d", "--name", &b, "busybox", "sh", "-c", "sleep 1; exit 5"]);
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 5",
+    ]);
     engine.wait_status(&a, "running");
     let pid = engine.inspect(&a, "{{.State.Pid}}");
 
@@ -33,7 +42,16 @@ fn containers_survive_a_supervisor_kill_9() {
 fn no_log_line_is_lost_when_the_log_router_restarts() {
     let mut engine = Engine::with_busybox();
     let name = unique("chatty");
-    engine.ok(&["run", "-d", "--name", &name, "busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line$i; sleep 0.01; done"]);
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line$i; sleep 0.01; done",
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     engine.stop_service("log-router", true);
     std::thread::sleep(Duration::from_millis(700));
@@ -46,5 +64,9 @@ fn no_log_line_is_lost_when_the_log_router_restarts() {
         logs.lines().map(str::to_string).collect::<Vec<_>>() == expected
     });
     let logs = engine.ok(&["logs", &name]);
-    assert!(complete, "lines lost or repeated: got {} lines\n{logs}", logs.lines().count());
+    assert!(
+        complete,
+        "lines lost or repeated: got {} lines\n{logs}",
+        logs.lines().count()
+    );
 }

@@ -8,7 +8,14 @@ fn run_prints_output_and_exits_with_the_container_code() {
     assert_eq!(stdout(&out), "hello\n", "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
 
-    let out = engine.berth(&["run", "--rm", "busybox", "sh", "-c", "echo oops >&2; exit 1"]);
+    let out = engine.berth(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 1",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "oops\n");
 
@@ -47,13 +54,26 @@ fn unknown_image_is_an_engine_error_naming_it() {
     let engine = Engine::start();
     let out = engine.berth(&["run", "--rm", "nosuch", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("no such image: nosuch:latest"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no such image: nosuch:latest"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn environment_hostname_workdir_and_user() {
     let engine = Engine::with_busybox();
-    let env = engine.ok(&["run", "--rm", "-e", "GREETING=hi", "-e", "PATH=/bin", "busybox", "env"]);
+    let env = engine.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-e",
+        "PATH=/bin",
+        "busybox",
+        "env",
+    ]);
     assert!(env.lines().any(|l| l == "GREETING=hi"), "{env}");
     assert!(env.lines().any(|l| l == "PATH=/bin"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("HOSTNAME=")), "{env}");
@@ -64,11 +84,39 @@ fn environment_hostname_workdir_and_user() {
     let hostname = engine.ok(&["run", "--name", &name, "busybox", "hostname"]);
     let id = engine.inspect(&name, "{{.Id}}");
     assert_eq!(hostname.trim(), &id[..12]);
-    assert_eq!(engine.ok(&["run", "--rm", "-h", "custom", "busybox", "hostname"]).trim(), "custom");
+    assert_eq!(
+        engine
+            .ok(&["run", "--rm", "-h", "custom", "busybox", "hostname"])
+            .trim(),
+        "custom"
+    );
 
-    assert_eq!(engine.ok(&["run", "--rm", "-w", "/tmp/new/dir", "busybox", "pwd"]).trim(), "/tmp/new/dir");
-    assert_eq!(engine.ok(&["run", "--rm", "-u", "nobody", "busybox", "id", "-u"]).trim(), "65534");
-    assert_eq!(engine.ok(&["run", "--rm", "--entrypoint", "echo", "busybox", "from", "entrypoint"]).trim(), "from entrypoint");
+    assert_eq!(
+        engine
+            .ok(&["run", "--rm", "-w", "/tmp/new/dir", "busybox", "pwd"])
+            .trim(),
+        "/tmp/new/dir"
+    );
+    assert_eq!(
+        engine
+            .ok(&["run", "--rm", "-u", "nobody", "busybox", "id", "-u"])
+            .trim(),
+        "65534"
+    );
+    assert_eq!(
+        engine
+            .ok(&[
+                "run",
+                "--rm",
+                "--entrypoint",
+                "echo",
+                "busybox",
+                "from",
+                "entrypoint"
+            ])
+            .trim(),
+        "from entrypoint"
+    );
 }
 
 #[test]
@@ -77,7 +125,14 @@ fn env_file_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("env");
     std::fs::write(&file, "# comment\nA=1\n\nB=two words\n").unwrap();
-    let env = engine.ok(&["run", "--rm", "--env-file", file.to_str().unwrap(), "busybox", "env"]);
+    let env = engine.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        file.to_str().unwrap(),
+        "busybox",
+        "env",
+    ]);
     assert!(env.lines().any(|l| l == "A=1"), "{env}");
     assert!(env.lines().any(|l| l == "B=two words"), "{env}");
 }
@@ -91,7 +146,13 @@ fn name_conflict_names_the_container_holding_the_name() {
     let before = engine.footprint();
     let out = engine.berth(&["run", "--name", &name, "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains(&format!("\"/{name}\" is already in use by container \"{id}\"")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "\"/{name}\" is already in use by container \"{id}\""
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(engine.footprint(), before);
 }
 
@@ -112,7 +173,8 @@ fn detached_run_with_rm_removes_the_container_when_it_exits() {
     let engine = Engine::with_busybox();
     let name = unique("drm");
     engine.ok(&["run", "-d", "--rm", "--name", &name, "busybox", "true"]);
-    assert!(berth_integration_tests::eventually(std::time::Duration::from_secs(10), || {
-        !engine.ok(&["ps", "-a", "--format", "json"]).contains(&name)
-    }));
+    assert!(berth_integration_tests::eventually(
+        std::time::Duration::from_secs(10),
+        || { !engine.ok(&["ps", "-a", "--format", "json"]).contains(&name) }
+    ));
 }

@@ -11,11 +11,12 @@ use crate::{Config, Service};
 /// services may start in any order.
 pub fn unix_channel(socket: impl Into<PathBuf>) -> Channel {
     let socket = socket.into();
-    Endpoint::from_static("http://berth.local")
-        .connect_with_connector_lazy(tower::service_fn(move |_| {
+    Endpoint::from_static("http://berth.local").connect_with_connector_lazy(tower::service_fn(
+        move |_| {
             let socket = socket.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-        }))
+        },
+    ))
 }
 
 /// The lazy channel to `service` as configured.

@@ -12,7 +12,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `routes` on `socket` (mode 0600) until SIGTERM/SIGINT. `service_names` are the
 /// fully qualified gRPC service names reported as SERVING by the health service.
-pub async fn serve_unix(socket: &Path, routes: Routes, service_names: &[&str]) -> anyhow::Result<()> {
+pub async fn serve_unix(
+    socket: &Path,
+    routes: Routes,
+    service_names: &[&str],
+) -> anyhow::Result<()> {
     let listener = bind_unix(socket)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in service_names {
@@ -32,8 +36,12 @@ pub async fn serve_unix(socket: &Path, routes: Routes, service_names: &[&str]) -
         }
         builder
     };
-    let reflection_v1 = reflection().build_v1().context("build reflection service")?;
-    let reflection_v1alpha = reflection().build_v1alpha().context("build reflection service")?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("build reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("build reflection service")?;
     let routes = routes
         .add_service(health)
         .add_service(reflection_v1)
@@ -75,7 +83,8 @@ pub fn bind_unix(socket: &Path) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("remove stale {}", socket.display())),
     }
-    let listener = UnixListener::bind(socket).with_context(|| format!("bind {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("bind {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod {}", socket.display()))?;
     Ok(listener)

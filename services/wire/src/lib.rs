@@ -47,7 +47,10 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(kind: u8, payload: impl Into<Vec<u8>>) -> Frame {
-        Frame { kind, payload: payload.into() }
+        Frame {
+            kind,
+            payload: payload.into(),
+        }
     }
 
     /// The encoded frame, header included.
@@ -59,7 +62,11 @@ impl Frame {
 
     /// The payload as a big-endian u64 (RESUME, ACK, END).
     pub fn as_u64(&self) -> io::Result<u64> {
-        let bytes: [u8; 8] = self.payload.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| invalid("short u64 payload"))?;
+        let bytes: [u8; 8] = self
+            .payload
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| invalid("short u64 payload"))?;
         Ok(u64::from_be_bytes(bytes))
     }
 }
@@ -92,7 +99,10 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
     let len = payload_len(&header)?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
-    Ok(Some(Frame { kind: header[0], payload }))
+    Ok(Some(Frame {
+        kind: header[0],
+        payload,
+    }))
 }
 
 fn payload_len(header: &[u8]) -> io::Result<usize> {
@@ -153,7 +163,11 @@ impl AttachFlags {
 
     pub fn decode(payload: &[u8]) -> AttachFlags {
         let b = payload.first().copied().unwrap_or(0b110);
-        AttachFlags { stdin: b & 1 != 0, stdout: b & 2 != 0, stderr: b & 4 != 0 }
+        AttachFlags {
+            stdin: b & 1 != 0,
+            stdout: b & 2 != 0,
+            stderr: b & 4 != 0,
+        }
     }
 }
 
@@ -205,7 +219,10 @@ impl WinSize {
         if p.len() < 4 {
             return Err(invalid("short resize payload"));
         }
-        Ok(WinSize { rows: u16::from_be_bytes([p[0], p[1]]), cols: u16::from_be_bytes([p[2], p[3]]) })
+        Ok(WinSize {
+            rows: u16::from_be_bytes([p[0], p[1]]),
+            cols: u16::from_be_bytes([p[2], p[3]]),
+        })
     }
 }
 
@@ -260,7 +277,11 @@ impl LineSplitter {
         let mut lines = Vec::new();
         while !bytes.is_empty() {
             let room = MAX_LINE - self.pending.len();
-            let take = bytes.iter().take(room).position(|&b| b == b'\n').map(|i| i + 1);
+            let take = bytes
+                .iter()
+                .take(room)
+                .position(|&b| b == b'\n')
+                .map(|i| i + 1);
             match take {
                 Some(n) => {
                     self.pending.extend_from_slice(&bytes[..n]);
@@ -294,9 +315,22 @@ mod tests {
     fn frames_round_trip_through_reader_and_decoder() {
         let mut bytes = Vec::new();
         write_frame(&mut bytes, kind::STDOUT, b"hello\n").unwrap();
-        write_frame(&mut bytes, kind::EXIT, &ExitRecord { exit_code: 137, oom_killed: true, finished_unix_nano: 5 }.encode()).unwrap();
+        write_frame(
+            &mut bytes,
+            kind::EXIT,
+            &ExitRecord {
+                exit_code: 137,
+                oom_killed: true,
+                finished_unix_nano: 5,
+            }
+            .encode(),
+        )
+        .unwrap();
         let mut reader = &bytes[..];
-        assert_eq!(read_frame(&mut reader).unwrap(), Some(Frame::new(kind::STDOUT, b"hello\n".to_vec())));
+        assert_eq!(
+            read_frame(&mut reader).unwrap(),
+            Some(Frame::new(kind::STDOUT, b"hello\n".to_vec()))
+        );
         let exit = read_frame(&mut reader).unwrap().unwrap();
         assert_eq!(ExitRecord::decode(&exit.payload).unwrap().exit_code, 137);
         assert_eq!(read_frame(&mut reader).unwrap(), None);
@@ -315,12 +349,20 @@ mod tests {
     fn oversized_frame_is_refused() {
         let mut bytes = vec![kind::LOG];
         bytes.extend_from_slice(&(MAX_PAYLOAD as u32 + 1).to_be_bytes());
-        assert_eq!(read_frame(&mut &bytes[..]).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            read_frame(&mut &bytes[..]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
     fn log_record_round_trips() {
-        let rec = LogRecord { seq: 9, time_unix_nano: -1, stream: STREAM_STDERR, line: b"x\n".to_vec() };
+        let rec = LogRecord {
+            seq: 9,
+            time_unix_nano: -1,
+            stream: STREAM_STDERR,
+            line: b"x\n".to_vec(),
+        };
         assert_eq!(LogRecord::decode(&rec.encode()).unwrap(), rec);
     }
 
@@ -339,7 +381,11 @@ mod tests {
 
     #[test]
     fn attach_flags_round_trip() {
-        let f = AttachFlags { stdin: true, stdout: false, stderr: true };
+        let f = AttachFlags {
+            stdin: true,
+            stdout: false,
+            stderr: true,
+        };
         assert_eq!(AttachFlags::decode(&f.encode()), f);
     }
 }
