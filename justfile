@@ -46,6 +46,7 @@ test: deps image
 
 # Benchmarks, beside Docker when it is installed; writes docs/benchmarks.md.
 bench: deps install image
+    deploy/install-deps.sh docker
     deploy/bench/run.sh {{image_tar}}
 
 # Format the code.

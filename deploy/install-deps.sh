@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth needs to build, run and test. Idempotent.
 set -euo pipefail
+# Installs the Debian packages berth needs to build, run and test. Idempotent.
+# `install-deps.sh docker` also installs Docker, for the side-by-side benchmarks.
 packages=(busybox-static iproute2 util-linux procps)
+[[ ${1:-} == docker ]] && packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -32,6 +32,7 @@ stats() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a
 # time_ms CMD... -> elapsed milliseconds
 time_ms() { local s e; s=$(now_ns); "$@" >/dev/null; e=$(now_ns); echo $(( (e - s) / 100000 )) | awk '{printf "%.1f", $1/10}'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 
 "$top/deploy/local/berth-up.sh" >/dev/null
 berth() { "$bin/berth" "$@"; }
@@ -64,29 +65,38 @@ measure_engine() { # name cli...
 }
 
 measure_engine berth "$bin/berth"
-berth_rss=0
+sleep 12  # idle: past the services' periodic heap trim
+berth_rss=0; berth_pss=0
 for s in engine image-store supervisor network volume log-router; do
-    berth_rss=$(( berth_rss + $(rss_kib "$(cat "$BERTH_RUN/$s.pid")") ))
+    pid=$(cat "$BERTH_RUN/$s.pid")
+    berth_rss=$(( berth_rss + $(rss_kib "$pid") )); berth_pss=$(( berth_pss + $(pss_kib "$pid") ))
 done
 berth run -d --name bench-shim busybox sleep 1000 >/dev/null
-sleep 0.5
+sleep 2  # idle: the shim gives its code pages back after a second of quiet
 shim_pid=$(pgrep -f "berth-shim --id $(berth inspect --format '{{.Id}}' bench-shim)" | head -1 || true)
 shim_private=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$shim_pid/smaps_rollup" 2>/dev/null || echo 0)
 berth rm -f bench-shim >/dev/null
 
 docker_note="Docker is not installed on this machine (apt-get install docker.io), so only berth's figures are shown."
-docker_rss=""
+docker_rss=""; docker_shim=""
 if command -v dockerd >/dev/null && command -v docker >/dev/null; then
     dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
         --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false >"$work/dockerd.log" 2>&1 &
     docker_pid=$!
-    dk() { docker -H "unix://$work/docker.sock" "$@"; }
-    for _ in $(seq 100); do dk version >/dev/null 2>&1 && break; sleep 0.2; done
-    if dk load -i "$image_tar" >/dev/null 2>&1; then
-        measure_engine docker dk
-        docker_rss=$(rss_kib "$docker_pid")
-        for p in $(pgrep -x containerd || true); do docker_rss=$(( docker_rss + $(rss_kib "$p") )); done
-        docker_note="Docker $(dk version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network)."
+    dk=(docker -H "unix://$work/docker.sock")
+    for _ in $(seq 150); do "${dk[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
+    if "${dk[@]}" load -i "$image_tar" >/dev/null 2>&1; then
+        measure_engine docker "${dk[@]}"
+        sleep 12
+        docker_pids="$docker_pid $(pgrep -P "$docker_pid" -x containerd || true)"
+        docker_rss=0; docker_pss=0
+        for p in $docker_pids; do docker_rss=$(( docker_rss + $(rss_kib "$p") )); docker_pss=$(( docker_pss + $(pss_kib "$p") )); done
+        "${dk[@]}" run -d --name bench-shim busybox sleep 1000 >/dev/null
+        sleep 2
+        dshim=$(pgrep -f containerd-shim | head -1 || true)
+        docker_shim=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$dshim/smaps_rollup" 2>/dev/null || echo 0)
+        "${dk[@]}" rm -f bench-shim >/dev/null
+        docker_note="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network, containerd and runc)."
     else
         docker_note="dockerd is installed but could not load the test image; see its log. Only berth's figures are shown."
     fi
@@ -114,12 +124,17 @@ row() { # label key unit
     row '`run --rm busybox true`' run ms
     row '50 × `run -d … sleep 1000`' run50 ms
     row '`ps -a` with 100 containers' ps ms
+    mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
     if [[ -n $docker_rss ]]; then
-        echo "| idle RSS of the engine | $((berth_rss / 1024)) MiB (six services) | $((docker_rss / 1024)) MiB (dockerd + containerd) | $(awk -v a=$berth_rss -v b=$docker_rss 'BEGIN {printf "%.2f×", a/b}') |"
+        echo "| idle RSS of the engine (sum) | $(mib $berth_rss) (six services) | $(mib $docker_rss) (dockerd + containerd) | $(ratio $berth_rss $docker_rss) |"
+        echo "| idle PSS of the engine (sum) | $(mib $berth_pss) | $(mib $docker_pss) | $(ratio $berth_pss $docker_pss) |"
+        echo "| private memory of one shim | $shim_private KiB | $docker_shim KiB (containerd-shim-runc-v2) | $(ratio $shim_private $docker_shim) |"
     else
-        echo "| idle RSS of the engine | $((berth_rss / 1024)) MiB (six services) | — | — |"
+        echo "| idle RSS of the engine (sum) | $(mib $berth_rss) (six services) | — | — |"
+        echo "| idle PSS of the engine (sum) | $(mib $berth_pss) | — | — |"
+        echo "| private memory of one shim | $shim_private KiB | — | — |"
     fi
-    echo "| private memory of one shim | $shim_private KiB | — | — |"
     echo
     echo "Targets (issue 2): \`run --rm\` ≤ 100 ms; idle RSS of all six services ≤ 25 MiB."
 } >"$top/docs/benchmarks.md"

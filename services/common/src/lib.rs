@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod ids;
+pub mod memory;
 pub mod serve;
 pub mod status;
 pub mod telemetry;

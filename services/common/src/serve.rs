@@ -18,6 +18,7 @@ pub async fn serve_unix(
     service_names: &[&str],
 ) -> anyhow::Result<()> {
     let listener = bind_unix(socket)?;
+    crate::memory::keep_small();
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in service_names {
         reporter
