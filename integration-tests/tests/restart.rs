@@ -70,3 +70,44 @@ fn no_log_line_is_lost_when_the_log_router_restarts() {
         logs.lines().count()
     );
 }
+
+#[test]
+fn a_running_container_survives_a_restart_of_every_service() {
+    let mut engine = Engine::with_busybox();
+    let name = unique("steady");
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; sleep 1000",
+    ]);
+    engine.wait_status(&name, "running");
+    let pid = engine.inspect(&name, "{{.State.Pid}}");
+    for service in berth_integration_tests::SERVICES {
+        engine.restart_service(service, false);
+    }
+    for service in berth_integration_tests::SERVICES {
+        engine.restart_service(service, true);
+    }
+    assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");
+    assert_eq!(engine.inspect(&name, "{{.State.Pid}}"), pid);
+    assert_eq!(engine.ok(&["logs", &name]), "before\n");
+    assert_eq!(
+        engine.ok(&["run", "--rm", "busybox", "echo", "still serving"]),
+        "still serving\n"
+    );
+    engine.ok(&["stop", "-t", "1", &name]);
+    engine.ok(&["rm", &name]);
+    let fp = engine.footprint();
+    assert!(
+        fp.bundles.is_empty()
+            && fp.snapshots.is_empty()
+            && fp.netns.is_empty()
+            && fp.cgroups.is_empty(),
+        "{fp:?}"
+    );
+}
