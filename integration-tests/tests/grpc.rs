@@ -72,3 +72,45 @@ async fn every_service_serves_health_and_reflection() {
         );
     }
 }
+
+/// The real grpcurl (installed by deploy/install-deps.sh) lists and calls a service.
+#[test]
+fn grpcurl_lists_and_calls_every_service() {
+    let engine = Engine::start();
+    for service in SERVICES {
+        let socket = engine.run_dir.join(format!("{service}.sock"));
+        let grpcurl = |args: &[&str]| {
+            let out = std::process::Command::new("grpcurl")
+                .args([
+                    "-plaintext",
+                    "-authority",
+                    "localhost",
+                    "-unix",
+                    socket.to_str().unwrap(),
+                ])
+                .args(args)
+                .output()
+                .expect("grpcurl is installed by deploy/install-deps.sh");
+            assert!(
+                out.status.success(),
+                "grpcurl {args:?} on {service}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let listed = grpcurl(&["list"]);
+        assert!(
+            listed.lines().any(|l| l == grpc_name(service)),
+            "{service}: {listed}"
+        );
+        assert!(grpcurl(&["describe", grpc_name(service)]).contains("is a service"));
+        assert!(grpcurl(&["grpc.health.v1.Health/Check"]).contains("SERVING"));
+    }
+    let version = std::process::Command::new("grpcurl")
+        .args(["-plaintext", "-authority", "localhost", "-unix"])
+        .arg(engine.run_dir.join("engine.sock"))
+        .arg("berth.engine.v1.Engine/Version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("\"apiVersion\""));
+}
