@@ -40,6 +40,20 @@ pub enum Command {
     Rm(RmArgs),
     /// List containers
     Ps(PsArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Restart one or more containers
+    Restart(RestartArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
     /// Return low-level information on containers or images
@@ -96,6 +110,20 @@ pub enum ContainerCommand {
     Inspect(TypedInspectArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Restart one or more containers
+    Restart(RestartArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,6 +234,12 @@ pub struct ContainerFlags {
     /// Automatically remove the container and its associated anonymous volumes when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always, unless-stopped)
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -245,6 +279,94 @@ pub struct StartArgs {
     /// Attach STDOUT/STDERR and forward signals
     #[arg(short = 'a', long)]
     pub attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sig_proxy: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Username or UID (format: "<name|uid>[:<group|gid>]")
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(
+        value_name = "CONTAINER COMMAND [ARG...]",
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub container_and_cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// ps options (not supported: the columns are fixed)
+    #[arg(
+        value_name = "ps OPTIONS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub ps_options: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "timeout", visible_alias = "time")]
+    pub timeout: Option<i32>,
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
 }
@@ -532,5 +654,68 @@ mod tests {
         assert_eq!(s.timeout, Some(3));
         let cli = parse(&["-H", "unix:///tmp/x.sock", "ps"]);
         assert_eq!(cli.host.as_deref(), Some("unix:///tmp/x.sock"));
+        for (args, ok) in [
+            (&["container", "attach", "web"][..], true),
+            (&["container", "exec", "web", "ls"][..], true),
+            (&["container", "pause", "a", "b"][..], true),
+            (&["container", "unpause", "a"][..], true),
+            (&["container", "top", "a"][..], true),
+            (&["container", "rename", "a", "b"][..], true),
+            (&["container", "restart", "-t", "1", "a"][..], true),
+            (&["exec", "web"][..], false),
+            (&["rename", "a"][..], false),
+        ] {
+            let r = Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied()));
+            assert_eq!(r.is_ok(), ok, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn exec_flags_stop_at_the_command() {
+        let cli = parse(&[
+            "exec", "-it", "-e", "A=1", "-u", "nobody", "-w", "/tmp", "web", "ls", "-l", "-t",
+        ]);
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
+        assert!(e.interactive && e.tty && !e.detach);
+        assert_eq!(e.env, vec!["A=1"]);
+        assert_eq!(e.user.as_deref(), Some("nobody"));
+        assert_eq!(e.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(e.container_and_cmd, vec!["web", "ls", "-l", "-t"]);
+    }
+
+    #[test]
+    fn attach_and_start_flags() {
+        let Command::Attach(a) = parse(&["attach", "web"]).command else {
+            panic!()
+        };
+        assert!(a.sig_proxy && !a.no_stdin && a.detach_keys.is_none());
+        let Command::Attach(a) = parse(&[
+            "attach",
+            "--sig-proxy=false",
+            "--no-stdin",
+            "--detach-keys",
+            "ctrl-x",
+            "web",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert!(!a.sig_proxy && a.no_stdin);
+        assert_eq!(a.detach_keys.as_deref(), Some("ctrl-x"));
+        let Command::Start(s) = parse(&["start", "-ai", "--detach-keys", "", "web"]).command else {
+            panic!()
+        };
+        assert!(s.attach && s.interactive);
+        assert_eq!(s.detach_keys.as_deref(), Some(""));
+        let Command::Run(r) =
+            parse(&["run", "--restart", "on-failure:3", "--init", "busybox"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(r.flags.restart.as_deref(), Some("on-failure:3"));
+        assert!(r.flags.init);
     }
 }

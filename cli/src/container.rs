@@ -1,27 +1,27 @@
 //! Container commands: run, create, start, stop, kill, wait, rm, prune, ps.
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::engine::v1::{
-    run_input, run_output, ContainerRef, CreateContainerRequest, PruneContainersRequest,
+    run_input, ContainerRef, CreateContainerRequest, PruneContainersRequest,
     RemoveContainerRequest, RunInput, RunStart, StringList,
 };
 use berth_proto::supervisor::v1::{
-    attach_input, attach_output, AttachInput, AttachStart, Container, ContainerStatus,
-    KillContainerRequest, ListContainersRequest, LogConfig, Resize, StopContainerRequest,
+    Container, ContainerStatus, KillContainerRequest, ListContainersRequest, LogConfig,
+    RenameContainerRequest, RestartContainerRequest, StopContainerRequest, TopContainerRequest,
+    TopContainerResponse,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::args::{
-    ContainerFlags, CreateArgs, KillArgs, NamesArgs, PruneArgs, PsArgs, RmArgs, RunArgs, StartArgs,
-    StopArgs,
+    ContainerFlags, CreateArgs, KillArgs, NamesArgs, PruneArgs, PsArgs, RenameArgs, RestartArgs,
+    RmArgs, RunArgs, StartArgs, StopArgs, TopArgs,
 };
 use crate::client::Engine;
 use crate::format;
 use crate::parse;
+use crate::session::{self, write_out, End, Mode, Session};
 
 fn env_lookup(key: &str) -> Option<String> {
     std::env::var(key).ok()
@@ -68,6 +68,14 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         driver: flags.log_driver.clone().unwrap_or_default(),
         options: log_options,
     });
+    let restart_policy = flags
+        .restart
+        .as_deref()
+        .map(parse::restart_policy)
+        .transpose()?;
+    if flags.rm && restart_policy.as_ref().is_some_and(|p| p.name != "no") {
+        bail!("Conflicting options: --restart and --rm");
+    }
     Ok(CreateContainerRequest {
         name: flags.name.clone().unwrap_or_default(),
         image: image.clone(),
@@ -99,250 +107,45 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         dns_servers,
         domainname: flags.domainname.clone().unwrap_or_default(),
         runtime: flags.runtime.clone().unwrap_or_default(),
+        restart_policy,
+        init: flags.init,
     })
-}
-
-fn write_out(bytes: &[u8]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()?;
-    Ok(())
-}
-
-fn write_err(bytes: &[u8]) -> Result<()> {
-    let mut err = std::io::stderr().lock();
-    err.write_all(bytes)?;
-    err.flush()?;
-    Ok(())
-}
-
-/// The terminal in raw mode while it lives.
-struct RawTerminal {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawTerminal {
-    fn enable() -> Option<RawTerminal> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).ok()?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-        Some(RawTerminal { saved })
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &self.saved,
-        );
-    }
-}
-
-fn terminal_size() -> Option<Resize> {
-    let mut ws: nix::libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointer we pass.
-    let rc = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_row > 0).then(|| Resize {
-        rows: ws.ws_row.into(),
-        cols: ws.ws_col.into(),
-    })
-}
-
-fn stdin_is_tty() -> bool {
-    nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
-}
-
-/// Reads stdin on a thread and hands chunks to `send`; `close` is sent at EOF.
-fn forward_stdin<T: Send + 'static>(tx: mpsc::Sender<T>, data: fn(Vec<u8>) -> T, close: fn() -> T) {
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(data(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = tx.blocking_send(close());
-    });
 }
 
 /// `berth run`: returns the container's exit code.
 pub async fn run(mut engine: Engine, args: RunArgs) -> Result<i32> {
     let create = create_request(&args.flags)?;
+    let detach_keys = parse::detach_keys(args.detach_keys.as_deref())?;
     let tty = args.flags.tty;
     let interactive = args.flags.interactive && !args.detach;
-    if tty && interactive && !stdin_is_tty() {
-        bail!("the input device is not a TTY");
-    }
-    let (tx, rx) = mpsc::channel::<RunInput>(16);
-    tx.send(RunInput {
+    session::check_tty(tty, interactive)?;
+    let start = RunInput {
         input: Some(run_input::Input::Start(RunStart {
             create: Some(create),
             detach: args.detach,
             attach_stdin: interactive,
-            detach_keys: args.detach_keys.clone().unwrap_or_default(),
+            detach_keys,
         })),
-    })
-    .await?;
-    if tty && !args.detach {
-        if let Some(size) = terminal_size() {
-            tx.send(RunInput {
-                input: Some(run_input::Input::Resize(size)),
-            })
-            .await?;
-        }
-    }
-    let mut output = engine
-        .run_container(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let _raw = (tty && interactive && stdin_is_tty())
-        .then(RawTerminal::enable)
-        .flatten();
-    if interactive {
-        forward_stdin(
-            tx.clone(),
-            |b| RunInput {
-                input: Some(run_input::Input::Stdin(b)),
-            },
-            || RunInput {
-                input: Some(run_input::Input::CloseStdin(true)),
-            },
-        );
-    }
-    let mut signals = if args.detach {
-        None
-    } else {
-        Some(watch_signals(tty, tx.clone()))
     };
+    let mode = Mode {
+        tty: tty && !args.detach,
+        stdin: interactive,
+        sig_proxy: true,
+        quiet: args.detach,
+    };
+    let (mut session, input) = Session::new(start, mode).await?;
+    let mut output = engine.run_container(input).await?.into_inner();
+    session.begin();
     let mut id = String::new();
-    let mut interrupts = 0;
-    loop {
-        let msg = tokio::select! {
-            msg = output.message() => msg?,
-            Some(sig) = recv_signal(&mut signals) => {
-                if let Some(code) = sig.strip_prefix("EXIT:") {
-                    return Ok(code.parse().unwrap_or(125));
-                }
-                // Docker's sig-proxy: the container gets the signal; a third Ctrl-C
-                // leaves the CLI (the container goes on).
-                if sig == "SIGINT" {
-                    interrupts += 1;
-                    if interrupts >= 3 {
-                        write_err(b"got 3 SIGINT/SIGTERM, forcefully exiting\n")?;
-                        return Ok(130);
-                    }
-                }
-                if !id.is_empty() {
-                    let mut engine = engine.clone();
-                    let req = KillContainerRequest { id: id.clone(), signal: sig.to_string() };
-                    tokio::spawn(async move {
-                        let _ = engine.kill_container(req).await;
-                    });
-                }
-                continue;
-            }
-        };
-        let Some(msg) = msg else {
-            if args.detach && !id.is_empty() {
-                write_out(format!("{id}\n").as_bytes())?;
-                return Ok(0);
-            }
-            bail!("the engine ended the run without the container's exit status");
-        };
-        match msg.output {
-            Some(run_output::Output::ContainerId(cid)) => id = cid,
-            Some(run_output::Output::Stdout(b)) => write_out(&b)?,
-            Some(run_output::Output::Stderr(b)) => write_err(&b)?,
-            Some(run_output::Output::Warning(w)) => {
-                write_err(format!("WARNING: {w}\n").as_bytes())?
-            }
-            Some(run_output::Output::Exit(status)) => return Ok(status.exit_code),
-            Some(run_output::Output::Detached(_)) => {
-                if args.detach {
-                    write_out(format!("{id}\n").as_bytes())?;
-                }
-                return Ok(0);
-            }
-            None => {}
+    match session.pump(&engine, &mut output, &mut id).await? {
+        End::Exit(code) => Ok(code),
+        End::Detached | End::Closed if args.detach && !id.is_empty() => {
+            write_out(format!("{id}\n").as_bytes())?;
+            Ok(0)
         }
+        End::Detached => Ok(0),
+        End::Closed => bail!("the engine ended the run without the container's exit status"),
     }
-}
-
-async fn recv_signal(rx: &mut Option<mpsc::Receiver<&'static str>>) -> Option<&'static str> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// With a TTY, window size changes become resize messages; without one, the signals a
-/// user sends the CLI are proxied to the container (Docker's `--sig-proxy`).
-fn watch_signals(tty: bool, input: mpsc::Sender<RunInput>) -> mpsc::Receiver<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (tx, rx) = mpsc::channel(8);
-    if tty {
-        if let Ok(mut winch) = signal(SignalKind::window_change()) {
-            tokio::spawn(async move {
-                while winch.recv().await.is_some() {
-                    if let Some(size) = terminal_size() {
-                        let msg = RunInput {
-                            input: Some(run_input::Input::Resize(size)),
-                        };
-                        if input.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-        // No proxy with a TTY (as Docker), but leave cleanly so the terminal is restored.
-        for (kind, name) in [
-            (SignalKind::terminate(), "EXIT:143"),
-            (SignalKind::hangup(), "EXIT:129"),
-        ] {
-            if let Ok(mut stream) = signal(kind) {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    if stream.recv().await.is_some() {
-                        let _ = tx.send(name).await;
-                    }
-                });
-            }
-        }
-        return rx;
-    }
-    let kinds = [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::quit(), "SIGQUIT"),
-        (SignalKind::user_defined1(), "SIGUSR1"),
-        (SignalKind::user_defined2(), "SIGUSR2"),
-    ];
-    for (kind, name) in kinds {
-        if let Ok(mut stream) = signal(kind) {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    if tx.send(name).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-    rx
 }
 
 /// `berth create`: prints the new container's ID.
@@ -382,11 +185,11 @@ where
 
 /// `berth start [-a]`.
 pub async fn start(engine: Engine, args: StartArgs) -> Result<i32> {
-    if args.attach {
+    if args.attach || args.interactive {
         if args.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        return start_attached(engine, &args.containers[0]).await;
+        return crate::attach::start_attached(engine, &args).await;
     }
     each(&args.containers, |name| {
         let mut engine = engine.clone();
@@ -400,35 +203,105 @@ pub async fn start(engine: Engine, args: StartArgs) -> Result<i32> {
     .await
 }
 
-async fn start_attached(mut engine: Engine, name: &str) -> Result<i32> {
-    let (tx, rx) = mpsc::channel::<AttachInput>(16);
-    tx.send(AttachInput {
-        input: Some(attach_input::Input::Start(AttachStart {
-            id: name.to_string(),
-            stdin: false,
-            stdout: true,
-            stderr: true,
-            start: true,
-            detach_keys: String::new(),
-        })),
+/// `berth pause`.
+pub async fn pause(engine: Engine, args: NamesArgs) -> Result<i32> {
+    each(&args.containers, |name| {
+        let mut engine = engine.clone();
+        async move {
+            engine
+                .pause_container(ContainerRef { id: name.clone() })
+                .await?;
+            Ok(Some(name))
+        }
     })
-    .await?;
-    let mut output = engine
-        .attach_container(ReceiverStream::new(rx))
+    .await
+}
+
+/// `berth unpause`.
+pub async fn unpause(engine: Engine, args: NamesArgs) -> Result<i32> {
+    each(&args.containers, |name| {
+        let mut engine = engine.clone();
+        async move {
+            engine
+                .unpause_container(ContainerRef { id: name.clone() })
+                .await?;
+            Ok(Some(name))
+        }
+    })
+    .await
+}
+
+/// `berth restart`.
+pub async fn restart(engine: Engine, args: RestartArgs) -> Result<i32> {
+    each(&args.containers, |name| {
+        let mut engine = engine.clone();
+        let req = RestartContainerRequest {
+            id: name.clone(),
+            timeout_seconds: args.timeout,
+        };
+        async move {
+            engine.restart_container(req).await?;
+            Ok(Some(name))
+        }
+    })
+    .await
+}
+
+/// `berth rename`: prints nothing.
+pub async fn rename(mut engine: Engine, args: RenameArgs) -> Result<i32> {
+    let new_name = args.new_name.trim().to_string();
+    if args.container.trim().is_empty() || new_name.is_empty() {
+        bail!("Error: Neither old nor new names may be empty");
+    }
+    engine
+        .rename_container(RenameContainerRequest {
+            id: args.container,
+            new_name,
+        })
+        .await?;
+    Ok(0)
+}
+
+/// `berth top`: the processes as a table (titles, then one row each).
+pub async fn top(mut engine: Engine, args: TopArgs) -> Result<i32> {
+    if !args.ps_options.is_empty() {
+        bail!(
+            "ps options are not supported: {}",
+            args.ps_options.join(" ")
+        );
+    }
+    let resp = engine
+        .top_container(TopContainerRequest { id: args.container })
         .await?
         .into_inner();
-    loop {
-        let Some(msg) = output.message().await? else {
-            bail!("the engine ended the attach without the container's exit status");
-        };
-        match msg.output {
-            Some(attach_output::Output::Stdout(b)) => write_out(&b)?,
-            Some(attach_output::Output::Stderr(b)) => write_err(&b)?,
-            Some(attach_output::Output::Exit(status)) => return Ok(status.exit_code),
-            Some(attach_output::Output::Detached(_)) => return Ok(0),
-            None => {}
+    write_out(top_table(&resp).as_bytes())?;
+    Ok(0)
+}
+
+/// Docker's `top` layout (a tabwriter with minimum width 20 and padding 3): every column
+/// but the last is padded.
+pub fn top_table(resp: &TopContainerResponse) -> String {
+    let rows: Vec<&[String]> = std::iter::once(resp.titles.as_slice())
+        .chain(resp.processes.iter().map(|p| p.fields.as_slice()))
+        .collect();
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max((cell.chars().count() + 3).max(20));
         }
     }
+    let mut out = String::new();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < row.len() {
+                out.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `berth stop`.
@@ -832,6 +705,53 @@ mod tests {
     }
 
     #[test]
+    fn restart_and_init_flags() {
+        let r = request(&["--restart", "on-failure:3", "--init", "busybox"]).unwrap();
+        let p = r.restart_policy.unwrap();
+        assert_eq!((p.name.as_str(), p.maximum_retry_count), ("on-failure", 3));
+        assert!(r.init);
+        let r = request(&["busybox"]).unwrap();
+        assert!(r.restart_policy.is_none() && !r.init);
+        let err = request(&["--restart", "sometimes", "busybox"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'sometimes'"), "{err}");
+        let err = request(&["--rm", "--restart", "always", "busybox"]).unwrap_err();
+        assert_eq!(err.to_string(), "Conflicting options: --restart and --rm");
+        assert!(request(&["--rm", "--restart", "no", "busybox"]).is_ok());
+    }
+
+    #[test]
+    fn top_tables() {
+        use berth_proto::supervisor::v1::TopProcess;
+        let resp = TopContainerResponse {
+            titles: vec!["UID".into(), "PID".into(), "CMD".into()],
+            processes: vec![
+                TopProcess {
+                    fields: vec!["root".into(), "4242".into(), "sleep 100".into()],
+                },
+                TopProcess {
+                    fields: vec!["averyveryverylongusername".into(), "1".into(), "sh".into()],
+                },
+            ],
+        };
+        let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w - s.len()));
+        assert_eq!(
+            top_table(&resp),
+            format!(
+                "{}{}CMD\n{}{}sleep 100\n{}{}sh\n",
+                pad("UID", 28),
+                pad("PID", 20),
+                pad("root", 28),
+                pad("4242", 20),
+                pad("averyveryverylongusername", 28),
+                pad("1", 20),
+            )
+        );
+        assert_eq!(top_table(&TopContainerResponse::default()), "\n");
+    }
+
+    #[test]
     fn ps_filters() {
         use berth_proto::supervisor::v1::{ContainerSpec, ContainerState};
         let c = Container {
@@ -909,5 +829,23 @@ mod tests {
         assert_eq!(row["Status"], "Exited (3) 3 seconds ago");
         assert_eq!(row["CreatedAt"], "2023-11-14 22:12:20 +0000 UTC");
         assert_eq!(ps_row(&c, true, now)["ID"], "0123456789abcdef0123");
+        let mut paused = c.clone();
+        let state = paused.state.as_mut().unwrap();
+        state.status = ContainerStatus::Paused as i32;
+        state.started_at = "2023-11-14T22:13:15Z".into();
+        let row = ps_row(&paused, false, now);
+        assert_eq!(
+            (row["State"].as_str(), row["Status"].as_str()),
+            (Some("paused"), Some("Up 5 seconds (Paused)"))
+        );
+        let mut restarting = c.clone();
+        let state = restarting.state.as_mut().unwrap();
+        state.status = ContainerStatus::Restarting as i32;
+        state.exit_code = 1;
+        state.finished_at = "2023-11-14T22:13:18Z".into();
+        assert_eq!(
+            ps_row(&restarting, false, now)["Status"],
+            "Restarting (1) 2 seconds ago"
+        );
     }
 }

@@ -562,6 +562,14 @@ mod tests {
             status_column("paused", 0, t(7200), None, now),
             "Up 2 hours (Paused)"
         );
+        assert_eq!(
+            status_column("paused", 0, t(5), None, now),
+            "Up 5 seconds (Paused)"
+        );
+        assert_eq!(
+            status_column("restarting", 1, t(60), t(2), now),
+            "Restarting (1) 2 seconds ago"
+        );
         assert_eq!(status_column("dead", 0, None, None, now), "Dead");
     }
 

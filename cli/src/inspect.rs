@@ -153,10 +153,16 @@ pub fn container_json(details: &ContainerDetails) -> Value {
             "Dns": net.dns_servers,
             "ExtraHosts": list_or_null(&extra_hosts),
             "Runtime": if spec.runtime.is_empty() { "berth".to_string() } else { spec.runtime.clone() },
+            "RestartPolicy": {
+                "Name": spec.restart_policy.as_ref().map_or("no", |p| if p.name.is_empty() { "no" } else { p.name.as_str() }),
+                "MaximumRetryCount": spec.restart_policy.as_ref().map_or(0, |p| p.maximum_retry_count),
+            },
+            "Init": spec.init.then_some(true),
         },
         "Mounts": mounts,
         "Config": {
-            "Hostname": spec.hostname,
+            // The hostname the container really has: the short ID unless one was given.
+            "Hostname": if spec.hostname.is_empty() { c.id.chars().take(12).collect() } else { spec.hostname.clone() },
             "Domainname": spec.domainname,
             "User": spec.user,
             "AttachStdin": spec.open_stdin,

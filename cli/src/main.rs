@@ -1,6 +1,7 @@
 //! `berth`: the command line of the berth container engine. It talks only to the engine's
 //! gRPC API (see proto/berth/engine/v1/engine.proto).
 mod args;
+mod attach;
 mod client;
 mod container;
 mod format;
@@ -8,6 +9,7 @@ mod image;
 mod inspect;
 mod logs;
 mod parse;
+mod session;
 mod volume;
 
 use std::path::Path;
@@ -93,6 +95,27 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         }
         Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
             logs::logs(engine, a).await
+        }
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            attach::attach(engine, a).await
+        }
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            attach::exec(engine, a).await
+        }
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            container::pause(engine, a).await
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            container::unpause(engine, a).await
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
+            container::top(engine, a).await
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            container::rename(engine, a).await
+        }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            container::restart(engine, a).await
         }
         Command::Container(ContainerCommand::Prune(a)) => container::prune(engine, a).await,
         Command::Container(ContainerCommand::Inspect(a)) => inspect::container(engine, a).await,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
-use berth_proto::supervisor::v1::HostEntry;
+use berth_proto::supervisor::v1::{HostEntry, RestartPolicy};
 use berth_proto::volume::v1::{MountSpec, MountType};
 
 /// Resolves `-e` values: `K=V` is kept, a bare `K` takes its value from `lookup` (skipped
@@ -318,6 +318,80 @@ pub fn time_arg(flag: &str, value: &str, now: SystemTime) -> Result<i64> {
     rfc3339_nanos(value).map_err(|_| bad())
 }
 
+/// Parses `--restart`: `no`, `always`, `unless-stopped`, `on-failure[:N]` (N ≥ 0).
+pub fn restart_policy(value: &str) -> Result<RestartPolicy> {
+    let (name, count) = match value.split_once(':') {
+        Some((name, count)) => (name, Some(count)),
+        None => (value, None),
+    };
+    match name {
+        "no" | "always" | "unless-stopped" | "on-failure" => {}
+        _ => bail!(
+            "invalid restart policy '{value}': use one of 'no', 'always', 'on-failure[:max-retries]', or 'unless-stopped'"
+        ),
+    }
+    let maximum_retry_count = match count {
+        None => 0,
+        Some(_) if name != "on-failure" => {
+            bail!("invalid restart policy '{value}': maximum retry count can only be used with 'on-failure'")
+        }
+        Some(n) => match n.parse::<i32>() {
+            Ok(n) if n >= 0 => n,
+            _ => bail!(
+                "invalid restart policy '{value}': maximum retry count must be a non-negative integer"
+            ),
+        },
+    };
+    Ok(RestartPolicy {
+        name: name.to_string(),
+        maximum_retry_count,
+    })
+}
+
+/// The bytes of Docker's detach-key spec: comma-separated single characters or
+/// `ctrl-<a-z|@|[|\\|]|^|_>`. Refused specs are named: `invalid detach keys (x)`.
+pub fn detach_key_bytes(spec: &str) -> Result<Vec<u8>> {
+    let invalid = || anyhow!("invalid detach keys ({spec})");
+    let mut out = Vec::new();
+    for key in spec.split(',') {
+        let lower = key.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("ctrl-") {
+            let &[c] = rest.as_bytes() else {
+                return Err(invalid());
+            };
+            out.push(match c {
+                b'a'..=b'z' => c - b'a' + 1,
+                b'@' => 0,
+                b'[' => 27,
+                b'\\' => 28,
+                b']' => 29,
+                b'^' => 30,
+                b'_' => 31,
+                _ => return Err(invalid()),
+            });
+        } else {
+            let &[c] = key.as_bytes() else {
+                return Err(invalid());
+            };
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// `--detach-keys` as the engine takes it: unset is the default (`""`), an empty value
+/// (or `none`) disables detaching (`"none"`), anything else must parse.
+pub fn detach_keys(value: Option<&str>) -> Result<String> {
+    match value {
+        None => Ok(String::new()),
+        Some("") | Some("none") => Ok("none".to_string()),
+        Some(spec) => {
+            detach_key_bytes(spec)?;
+            Ok(spec.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +581,48 @@ mod tests {
                 "{err}"
             );
         }
+    }
+    #[test]
+    fn restart_policies() {
+        let p = |v: &str| restart_policy(v).map(|p| (p.name, p.maximum_retry_count));
+        assert_eq!(p("no").unwrap(), ("no".into(), 0));
+        assert_eq!(p("always").unwrap(), ("always".into(), 0));
+        assert_eq!(p("unless-stopped").unwrap(), ("unless-stopped".into(), 0));
+        assert_eq!(p("on-failure").unwrap(), ("on-failure".into(), 0));
+        assert_eq!(p("on-failure:5").unwrap(), ("on-failure".into(), 5));
+        for bad in [
+            "sometimes",
+            "",
+            "always:3",
+            "on-failure:x",
+            "on-failure:-1",
+            "on-failure:1:2",
+            "no:0",
+        ] {
+            let err = p(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn detach_key_specs() {
+        assert_eq!(detach_key_bytes("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
+        assert_eq!(detach_key_bytes("a,b").unwrap(), b"ab".to_vec());
+        assert_eq!(
+            detach_key_bytes("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_").unwrap(),
+            vec![0, 27, 28, 29, 30, 31]
+        );
+        assert_eq!(detach_key_bytes("ctrl-A,x").unwrap(), vec![1, b'x']);
+        for bad in ["x", "ctrl-", "ctrl-1", "ctrl-pq", "ab", "a,,b", "ctrl-p,"] {
+            let spec = if bad == "x" { "xy" } else { bad };
+            assert_eq!(
+                detach_key_bytes(spec).unwrap_err().to_string(),
+                format!("invalid detach keys ({spec})")
+            );
+        }
+        assert_eq!(detach_keys(None).unwrap(), "");
+        assert_eq!(detach_keys(Some("")).unwrap(), "none");
+        assert_eq!(detach_keys(Some("ctrl-x")).unwrap(), "ctrl-x");
+        assert!(detach_keys(Some("bogus")).is_err());
     }
 }

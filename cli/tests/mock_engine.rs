@@ -19,6 +19,60 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 static KILLS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Calls of the lifecycle RPCs as "<rpc> <args>", for the argument-mapping tests.
+static CALLS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn called(call: &str) -> bool {
+    CALLS.lock().unwrap().iter().any(|c| c == call)
+}
+
+fn not_found_unless(id: &str) -> Result<(), Status> {
+    if id == "nosuch" {
+        return Err(Status::not_found("no such container: nosuch"));
+    }
+    Ok(())
+}
+
+/// Echoes stdin chunks until close-stdin (when `echo`), then `ends`.
+fn echo_then<I, F>(
+    mut input: Streaming<I>,
+    echo: bool,
+    stdin_of: F,
+    first: Vec<u8>,
+    ends: sup::attach_output::Output,
+) -> Out<sup::AttachOutput>
+where
+    I: Send + 'static,
+    F: Fn(I) -> Option<Option<Vec<u8>>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let out = |o| Ok(sup::AttachOutput { output: Some(o) });
+        let _ = tx
+            .send(out(sup::attach_output::Output::Stdout(first)))
+            .await;
+        if echo {
+            while let Some(Ok(msg)) = input.next().await {
+                match stdin_of(msg) {
+                    Some(Some(b)) => {
+                        let _ = tx.send(out(sup::attach_output::Output::Stdout(b))).await;
+                    }
+                    Some(None) => break,
+                    None => {}
+                }
+            }
+        }
+        let _ = tx.send(out(ends)).await;
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn exit(code: i32) -> sup::attach_output::Output {
+    sup::attach_output::Output::Exit(sup::ExitStatus {
+        exit_code: code,
+        ..Default::default()
+    })
+}
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -76,6 +130,11 @@ impl Engine for Mock {
                 "the container name \"taken\" is already in use",
             ));
         }
+        let policy = r.restart_policy.unwrap_or_default();
+        CALLS.lock().unwrap().push(format!(
+            "create {} restart={}:{} init={}",
+            r.name, policy.name, policy.maximum_retry_count, r.init
+        ));
         Ok(Response::new(sup::Container {
             id: format!("id-of-{}", r.image),
             ..Default::default()
@@ -94,6 +153,10 @@ impl Engine for Mock {
             return Err(Status::invalid_argument("first message must be start"));
         };
         let create = start.create.unwrap_or_default();
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("run {} keys={}", create.image, start.detach_keys));
         if create.image == "nosuch" {
             return Err(berth_common::status::with_exit_code(
                 "exec: \"nosuch\": executable file not found in $PATH",
@@ -192,11 +255,39 @@ impl Engine for Mock {
         unimpl()
     }
     type AttachContainerStream = Out<sup::AttachOutput>;
+    /// Says how it was called, echoes stdin when attached to it, then exits 5; detach keys
+    /// "ctrl-x" make it report a detach instead.
     async fn attach_container(
         &self,
-        _: Request<Streaming<sup::AttachInput>>,
+        r: Request<Streaming<sup::AttachInput>>,
     ) -> Result<Response<Self::AttachContainerStream>, Status> {
-        unimpl()
+        let mut input = r.into_inner();
+        let Some(Ok(sup::AttachInput {
+            input: Some(sup::attach_input::Input::Start(start)),
+        })) = input.next().await
+        else {
+            return Err(Status::invalid_argument("first message must be start"));
+        };
+        let first = format!(
+            "attach {} start={} stdin={} keys={}\n",
+            start.id, start.start, start.stdin, start.detach_keys
+        );
+        let ends = if start.detach_keys == "ctrl-x" {
+            sup::attach_output::Output::Detached(true)
+        } else {
+            exit(5)
+        };
+        Ok(Response::new(echo_then(
+            input,
+            start.stdin,
+            |m: sup::AttachInput| match m.input {
+                Some(sup::attach_input::Input::Stdin(b)) => Some(Some(b)),
+                Some(sup::attach_input::Input::CloseStdin(_)) => Some(None),
+                _ => None,
+            },
+            first.into_bytes(),
+            ends,
+        )))
     }
     async fn stop_container(
         &self,
@@ -243,11 +334,34 @@ impl Engine for Mock {
         &self,
         r: Request<ContainerRef>,
     ) -> Result<Response<ContainerDetails>, Status> {
-        if r.into_inner().id != "web" {
-            return Err(Status::not_found("no such container: nosuch"));
+        let name = r.into_inner().id;
+        let mut c = container();
+        let state = c.state.as_mut().unwrap();
+        match name.as_str() {
+            "web" => {}
+            // -i: keeps stdin open.
+            "iweb" => c.spec.as_mut().unwrap().open_stdin = true,
+            "paused" => state.status = sup::ContainerStatus::Paused as i32,
+            "stopped" => state.status = sup::ContainerStatus::Exited as i32,
+            "restarting" => {
+                state.status = sup::ContainerStatus::Restarting as i32;
+                state.exit_code = 1;
+                c.restart_count = 2;
+                let spec = c.spec.as_mut().unwrap();
+                spec.restart_policy = Some(sup::RestartPolicy {
+                    name: "on-failure".into(),
+                    maximum_retry_count: 5,
+                });
+                spec.init = true;
+            }
+            _ => return Err(Status::not_found("no such container: nosuch")),
+        }
+        if name != "web" {
+            c.name = name.clone();
+            c.id = format!("id-of-{name}");
         }
         Ok(Response::new(ContainerDetails {
-            container: Some(container()),
+            container: Some(c),
             log_path: "/x.log".into(),
             network: None,
         }))
@@ -376,6 +490,121 @@ impl Engine for Mock {
         _: Request<vol::RemoveVolumeRequest>,
     ) -> Result<Response<vol::RemoveVolumeResponse>, Status> {
         unimpl()
+    }
+    type ExecContainerStream = Out<sup::AttachOutput>;
+    /// Says how it was called; `cat` echoes stdin, `exit N` exits N, `nosuch` is not found
+    /// (127); `-d` ends the stream at once.
+    async fn exec_container(
+        &self,
+        r: Request<Streaming<sup::ExecInput>>,
+    ) -> Result<Response<Self::ExecContainerStream>, Status> {
+        let mut input = r.into_inner();
+        let Some(Ok(sup::ExecInput {
+            input: Some(sup::exec_input::Input::Start(start)),
+        })) = input.next().await
+        else {
+            return Err(Status::invalid_argument("first message must be start"));
+        };
+        not_found_unless(&start.id)?;
+        if start.args[0] == "nosuch" {
+            return Err(berth_common::status::with_exit_code(
+                "exec: \"nosuch\": executable file not found in $PATH",
+                127,
+            ));
+        }
+        let first = format!(
+            "exec {} [{}] tty={} stdin={} env={} user={} wd={} keys={}\n",
+            start.id,
+            start.args.join(" "),
+            start.tty,
+            start.stdin,
+            start.env.join(","),
+            start.user,
+            start.working_dir,
+            start.detach_keys
+        );
+        if start.detach {
+            CALLS.lock().unwrap().push(first.trim_end().to_string());
+            return Ok(Response::new(Box::pin(tokio_stream::empty())));
+        }
+        let code = match start.args.as_slice() {
+            [e, n] if e == "exit" => n.parse().unwrap(),
+            _ => 0,
+        };
+        Ok(Response::new(echo_then(
+            input,
+            start.args[0] == "cat",
+            |m: sup::ExecInput| match m.input {
+                Some(sup::exec_input::Input::Stdin(b)) => Some(Some(b)),
+                Some(sup::exec_input::Input::CloseStdin(_)) => Some(None),
+                _ => None,
+            },
+            first.into_bytes(),
+            exit(code),
+        )))
+    }
+    async fn pause_container(
+        &self,
+        r: Request<ContainerRef>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let id = r.into_inner().id;
+        not_found_unless(&id)?;
+        CALLS.lock().unwrap().push(format!("pause {id}"));
+        Ok(Response::new(container()))
+    }
+    async fn unpause_container(
+        &self,
+        r: Request<ContainerRef>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let id = r.into_inner().id;
+        not_found_unless(&id)?;
+        CALLS.lock().unwrap().push(format!("unpause {id}"));
+        Ok(Response::new(container()))
+    }
+    async fn top_container(
+        &self,
+        r: Request<sup::TopContainerRequest>,
+    ) -> Result<Response<sup::TopContainerResponse>, Status> {
+        not_found_unless(&r.into_inner().id)?;
+        let row = |f: &[&str]| sup::TopProcess {
+            fields: f.iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(Response::new(sup::TopContainerResponse {
+            titles: vec!["UID".into(), "PID".into(), "CMD".into()],
+            processes: vec![
+                row(&["root", "4242", "sleep 1000"]),
+                row(&["root", "4250", "sh"]),
+            ],
+        }))
+    }
+    async fn rename_container(
+        &self,
+        r: Request<sup::RenameContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let r = r.into_inner();
+        not_found_unless(&r.id)?;
+        if r.new_name == "taken" {
+            return Err(Status::already_exists(
+                "Conflict. The container name \"/taken\" is already in use",
+            ));
+        }
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("rename {} {}", r.id, r.new_name));
+        Ok(Response::new(container()))
+    }
+    async fn restart_container(
+        &self,
+        r: Request<sup::RestartContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let r = r.into_inner();
+        not_found_unless(&r.id)?;
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("restart {} {:?}", r.id, r.timeout_seconds));
+        Ok(Response::new(container()))
     }
     async fn list_networks(
         &self,
@@ -660,4 +889,287 @@ fn local_input_errors_name_the_input() {
     let out = berth(&["ps", "--filter", "color=red"]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(text(&out.stderr), "invalid filter 'color'\n");
+}
+
+#[test]
+fn attach_relays_and_returns_the_exit_code() {
+    let out = berth(&["attach", "web"]);
+    assert_eq!(
+        text(&out.stdout),
+        "attach 4a7f7eebae0f63178aff7eb0aa39cd3f0627a203ab2df258c1a00b456cf20063 start=false stdin=false keys=\n"
+    );
+    assert_eq!(out.status.code(), Some(5));
+    // stdin only when the container keeps it open, and not with --no-stdin.
+    let out = berth_with(&["container", "attach", "iweb"], Some(b"typed\n"));
+    assert_eq!(
+        text(&out.stdout),
+        "attach id-of-iweb start=false stdin=true keys=\ntyped\n"
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let out = berth_with(&["attach", "--no-stdin", "iweb"], Some(b"typed\n"));
+    assert_eq!(
+        text(&out.stdout),
+        "attach id-of-iweb start=false stdin=false keys=\n"
+    );
+    // Detaching: Docker's message, exit 0.
+    let out = berth(&["attach", "--detach-keys", "ctrl-x", "web"]);
+    assert_eq!(text(&out.stderr), "read escape sequence\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = berth(&["attach", "--detach-keys", "", "web"]);
+    assert!(
+        text(&out.stdout).ends_with("keys=none\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Refusals.
+    let out = berth(&["attach", "--detach-keys", "bogus", "web"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stderr), "invalid detach keys (bogus)\n");
+    let out = berth(&["attach", "stopped"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "You cannot attach to a stopped container, start it first\n"
+    );
+    let out = berth(&["attach", "paused"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("unpause it first"));
+    let out = berth(&["attach", "nosuch"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such container: nosuch\n"
+    );
+}
+
+#[test]
+fn start_attached_starts_through_the_attach() {
+    let out = berth(&["start", "-a", "web"]);
+    assert_eq!(
+        text(&out.stdout),
+        "attach 4a7f7eebae0f63178aff7eb0aa39cd3f0627a203ab2df258c1a00b456cf20063 start=true stdin=false keys=\n"
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let out = berth_with(
+        &["start", "-ai", "--detach-keys", "ctrl-p,ctrl-q", "iweb"],
+        Some(b"in\n"),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "attach id-of-iweb start=true stdin=true keys=ctrl-p,ctrl-q\nin\n"
+    );
+    let out = berth(&["start", "-a", "--detach-keys", "ctrl-x", "web"]);
+    assert_eq!(text(&out.stderr), "read escape sequence\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = berth(&["start", "-a", "web", "iweb"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn exec_maps_flags_and_exit_codes() {
+    let out = berth(&[
+        "exec", "-e", "A=1", "-e", "FROM_ENV", "-u", "nobody", "-w", "/tmp", "web", "exit", "3",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "exec web [exit 3] tty=false stdin=false env=A=1,FROM_ENV=yes user=nobody wd=/tmp keys=\n"
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let out = berth_with(&["container", "exec", "-i", "web", "cat"], Some(b"piped\n"));
+    assert_eq!(
+        text(&out.stdout),
+        "exec web [cat] tty=false stdin=true env= user= wd= keys=\npiped\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // -d: nothing printed, 0.
+    let out = berth(&[
+        "exec",
+        "-d",
+        "--detach-keys",
+        "ctrl-a,x",
+        "web",
+        "sleep",
+        "9",
+    ]);
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(called(
+        "exec web [sleep 9] tty=false stdin=false env= user= wd= keys=ctrl-a,x"
+    ));
+    // 126/127 from the status, 125 for other errors.
+    let out = berth(&["exec", "web", "nosuch"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("executable file not found"));
+    let out = berth(&["exec", "nosuch", "ls"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = berth(&["exec", "--detach-keys", "ctrl-", "web", "ls"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stderr), "invalid detach keys (ctrl-)\n");
+    // -it without a terminal: Docker's refusal.
+    let out = berth(&["exec", "-it", "web", "sh"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stderr), "the input device is not a TTY\n");
+    let out = berth(&["exec", "web"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn pause_unpause_restart_rename_top() {
+    let out = berth(&["pause", "web", "nosuch", "db"]);
+    assert_eq!(text(&out.stdout), "web\ndb\n");
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such container: nosuch\n"
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(called("pause web") && called("pause db"));
+    let out = berth(&["container", "unpause", "web"]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("web\n", Some(0))
+    );
+    assert!(called("unpause web"));
+    let out = berth(&["restart", "-t", "3", "web"]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("web\n", Some(0))
+    );
+    assert!(called("restart web Some(3)"));
+    let out = berth(&["container", "restart", "web2"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(called("restart web2 None"));
+    let out = berth(&["rename", "web", "web-new"]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("", Some(0))
+    );
+    assert!(called("rename web web-new"));
+    let out = berth(&["rename", "web", "taken"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).starts_with("Error response from daemon: Conflict."));
+    let out = berth(&["top", "web"]);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(20 - s.len()));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{}{}CMD\n{}{}sleep 1000\n{}{}sh\n",
+            pad("UID"),
+            pad("PID"),
+            pad("root"),
+            pad("4242"),
+            pad("root"),
+            pad("4250")
+        )
+    );
+    let out = berth(&["container", "top", "nosuch"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn restart_policy_init_and_detach_keys_flags() {
+    let out = berth(&[
+        "create",
+        "--name",
+        "rp1",
+        "--restart",
+        "on-failure:4",
+        "--init",
+        "busybox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(called("create rp1 restart=on-failure:4 init=true"));
+    let out = berth(&["create", "--name", "rp2", "busybox"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(called("create rp2 restart=:0 init=false"));
+    let out = berth(&["run", "--restart", "bogus", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).starts_with("berth: invalid restart policy 'bogus'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = berth(&["run", "--rm", "--restart", "on-failure:2", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "berth: Conflicting options: --restart and --rm\n"
+    );
+    let out = berth(&["run", "--detach-keys", "ctrl-", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(text(&out.stderr), "berth: invalid detach keys (ctrl-)\n");
+    let out = berth(&["run", "--detach-keys", "", "keysimage"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(called("run keysimage keys=none"));
+}
+
+#[test]
+fn inspect_and_ps_show_restart_state() {
+    let out = berth(&["inspect", "restarting"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["State"]["Restarting"], true);
+    assert_eq!(v[0]["State"]["Paused"], false);
+    assert_eq!(v[0]["RestartCount"], 2);
+    assert_eq!(
+        v[0]["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 5})
+    );
+    assert_eq!(v[0]["HostConfig"]["Init"], true);
+    let out = berth(&["inspect", "paused"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["State"]["Paused"], true);
+    assert_eq!(v[0]["State"]["Running"], true);
+    assert_eq!(
+        v[0]["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "no", "MaximumRetryCount": 0})
+    );
+    assert_eq!(v[0]["HostConfig"]["Init"], serde_json::Value::Null);
+}
+
+/// `exec -it` on a pseudo-terminal: the terminal goes raw while the session runs and is
+/// restored when it ends, normally or by SIGTERM.
+#[test]
+fn raw_terminal_is_always_restored() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::os::fd::OwnedFd;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave;
+    let canonical = |fd: &OwnedFd| {
+        tcgetattr(fd)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ICANON)
+    };
+    assert!(canonical(&slave));
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("BERTH_ENGINE_SOCKET", socket())
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Ends by itself.
+    let out = spawn(&["exec", "-it", "web", "exit", "3"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(canonical(&slave));
+    // Killed while raw.
+    let mut child = spawn(&["exec", "-it", "web", "cat"]);
+    let mut raw = false;
+    for _ in 0..500 {
+        if !canonical(&slave) {
+            raw = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(raw, "the terminal never went raw");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(canonical(&slave));
+    drop(pty.master);
 }

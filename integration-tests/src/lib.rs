@@ -457,3 +457,102 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A private tmux server driving a real terminal, for interactive tests. Its socket lives in
+/// a temp dir; dropping it kills that server only.
+pub struct Terminal {
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Terminal {
+    /// A 100×30 terminal whose shell sees this engine's environment.
+    pub fn new(engine: &Engine) -> Terminal {
+        let dir = tempfile::Builder::new()
+            .prefix("btt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = dir.path().join("tmux");
+        let mut cmd = Command::new("tmux");
+        engine.env(&mut cmd);
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let status = cmd
+            .env("PATH", path)
+            .env("PS1", "$ ")
+            .args(["-S"])
+            .arg(&socket)
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "sh",
+            ])
+            .status()
+            .expect("tmux is installed by deploy/install-deps.sh");
+        assert!(status.success());
+        Terminal { socket, _dir: dir }
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Types `text` (tmux key names allowed: "Enter", "C-p", "C-c").
+    pub fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "0"];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    /// Types a line and Enter.
+    pub fn line(&self, text: &str) {
+        self.send(&["-l", text]);
+        self.send(&["Enter"]);
+    }
+
+    pub fn screen(&self) -> String {
+        stdout(&self.tmux(&["capture-pane", "-p", "-t", "0"]))
+    }
+
+    /// Waits until the screen shows `text`; panics with the screen if it never does.
+    pub fn wait_for(&self, text: &str) {
+        if !eventually(Duration::from_secs(10), || self.screen().contains(text)) {
+            panic!("terminal never showed {text:?}; screen:\n{}", self.screen());
+        }
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        assert!(self
+            .tmux(&[
+                "resize-window",
+                "-t",
+                "0",
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string()
+            ])
+            .status
+            .success());
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}

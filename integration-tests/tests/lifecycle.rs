@@ -53,7 +53,7 @@ fn logs_keep_stdout_and_stderr_apart() {
         "busybox",
         "sh",
         "-c",
-        "echo out1; echo err1 >&2; echo out2",
+        "echo out1; echo err1 >&2; sleep 0.1; echo out2",
     ]);
     let out = engine.berth(&["logs", &name]);
     assert_eq!(stdout(&out), "out1\nout2\n");

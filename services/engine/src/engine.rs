@@ -82,6 +82,7 @@ impl Engine {
     pub async fn create(&self, mut req: CreateContainerRequest) -> Result<Container, Status> {
         let c = self.clients.clone();
         req.name = spec::validate_name(&req.name)?.to_string();
+        spec::restart_policy(&req)?;
         if req.image.is_empty() {
             return Err(Status::invalid_argument("no image specified"));
         }
@@ -368,6 +369,22 @@ impl Engine {
                     .await;
                 match r {
                     Ok(_) => {
+                        // Restarted meanwhile (`berth restart`) or paused: it is not over,
+                        // wait again (backing off in case the wait returns at once).
+                        let again = engine.resolve(&id).await.ok().and_then(|c| c.state);
+                        if again.is_some_and(|s| {
+                            [
+                                ContainerStatus::Running,
+                                ContainerStatus::Paused,
+                                ContainerStatus::Restarting,
+                            ]
+                            .map(|st| st as i32)
+                            .contains(&s.status)
+                        }) {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
                         if let Err(e) = engine.remove(&id, true, true).await {
                             tracing::warn!(%id, error = %e.message(), "auto-remove failed");
                         }
@@ -421,6 +438,7 @@ impl Engine {
             let status = container.state.as_ref().map_or(0, |s| s.status);
             if status == ContainerStatus::Running as i32
                 || status == ContainerStatus::Restarting as i32
+                || status == ContainerStatus::Paused as i32
             {
                 self.watch_auto_remove(container.id);
             } else if status == ContainerStatus::Exited as i32

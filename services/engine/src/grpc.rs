@@ -17,8 +17,10 @@ use berth_proto::{
     logs::v1::{LogEntry, ReadLogsRequest},
     network::v1::{GetAttachmentRequest, ListNetworksRequest, ListNetworksResponse},
     supervisor::v1::{
-        attach_input, AttachInput, AttachOutput, Container, ExitStatus, KillContainerRequest,
-        ListContainersRequest, ListContainersResponse, StartContainerRequest, StopContainerRequest,
+        attach_input, exec_input, AttachInput, AttachOutput, Container, ExecInput, ExitStatus,
+        KillContainerRequest, ListContainersRequest, ListContainersResponse, PauseContainerRequest,
+        RenameContainerRequest, RestartContainerRequest, StartContainerRequest,
+        StopContainerRequest, TopContainerRequest, TopContainerResponse, UnpauseContainerRequest,
         WaitContainerRequest,
     },
     volume::v1::{
@@ -30,7 +32,10 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::engine::{upstream, Engine};
+use crate::{
+    engine::{upstream, Engine},
+    spec,
+};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -287,6 +292,131 @@ impl EngineApi for Engine {
             .map_err(upstream("read logs"))?
             .into_inner();
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ExecContainerStream = BoxStream<AttachOutput>;
+
+    /// Resolves the container, then relays both directions to the supervisor's Exec.
+    #[tracing::instrument(skip_all, fields(id = tracing::field::Empty))]
+    async fn exec_container(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecContainerStream>, Status> {
+        let mut inbound = request.into_inner();
+        let mut start = match inbound.message().await? {
+            Some(ExecInput {
+                input: Some(exec_input::Input::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of an exec must be its start",
+                ))
+            }
+        };
+        if start.args.is_empty() {
+            return Err(Status::invalid_argument("No exec command specified"));
+        }
+        let container = self.resolve(&start.id).await?;
+        tracing::Span::current().record("id", container.id.as_str());
+        start.id = container.id;
+        let first = ExecInput {
+            input: Some(exec_input::Input::Start(start)),
+        };
+        let rest = inbound.map_while(Result::ok);
+        let output = self
+            .clients
+            .supervisor
+            .clone()
+            .exec(tokio_stream::once(first).chain(rest))
+            .await
+            .map_err(upstream("exec"))?
+            .into_inner();
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn pause_container(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<Container>, Status> {
+        let id = self.resolve(&request.into_inner().id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .pause_container(PauseContainerRequest { id })
+            .await
+            .map_err(upstream("pause container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn unpause_container(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<Container>, Status> {
+        let id = self.resolve(&request.into_inner().id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .unpause_container(UnpauseContainerRequest { id })
+            .await
+            .map_err(upstream("unpause container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn top_container(
+        &self,
+        request: Request<TopContainerRequest>,
+    ) -> Result<Response<TopContainerResponse>, Status> {
+        let mut req = request.into_inner();
+        req.id = self.resolve(&req.id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .top_container(req)
+            .await
+            .map_err(upstream("top container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
+    async fn rename_container(
+        &self,
+        request: Request<RenameContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let mut req = request.into_inner();
+        if req.id.is_empty() || req.new_name.trim_start_matches('/').is_empty() {
+            return Err(Status::invalid_argument(
+                "Neither old nor new names may be empty",
+            ));
+        }
+        req.new_name = spec::validate_name(&req.new_name)?.to_string();
+        req.id = self.resolve(&req.id).await?.id;
+        self.clients
+            .supervisor
+            .clone()
+            .rename_container(req)
+            .await
+            .map_err(upstream("rename container"))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn restart_container(
+        &self,
+        request: Request<RestartContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let mut req = request.into_inner();
+        let container = self.resolve(&req.id).await?;
+        req.id = container.id.clone();
+        let restarted = self
+            .clients
+            .supervisor
+            .clone()
+            .restart_container(req)
+            .await
+            .map_err(upstream("restart container"))?;
+        if container.spec.as_ref().is_some_and(|s| s.auto_remove) {
+            self.watch_auto_remove(container.id);
+        }
+        Ok(restarted)
     }
 
     #[tracing::instrument(skip_all)]

@@ -6,7 +6,7 @@ use berth_proto::{
     engine::v1::{CreateContainerRequest, StringList},
     image::v1::{Image, ImageConfig, SnapshotMounts},
     network::v1::Attachment,
-    supervisor::v1::{ContainerSpec, LogConfig, Mount, NetworkSettings, RootFs},
+    supervisor::v1::{ContainerSpec, LogConfig, Mount, NetworkSettings, RestartPolicy, RootFs},
     volume::v1::{MountSpec, MountType, ResolvedMount},
 };
 use tonic::Status;
@@ -28,6 +28,45 @@ pub fn validate_name(name: &str) -> Result<&str, Status> {
             "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )))
     }
+}
+
+/// Checks and normalizes the requested restart policy (Docker's rules): a known name
+/// (`no`, `on-failure`, `always`, `unless-stopped`; empty is `no`), a retry count only with
+/// `on-failure` and never negative, and no policy other than `no` together with `--rm`.
+pub fn restart_policy(req: &CreateContainerRequest) -> Result<RestartPolicy, Status> {
+    let policy = req.restart_policy.clone().unwrap_or_default();
+    let name = if policy.name.is_empty() {
+        "no"
+    } else {
+        policy.name.as_str()
+    };
+    match name {
+        "no" | "always" | "unless-stopped" if policy.maximum_retry_count != 0 => {
+            return Err(Status::invalid_argument(format!(
+                "maximum retry count cannot be used with restart policy '{name}'"
+            )))
+        }
+        "no" | "always" | "unless-stopped" | "on-failure" => {}
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "invalid restart policy '{other}'"
+            )))
+        }
+    }
+    if policy.maximum_retry_count < 0 {
+        return Err(Status::invalid_argument(
+            "maximum retry count cannot be negative",
+        ));
+    }
+    if req.auto_remove && name != "no" {
+        return Err(Status::invalid_argument(
+            "Conflicting options: --restart and --rm",
+        ));
+    }
+    Ok(RestartPolicy {
+        name: name.to_string(),
+        maximum_retry_count: policy.maximum_retry_count,
+    })
 }
 
 /// Docker's rules: a request entrypoint replaces the image's (and, unless a cmd is given
@@ -172,6 +211,8 @@ pub fn build(
         auto_remove: req.auto_remove,
         read_only_rootfs: req.read_only_rootfs,
         runtime: req.runtime.clone(),
+        restart_policy: Some(restart_policy(req)?),
+        init: req.init,
     })
 }
 
@@ -356,5 +397,70 @@ mod tests {
         );
         assert_eq!(spec.log_config.unwrap().driver, "json-file");
         assert!(spec.auto_remove);
+        assert_eq!(spec.restart_policy.unwrap().name, "no");
+        assert!(!spec.init);
+
+        let req = CreateContainerRequest {
+            image: "busybox".into(),
+            cmd: Some(list(&["sh"])),
+            restart_policy: Some(RestartPolicy {
+                name: "on-failure".into(),
+                maximum_retry_count: 3,
+            }),
+            init: true,
+            ..Default::default()
+        };
+        let spec = build(&req, &image, &snap, &mounts, &att).unwrap();
+        assert_eq!(
+            spec.restart_policy,
+            Some(RestartPolicy {
+                name: "on-failure".into(),
+                maximum_retry_count: 3
+            })
+        );
+        assert!(spec.init);
+    }
+
+    fn policy(name: &str, count: i32, auto_remove: bool) -> Result<RestartPolicy, Status> {
+        restart_policy(&CreateContainerRequest {
+            restart_policy: Some(RestartPolicy {
+                name: name.into(),
+                maximum_retry_count: count,
+            }),
+            auto_remove,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn restart_policies_follow_dockers_rules() {
+        // Unset and empty mean "no".
+        let unset = restart_policy(&CreateContainerRequest::default()).unwrap();
+        assert_eq!((unset.name.as_str(), unset.maximum_retry_count), ("no", 0));
+        assert_eq!(policy("", 0, true).unwrap().name, "no");
+        assert_eq!(policy("no", 0, true).unwrap().name, "no");
+        for name in ["always", "unless-stopped", "on-failure"] {
+            assert_eq!(policy(name, 0, false).unwrap().name, name);
+        }
+        assert_eq!(
+            policy("on-failure", 5, false).unwrap().maximum_retry_count,
+            5
+        );
+        let msg = |r: Result<RestartPolicy, Status>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            e.message().to_string()
+        };
+        assert_eq!(
+            msg(policy("always", 0, true)),
+            "Conflicting options: --restart and --rm"
+        );
+        assert_eq!(
+            msg(policy("on-failure", 2, true)),
+            "Conflicting options: --restart and --rm"
+        );
+        assert!(msg(policy("sometimes", 0, false)).contains("sometimes"));
+        assert!(msg(policy("always", 2, false)).contains("'always'"));
+        assert!(msg(policy("on-failure", -1, false)).contains("negative"));
     }
 }

@@ -306,6 +306,124 @@ impl Supervisor for Super {
             .collect();
         Ok(Response::new(sup::ListContainersResponse { containers }))
     }
+    type ExecStream = BoxStream<sup::AttachOutput>;
+    /// Echoes the exec's id and args, then every stdin chunk, and exits with 7.
+    async fn exec(
+        &self,
+        r: Request<Streaming<sup::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = r.into_inner();
+        let Some(sup::ExecInput {
+            input: Some(sup::exec_input::Input::Start(start)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument("no start"));
+        };
+        log(
+            &self.0,
+            format!(
+                "Exec {} {} tty={} stdin={} env={} user={} wd={}",
+                short(&start.id),
+                start.args.join(" "),
+                start.tty,
+                start.stdin,
+                start.env.join(","),
+                start.user,
+                start.working_dir
+            ),
+        );
+        self.find(&start.id)?;
+        let first = sup::AttachOutput {
+            output: Some(sup::attach_output::Output::Stdout(
+                format!("{}\n", start.args.join(" ")).into_bytes(),
+            )),
+        };
+        Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(first)).chain(echo_then_exit(inbound)),
+        )))
+    }
+    async fn pause_container(
+        &self,
+        r: Request<sup::PauseContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let id = r.into_inner().id;
+        log(&self.0, format!("PauseContainer {}", short(&id)));
+        self.set_status(&id, sup::ContainerStatus::Paused);
+        Ok(Response::new(self.find(&id)?))
+    }
+    async fn unpause_container(
+        &self,
+        r: Request<sup::UnpauseContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let id = r.into_inner().id;
+        log(&self.0, format!("UnpauseContainer {}", short(&id)));
+        self.set_status(&id, sup::ContainerStatus::Running);
+        Ok(Response::new(self.find(&id)?))
+    }
+    async fn top_container(
+        &self,
+        r: Request<sup::TopContainerRequest>,
+    ) -> Result<Response<sup::TopContainerResponse>, Status> {
+        let id = r.into_inner().id;
+        log(&self.0, format!("TopContainer {}", short(&id)));
+        self.find(&id)?;
+        Ok(Response::new(sup::TopContainerResponse {
+            titles: vec!["PID".into(), "CMD".into()],
+            processes: vec![sup::TopProcess {
+                fields: vec!["1".into(), "sh".into()],
+            }],
+        }))
+    }
+    async fn rename_container(
+        &self,
+        r: Request<sup::RenameContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let r = r.into_inner();
+        log(
+            &self.0,
+            format!("RenameContainer {} {}", short(&r.id), r.new_name),
+        );
+        let mut all = self.1.containers.lock().unwrap();
+        let c = all
+            .get_mut(&r.id)
+            .ok_or_else(|| Status::not_found("no such container"))?;
+        c.name = r.new_name;
+        Ok(Response::new(c.clone()))
+    }
+    async fn restart_container(
+        &self,
+        r: Request<sup::RestartContainerRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let r = r.into_inner();
+        log(
+            &self.0,
+            format!("RestartContainer {} {:?}", short(&r.id), r.timeout_seconds),
+        );
+        self.set_status(&r.id, sup::ContainerStatus::Running);
+        Ok(Response::new(self.find(&r.id)?))
+    }
+}
+
+/// The exec fake's output after its first line: each stdin chunk echoed, then exit 7.
+fn echo_then_exit(
+    inbound: Streaming<sup::ExecInput>,
+) -> impl Stream<Item = Result<sup::AttachOutput, Status>> + Send {
+    let out = |o| Ok(sup::AttachOutput { output: Some(o) });
+    inbound
+        .map_while(Result::ok)
+        .take_while(|i| !matches!(i.input, Some(sup::exec_input::Input::CloseStdin(_))))
+        .filter_map(move |i| match i.input {
+            Some(sup::exec_input::Input::Stdin(b)) => {
+                Some(out(sup::attach_output::Output::Stdout(b)))
+            }
+            _ => None,
+        })
+        .chain(tokio_stream::once(out(sup::attach_output::Output::Exit(
+            sup::ExitStatus {
+                exit_code: 7,
+                ..Default::default()
+            },
+        ))))
 }
 
 // ---- volumes ----
@@ -776,4 +894,210 @@ async fn a_detached_rm_container_is_removed_when_it_exits() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("anonymous volume not removed: {:?}", f.take_calls());
+}
+
+#[tokio::test]
+async fn exec_resolves_the_container_and_relays_both_ways() {
+    let mut f = Fixture::new().await;
+    let c = f
+        .client
+        .create_container(request("ex"))
+        .await
+        .unwrap()
+        .into_inner();
+    f.take_calls();
+    let inputs = vec![
+        sup::ExecInput {
+            input: Some(sup::exec_input::Input::Start(sup::ExecStart {
+                id: c.id[..8].to_string(),
+                args: vec!["cat".into()],
+                env: vec!["A=1".into()],
+                user: "nobody".into(),
+                working_dir: "/tmp".into(),
+                tty: true,
+                stdin: true,
+                ..Default::default()
+            })),
+        },
+        sup::ExecInput {
+            input: Some(sup::exec_input::Input::Stdin(b"ping\n".to_vec())),
+        },
+        sup::ExecInput {
+            input: Some(sup::exec_input::Input::CloseStdin(true)),
+        },
+    ];
+    let mut stream = f
+        .client
+        .exec_container(tokio_stream::iter(inputs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.next().await {
+        out.push(msg.unwrap().output.unwrap());
+    }
+    assert_eq!(
+        out,
+        vec![
+            sup::attach_output::Output::Stdout(b"cat\n".to_vec()),
+            sup::attach_output::Output::Stdout(b"ping\n".to_vec()),
+            sup::attach_output::Output::Exit(sup::ExitStatus {
+                exit_code: 7,
+                ..Default::default()
+            }),
+        ]
+    );
+    assert_eq!(
+        f.take_calls(),
+        vec![format!(
+            "Exec {} cat tty=true stdin=true env=A=1 user=nobody wd=/tmp",
+            short(&c.id)
+        )]
+    );
+
+    // An unknown container, a missing start, no command: refused before the supervisor.
+    let start = |id: &str, args: Vec<String>| sup::ExecInput {
+        input: Some(sup::exec_input::Input::Start(sup::ExecStart {
+            id: id.into(),
+            args,
+            ..Default::default()
+        })),
+    };
+    let e = f
+        .client
+        .exec_container(tokio_stream::iter(vec![start("nosuch", vec!["ls".into()])]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = f
+        .client
+        .exec_container(tokio_stream::iter(vec![start("ex", vec![])]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = f
+        .client
+        .exec_container(tokio_stream::iter(vec![sup::ExecInput {
+            input: Some(sup::exec_input::Input::Stdin(b"x".to_vec())),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(f.take_calls().iter().all(|c| !c.starts_with("Exec")));
+}
+
+#[tokio::test]
+async fn lifecycle_calls_resolve_names_and_pass_through() {
+    use berth_proto::engine::v1::ContainerRef;
+    let mut f = Fixture::new().await;
+    let c = f
+        .client
+        .create_container(request("life"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = short(&c.id).to_string();
+    f.take_calls();
+    let r = || ContainerRef { id: "life".into() };
+    let paused = f.client.pause_container(r()).await.unwrap().into_inner();
+    assert_eq!(
+        paused.state.unwrap().status,
+        sup::ContainerStatus::Paused as i32
+    );
+    f.client.unpause_container(r()).await.unwrap();
+    let top = f
+        .client
+        .top_container(sup::TopContainerRequest {
+            id: c.id[..5].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(top.titles, vec!["PID", "CMD"]);
+    f.client
+        .restart_container(sup::RestartContainerRequest {
+            id: "life".into(),
+            timeout_seconds: Some(3),
+        })
+        .await
+        .unwrap();
+    let renamed = f
+        .client
+        .rename_container(sup::RenameContainerRequest {
+            id: "life".into(),
+            new_name: "/moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.name, "moved");
+    assert_eq!(
+        f.take_calls(),
+        vec![
+            format!("PauseContainer {id}"),
+            format!("UnpauseContainer {id}"),
+            format!("TopContainer {id}"),
+            format!("RestartContainer {id} Some(3)"),
+            format!("RenameContainer {id} moved"),
+        ]
+    );
+
+    // Bad names and unknown containers never reach the supervisor.
+    for new_name in ["", "-bad"] {
+        let e = f
+            .client
+            .rename_container(sup::RenameContainerRequest {
+                id: "moved".into(),
+                new_name: new_name.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{new_name}");
+    }
+    let e = f
+        .client
+        .pause_container(ContainerRef { id: "life".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(f.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn restart_policy_and_init_reach_the_spec_and_conflict_with_rm() {
+    let mut f = Fixture::new().await;
+    let mut req = request("rp");
+    req.restart_policy = Some(sup::RestartPolicy {
+        name: "on-failure".into(),
+        maximum_retry_count: 2,
+    });
+    req.init = true;
+    let c = f.client.create_container(req).await.unwrap().into_inner();
+    let spec = c.spec.unwrap();
+    assert_eq!(
+        spec.restart_policy,
+        Some(sup::RestartPolicy {
+            name: "on-failure".into(),
+            maximum_retry_count: 2
+        })
+    );
+    assert!(spec.init);
+    f.take_calls();
+
+    let mut req = request("rp2");
+    req.restart_policy = Some(sup::RestartPolicy {
+        name: "always".into(),
+        maximum_retry_count: 0,
+    });
+    req.auto_remove = true;
+    let e = f.client.create_container(req).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "Conflicting options: --restart and --rm"
+        )
+    );
+    // Refused before anything was made.
+    assert!(f.take_calls().is_empty());
 }

@@ -18,6 +18,8 @@ pub enum Error {
     User(String),
     #[error("workdir {0} is not a directory")]
     Workdir(String),
+    #[error("chdir to cwd {path:?} set in config.json failed: {source}")]
+    Chdir { path: String, source: io::Error },
     /// A failure the container process reported over the status pipe.
     #[error("{msg}")]
     Reported { code: i32, msg: String },
@@ -35,7 +37,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NotFound(_) | Error::NoSuchFile(_) => 127,
-            Error::PermissionDenied(_) | Error::User(_) | Error::Workdir(_) => 126,
+            Error::PermissionDenied(_)
+            | Error::User(_)
+            | Error::Workdir(_)
+            | Error::Chdir { .. } => 126,
             Error::Reported { code, .. } => *code,
             Error::Io { .. } | Error::Spec(_) => 125,
         }

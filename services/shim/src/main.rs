@@ -1,10 +1,11 @@
-//! `berth-shim`: daemonizes, starts the container through the built-in runtime, prints
-//! one JSON report line, then serves the container until it ends.
+//! `berth-shim`: daemonizes, starts the container (or, with `exec`, one more process in
+//! it) through the built-in runtime, prints one JSON report line, then serves the
+//! process until it ends.
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
-use berth_shim::args::Args;
-use berth_shim::shim::{report_err, run};
+use berth_shim::args::Command;
+use berth_shim::shim::{exec, report_err, run};
 use berth_shim::sys;
 use oci_spec::runtime::Spec;
 
@@ -18,21 +19,27 @@ fn main() {
     // Nothing of the caller's (sockets, pipes) must leak into a container.
     sys::close_from_3();
     sys::ensure_std_fds();
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(a) => a,
+    let command = match Command::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             print_line(&report_err(125, &e));
             std::process::exit(2);
         }
     };
-    let config = args.bundle.join("config.json");
-    let spec = match Spec::load(&config) {
-        Ok(s) => s,
-        Err(e) => {
-            print_line(&report_err(125, &format!("load {}: {e}", config.display())));
-            return;
+    // A container's spec is loaded before daemonizing, so a bad bundle is reported at once.
+    let spec = match &command {
+        Command::Start(args) => {
+            let config = args.bundle.join("config.json");
+            match Spec::load(&config) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    print_line(&report_err(125, &format!("load {}: {e}", config.display())));
+                    return;
+                }
+            }
         }
+        Command::Exec(_) => None,
     };
     let (report_r, report_w) = match sys::pipe() {
         Ok(p) => p,
@@ -51,7 +58,11 @@ fn main() {
             drop(report_r);
             unsafe { libc::setsid() };
             detach_stdio();
-            let code = run(&args, spec, report_w);
+            let code = match (&command, spec) {
+                (Command::Start(args), Some(spec)) => run(args, spec, report_w),
+                (Command::Exec(args), _) => exec::run(args, report_w),
+                (Command::Start(_), None) => 1,
+            };
             std::process::exit(code);
         }
         _ => {

@@ -72,7 +72,10 @@ impl Fixture {
         std::fs::create_dir_all(lower.join("etc")).unwrap();
         std::fs::create_dir_all(lower.join("tmp")).unwrap();
         std::fs::copy("/bin/busybox", lower.join("bin/busybox")).unwrap();
-        for tool in ["sh", "echo", "cat", "sleep", "id", "ls", "hostname", "stty"] {
+        for tool in [
+            "sh", "echo", "cat", "sleep", "id", "ls", "hostname", "stty", "tty", "ps", "true",
+            "tr", "grep",
+        ] {
             std::os::unix::fs::symlink("busybox", lower.join("bin").join(tool)).unwrap();
         }
         std::fs::write(
@@ -546,13 +549,14 @@ fn logs_wait_for_a_late_router_and_survive_a_dropped_connection() {
 #[test]
 fn terminal_gives_the_container_a_tty() {
     let mut f = Fixture::new();
-    let mut spec = f.spec(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty"]);
+    let mut spec = f.spec(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; tty"]);
     spec["process"]["terminal"] = json!(true);
     let report = f.run(&spec, false);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(f.exit_code(), 0);
     let lines: Vec<String> = f.logs().into_iter().map(|l| l.1).collect();
-    assert_eq!(lines, vec!["is-a-tty\r\n"]);
+    // The pty is the container's own (its devpts instance), not the host's.
+    assert_eq!(lines, vec!["is-a-tty\r\n", "/dev/pts/0\r\n"]);
 }
 
 #[test]
@@ -685,4 +689,285 @@ fn joins_the_network_namespace_from_the_spec() {
         .filter(|n| !n.contains('|'))
         .collect();
     assert_eq!(ifaces, vec!["lo"]);
+}
+
+impl Fixture {
+    /// Runs `berth-shim exec` for `args` in the running container; returns the report.
+    fn exec(&self, eid: &str, process: &Value, user: &str, wait_attach: bool) -> Value {
+        let pid = self.pid.expect("container started");
+        self.exec_pid(eid, process, user, wait_attach, pid)
+    }
+
+    fn exec_pid(&self, eid: &str, process: &Value, user: &str, wait: bool, pid: i32) -> Value {
+        let pfile = self.path(&format!("process-{eid}.json"));
+        std::fs::write(&pfile, serde_json::to_vec(process).unwrap()).unwrap();
+        let bin = std::env::var("BERTH_SHIM_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_berth-shim").to_string());
+        let mut cmd = Command::new(bin);
+        cmd.arg("exec")
+            .args(["--id", "c", "--exec-id", eid, "--pid", &pid.to_string()])
+            .arg("--bundle")
+            .arg(self.path("bundle"))
+            .arg("--process")
+            .arg(&pfile)
+            .args(["--user", user])
+            .arg("--attach-socket")
+            .arg(self.path(&format!("exec-{eid}.sock")));
+        if wait {
+            cmd.arg("--wait-attach");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "shim exec failed: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 1, "one report line: {text:?}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn exec_exit_code(&self, eid: &str) -> i64 {
+        let path = self.path(&format!("bundle/exec-{eid}.json"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                return v["exit_code"].as_i64().unwrap();
+            }
+            assert!(Instant::now() < deadline, "{} not written", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Attaches to an exec (stdout+stderr, no stdin) and collects output until EXIT.
+    fn attach_exec(&self, eid: &str) -> (String, String, i32) {
+        let mut sock = UnixStream::connect(self.path(&format!("exec-{eid}.sock"))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let flags = AttachFlags {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
+        write_frame(&mut sock, kind::ATTACH, &flags.encode()).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let exit = loop {
+            let frame = read_frame(&mut sock).unwrap().expect("EXIT");
+            match frame.kind {
+                kind::STDOUT => out.extend_from_slice(&frame.payload),
+                kind::STDERR => err.extend_from_slice(&frame.payload),
+                kind::EXIT => break ExitRecord::decode(&frame.payload).unwrap(),
+                _ => {}
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.path(&format!("exec-{eid}.sock")).exists() {
+            assert!(Instant::now() < deadline, "exec socket left behind");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            exit.exit_code,
+        )
+    }
+}
+
+fn exec_process(args: &[&str]) -> Value {
+    json!({
+        "terminal": false,
+        "user": {"uid": 0, "gid": 0},
+        "args": args,
+        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "cwd": "/",
+        "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+        "noNewPrivileges": true
+    })
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    let mut f = Fixture::new();
+    let name = format!(
+        "berth-shimtest-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let cg = PathBuf::from("/sys/fs/cgroup/pids").join(&name);
+    std::fs::create_dir(&cg).unwrap();
+    f.cgroup = Some(cg.clone());
+    let mut spec = f.spec(&["sleep", "100"]);
+    spec["linux"]["cgroupsPath"] = json!(format!("/{name}"));
+    let report = f.run(&spec, false);
+    assert_eq!(report["ok"], true, "{report}");
+    let script = "cat /proc/self/cgroup; hostname; ls /proc; echo err >&2";
+    let report = f.exec("e1", &exec_process(&["sh", "-c", script]), "", true);
+    assert_eq!(report["ok"], true, "{report}");
+    let exec_pid = report["pid"].as_i64().unwrap();
+    assert!(report["shim_pid"].as_i64().unwrap() > 0);
+    // On the host: the exec'd process is in the container's cgroup.
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l == exec_pid.to_string()),
+        "exec pid {exec_pid} not in {procs}"
+    );
+    let (out, err, code) = f.attach_exec("e1");
+    assert_eq!((code, err.as_str()), (0, "err\n"));
+    // Inside: the container's cgroup namespace (its cgroup is "/"), UTS and PID spaces.
+    assert!(out.lines().any(|l| l.ends_with(":pids:/")), "cgroup: {out}");
+    assert!(out.lines().any(|l| l == "testhost"), "{out}");
+    let pids: Vec<u32> = out.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        pids.contains(&1) && pids.len() <= 4,
+        "container pids: {out}"
+    );
+    assert_eq!(f.exec_exit_code("e1"), 0);
+    // Exec output is not logged.
+    unsafe { libc::kill(f.pid.unwrap(), libc::SIGKILL) };
+    assert_eq!(f.exit_code(), 137);
+    assert!(f.logs().is_empty());
+}
+
+#[test]
+fn exec_exit_codes_user_and_workdir() {
+    let mut f = Fixture::new();
+    let report = f.run(&f.spec(&["sleep", "100"]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    let report = f.exec("ok", &exec_process(&["true"]), "", false);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(f.exec_exit_code("ok"), 0);
+    let report = f.exec("three", &exec_process(&["sh", "-c", "exit 3"]), "", false);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(f.exec_exit_code("three"), 3);
+    let report = f.exec("missing", &exec_process(&["nosuch"]), "", false);
+    assert_eq!(
+        report,
+        json!({"ok": false, "exit_code": 127, "error": "exec: \"nosuch\": executable file not found in $PATH"})
+    );
+    assert!(!f.path("exec-missing.sock").exists());
+    let report = f.exec(
+        "user",
+        &exec_process(&["sh", "-c", "id -u; id -g"]),
+        "nobody",
+        true,
+    );
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        f.attach_exec("user"),
+        ("65534\n65534\n".into(), String::new(), 0)
+    );
+    // Docker's exec does not create a missing working directory.
+    let mut p = exec_process(&["true"]);
+    p["cwd"] = json!("/nope");
+    let report = f.exec("cwd", &p, "", false);
+    assert_eq!(report["exit_code"], 126, "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("/nope"),
+        "{report}"
+    );
+    let report = f.exec("baduser", &exec_process(&["true"]), "nosuch", false);
+    assert_eq!(report["exit_code"], 126, "{report}");
+}
+
+#[test]
+fn exec_with_terminal_gets_a_tty_in_the_container() {
+    let mut f = Fixture::new();
+    let report = f.run(&f.spec(&["sleep", "100"]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    let mut p = exec_process(&["tty"]);
+    p["terminal"] = json!(true);
+    let report = f.exec("t", &p, "", true);
+    assert_eq!(report["ok"], true, "{report}");
+    let (out, _, code) = f.attach_exec("t");
+    assert_eq!((out.as_str(), code), ("/dev/pts/0\r\n", 0));
+}
+
+#[test]
+fn exec_into_a_gone_process_is_125() {
+    let f = Fixture::new();
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let report = f.exec_pid("gone", &exec_process(&["true"]), "", false, pid);
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["exit_code"], 125, "{report}");
+    let err = report["error"].as_str().unwrap();
+    assert!(err.contains(&format!("container process {pid} ")), "{err}");
+    assert!(!f.path("exec-gone.sock").exists());
+}
+
+#[test]
+fn exec_stdin_closes_when_the_client_does_not_send_it() {
+    let mut f = Fixture::new();
+    let report = f.run(&f.spec(&["sleep", "100"]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    let report = f.exec("cat", &exec_process(&["cat"]), "", true);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(f.attach_exec("cat"), (String::new(), String::new(), 0));
+}
+
+fn init_spec(f: &Fixture, args: &[&str]) -> Value {
+    let mut spec = f.spec(args);
+    spec["annotations"]["io.berth.init"] = json!("true");
+    spec
+}
+
+#[test]
+fn init_is_pid_1_and_the_command_pid_2() {
+    let mut f = Fixture::new();
+    let script = "cat /proc/1/comm; echo $$; tr -d '\\0' < /proc/1/cmdline; echo; tr '\\0' ' ' < /proc/2/cmdline; echo";
+    let report = f.run(&init_spec(&f, &["sh", "-c", script]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(f.exit_code(), 0);
+    let lines: Vec<String> = f.logs().into_iter().map(|l| l.1).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "berth-init\n".to_string(),
+            "2\n".to_string(),
+            "berth-init\n".to_string(),
+            format!("sh -c {script} \n")
+        ]
+    );
+}
+
+#[test]
+fn init_exits_with_the_command_and_reaps_its_orphans() {
+    let mut f = Fixture::new();
+    let report = f.run(&init_spec(&f, &["sh", "-c", "sleep 100 & exit 3"]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    let start = Instant::now();
+    assert_eq!(f.exit_code(), 3);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let report = f.run(&init_spec(&f, &["nosuch"]), false);
+    assert_eq!(report["exit_code"], 127, "{report}");
+}
+
+#[test]
+fn init_forwards_sigterm_to_the_command() {
+    let mut f = Fixture::new();
+    let report = f.run(&init_spec(&f, &["sleep", "1000"]), false);
+    assert_eq!(report["ok"], true, "{report}");
+    let pid = report["pid"].as_i64().unwrap() as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(f.exit_code(), 143);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn init_with_a_terminal_puts_the_command_in_the_foreground() {
+    let mut f = Fixture::new();
+    // /proc/2/stat: pid (comm) state ppid pgrp session tty_nr tpgid: its own group, and
+    // the terminal's foreground one.
+    let script = "tty; set -- $(cat /proc/2/stat); echo $5 $8";
+    let mut spec = init_spec(&f, &["sh", "-c", script]);
+    spec["process"]["terminal"] = json!(true);
+    let report = f.run(&spec, false);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(f.exit_code(), 0);
+    let lines: Vec<String> = f.logs().into_iter().map(|l| l.1).collect();
+    assert_eq!(lines, vec!["/dev/pts/0\r\n", "2 2\r\n"]);
 }

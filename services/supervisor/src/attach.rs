@@ -1,6 +1,9 @@
 //! Attach: relays between a gRPC attach stream and the shim's attach socket (wire frames),
 //! starting the container first when asked, and watching stdin for the detach keys.
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use berth_proto::supervisor::v1::{
     attach_input, attach_output, AttachInput, AttachOutput, AttachStart, ExitStatus,
@@ -17,7 +20,43 @@ use tonic::Status;
 use crate::{
     error::{Error, Result},
     lifecycle::{exit_status, Supervisor},
+    watch as pidwatch,
 };
+
+/// Where the final exit status comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum ExitSource {
+    /// The container's record (once it says exited).
+    Container(String),
+    /// An exec: its EXIT frame, else `<bundle>/exec-<id>.json`.
+    Exec { status_file: PathBuf, shim_pid: i32 },
+}
+
+impl ExitSource {
+    async fn resolve(&self, sup: &Supervisor, frame: Option<ExitStatus>) -> Result<ExitStatus> {
+        match self {
+            ExitSource::Container(id) => match sup.exit_status_after_end(id).await {
+                Ok(e) => Ok(e),
+                Err(e) => frame.ok_or(e),
+            },
+            ExitSource::Exec {
+                status_file,
+                shim_pid,
+            } => {
+                if let Some(f) = frame {
+                    return Ok(f);
+                }
+                let e =
+                    pidwatch::read_exit_file(status_file, *shim_pid, Duration::from_secs(5)).await;
+                Ok(ExitStatus {
+                    exit_code: e.exit_code,
+                    oom_killed: e.oom_killed,
+                    finished_at: e.finished_at,
+                })
+            }
+        }
+    }
+}
 
 pub type Output = Result<AttachOutput, Status>;
 
@@ -122,7 +161,7 @@ fn flags_of(start: &AttachStart) -> AttachFlags {
     }
 }
 
-async fn connect(socket: &Path, flags: AttachFlags) -> std::io::Result<UnixStream> {
+pub(crate) async fn connect(socket: &Path, flags: AttachFlags) -> std::io::Result<UnixStream> {
     let mut stream = UnixStream::connect(socket).await?;
     stream
         .write_all(&Frame::new(kind::ATTACH, flags.encode().to_vec()).encode())
@@ -201,21 +240,43 @@ where
         }
     };
 
+    Ok(relay(
+        sup,
+        ExitSource::Container(id),
+        stream,
+        flags.stdin,
+        detach_keys,
+        input,
+    ))
+}
+
+/// Relays between an attach connection to a shim and the gRPC streams.
+pub(crate) fn relay<S>(
+    sup: &Supervisor,
+    source: ExitSource,
+    stream: UnixStream,
+    stdin: bool,
+    detach_keys: Option<Vec<u8>>,
+    input: S,
+) -> mpsc::Receiver<Output>
+where
+    S: Stream<Item = Result<AttachInput, Status>> + Send + Unpin + 'static,
+{
     let (tx, rx) = mpsc::channel::<Output>(64);
     let (read, write) = stream.into_split();
     let (detach_tx, detach_rx) = oneshot::channel::<()>();
-    let scanner = if flags.stdin {
+    let scanner = if stdin {
         detach_keys.map(DetachScanner::new)
     } else {
         None
     };
-    let input_task = tokio::spawn(relay_input(input, write, scanner, flags.stdin, detach_tx));
+    let input_task = tokio::spawn(relay_input(input, write, scanner, stdin, detach_tx));
     let sup = sup.clone();
     tokio::spawn(async move {
-        relay_output(&sup, &id, read, tx, detach_rx).await;
+        relay_output(&sup, &source, read, tx, detach_rx).await;
         input_task.abort();
     });
-    Ok(rx)
+    rx
 }
 
 async fn write_frame(w: &mut OwnedWriteHalf, kind: u8, payload: &[u8]) -> std::io::Result<()> {
@@ -294,7 +355,7 @@ fn rfc3339_from_nanos(nanos: i64) -> String {
 
 async fn relay_output(
     sup: &Supervisor,
-    id: &str,
+    source: &ExitSource,
     mut read: tokio::net::unix::OwnedReadHalf,
     tx: mpsc::Sender<Output>,
     mut detach: oneshot::Receiver<()>,
@@ -320,7 +381,10 @@ async fn relay_output(
                             };
                             // Report the exit once it is recorded, so that a caller that
                             // removes or inspects the container next sees it exited.
-                            let exit = sup.exit_status_after_end(id).await.unwrap_or(exit);
+                            let exit = source
+                                .resolve(sup, Some(exit.clone()))
+                                .await
+                                .unwrap_or(exit);
                             let _ = tx.send(Ok(exit_output(exit))).await;
                             return;
                         }
@@ -355,7 +419,7 @@ async fn relay_output(
         }
     }
     // The shim went away without an EXIT frame: take the status from the record.
-    let msg = match sup.exit_status_after_end(id).await {
+    let msg = match source.resolve(sup, None).await {
         Ok(exit) => Ok(exit_output(exit)),
         Err(e) => Err(Status::from(e)),
     };

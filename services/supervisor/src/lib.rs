@@ -15,16 +15,30 @@
 //!   supervisor died: that start is rolled back (its shim and processes killed).
 //! - On a cgroup v1 host no `/sys/fs/cgroup` mount is put in the spec (the built-in
 //!   runtime cannot emulate runc's per-hierarchy cgroup mount); on v2 it is `cgroup2`, ro.
+//! - `paused` counts as running (Docker's `State.Running`): listed without `all`, watched,
+//!   signalled. Stop/kill/rm -f of a paused container signal first, then thaw it.
+//! - Restart policies: the exit is recorded as `restarting` (not `exited`) in the same
+//!   update when the policy wants a restart, so WaitContainer only returns for a final
+//!   exit. Backoff delays are kept in memory (a supervisor restart starts again at
+//!   100 ms); `restart_count` and `stopped_by_user` are persisted. A user start resets
+//!   the count, the flag and the backoff. `unless-stopped` behaves as `always`: a
+//!   supervisor restart is not a daemon boot.
+//! - Exec files (`exec-<eid>.*` in the bundle, `<run>/shim/<eid>.sock`) are removed ~2 s
+//!   after the exec's shim has gone, whether attached or detached.
 pub mod attach;
 pub mod cgroup;
 pub mod error;
+pub mod exec;
 pub mod lifecycle;
 pub mod names;
+pub mod pause;
+pub mod restart_policy;
 pub mod server;
 pub mod shim;
 pub mod signal;
 pub mod spec;
 pub mod store;
+pub mod top;
 pub mod watch;
 
 pub use error::{Error, Result};

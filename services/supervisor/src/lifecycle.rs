@@ -18,7 +18,7 @@ use tokio::{sync::watch, task::AbortHandle};
 use crate::{
     cgroup,
     error::{Error, IoContext, Result},
-    names, shim, signal, spec,
+    names, pause, restart_policy, shim, signal, spec,
     store::{Record, Store},
     watch::{self as pidwatch, PidFd},
 };
@@ -67,6 +67,10 @@ struct Inner {
     /// Bumped after every recorded state change; waiters re-read the store.
     changes: watch::Sender<u64>,
     watchers: Mutex<HashMap<String, AbortHandle>>,
+    /// Pending policy restarts (waiting out their backoff).
+    restarts: Mutex<HashMap<String, AbortHandle>>,
+    /// The last backoff delay per container (reset by a 10 s run or a user start).
+    delays: Mutex<HashMap<String, Duration>>,
 }
 
 fn now() -> (String, i64) {
@@ -98,6 +102,8 @@ impl Supervisor {
                 create_lock: tokio::sync::Mutex::new(()),
                 changes,
                 watchers: Mutex::new(HashMap::new()),
+                restarts: Mutex::new(HashMap::new()),
+                delays: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -121,6 +127,15 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         for (_, h) in w.drain() {
+            h.abort();
+        }
+        drop(w);
+        let mut r = self
+            .inner
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, h) in r.drain() {
             h.abort();
         }
     }
@@ -218,6 +233,7 @@ impl Supervisor {
         spec: Option<ContainerSpec>,
     ) -> Result<Container> {
         let spec = spec.ok_or_else(|| Error::InvalidArgument("missing container spec".into()))?;
+        restart_policy::parse(spec.restart_policy.as_ref())?;
         let id = if id.is_empty() {
             ids::random_id()
         } else if ids::is_full_id(id) {
@@ -313,8 +329,34 @@ impl Supervisor {
         Ok(self.to_proto(&rec))
     }
 
-    /// Starts `rec` (not running); the caller holds its lock.
+    /// Starts `rec` (not running) on the user's behalf: a pending policy restart is
+    /// cancelled, the stop flag, restart count and backoff are reset. The caller holds
+    /// its lock.
     pub(crate) async fn start_locked(&self, rec: Record, wait_attach: bool) -> Result<Record> {
+        self.cancel_restart(&rec.id);
+        self.inner
+            .delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
+        if rec.stopped_by_user {
+            self.inner.store.set_stopped_by_user(&rec.id, false)?;
+        }
+        if rec.restart_count != 0 {
+            self.inner.store.set_restart_count(&rec.id, 0)?;
+        }
+        if rec.status == ContainerStatus::Restarting {
+            self.inner.store.transition(
+                &rec.id,
+                ContainerStatus::Restarting,
+                ContainerStatus::Exited,
+            )?;
+        }
+        self.start_run(rec, wait_attach).await
+    }
+
+    /// Starts a run of `rec`; the caller holds its lock.
+    async fn start_run(&self, rec: Record, wait_attach: bool) -> Result<Record> {
         let id = rec.id.clone();
         let bundle = self.bundle_dir(&id);
         if !bundle.join("config.json").exists() {
@@ -414,12 +456,111 @@ impl Supervisor {
         if let Err(e) = cgroup::delete(self.instance(), id).await {
             tracing::warn!(id = %id, "{e}");
         }
-        match self.inner.store.set_exited(id, pid, &exit) {
-            Ok(true) => tracing::info!(id = %id, exit_code = exit.exit_code, "exited"),
+        // Decide on a policy restart in the same step as recording the exit, so that a
+        // waiter never sees `exited` for a container about to be restarted.
+        let restart = match self.get_id(id) {
+            Ok(rec) => self.wants_restart(&rec, exit.exit_code),
+            Err(_) => false,
+        };
+        let status = if restart {
+            ContainerStatus::Restarting
+        } else {
+            ContainerStatus::Exited
+        };
+        match self.inner.store.set_ended(id, pid, &exit, status) {
+            Ok(true) => {
+                tracing::info!(id = %id, exit_code = exit.exit_code, restart, "exited");
+                if restart {
+                    self.schedule_restart(id);
+                }
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(id = %id, "record exit: {e}"),
         }
         self.notify();
+    }
+
+    fn wants_restart(&self, rec: &Record, exit_code: i32) -> bool {
+        let policy = restart_policy::parse(rec.spec.restart_policy.as_ref())
+            .unwrap_or(restart_policy::Policy::No);
+        restart_policy::should_restart(policy, exit_code, rec.restart_count, rec.stopped_by_user)
+    }
+
+    /// How long the run that just ended lasted.
+    fn ran_for(rec: &Record) -> Duration {
+        let parse = |s: &str| humantime::parse_rfc3339(s).ok();
+        match (parse(&rec.started_at), parse(&rec.finished_at)) {
+            (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Restarts the (`restarting`) container after the backoff delay.
+    fn schedule_restart(&self, id: &str) {
+        let ran = self
+            .get_id(id)
+            .map(|r| Self::ran_for(&r))
+            .unwrap_or_default();
+        let delay = {
+            let mut delays = self.inner.delays.lock().unwrap_or_else(|e| e.into_inner());
+            let d = restart_policy::next_delay(delays.get(id).copied(), ran);
+            delays.insert(id.to_string(), d);
+            d
+        };
+        tracing::info!(id = %id, ?delay, "restarting after backoff");
+        let sup = self.clone();
+        let key = id.to_string();
+        let id = id.to_string();
+        let mut restarts = self
+            .inner
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let lock = sup.lock_for(&id);
+            let _g = lock.lock().await;
+            sup.inner
+                .restarts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            let Ok(rec) = sup.get_id(&id) else { return };
+            if rec.status != ContainerStatus::Restarting || rec.stopped_by_user {
+                return;
+            }
+            if let Err(e) = sup
+                .inner
+                .store
+                .set_restart_count(&id, rec.restart_count + 1)
+            {
+                tracing::error!(id = %id, "record restart count: {e}");
+            }
+            if let Err(e) = sup.start_run(rec, false).await {
+                tracing::warn!(id = %id, "policy restart failed: {e}");
+                let _ = sup.inner.store.transition(
+                    &id,
+                    ContainerStatus::Restarting,
+                    ContainerStatus::Exited,
+                );
+                sup.notify();
+            }
+        });
+        if let Some(old) = restarts.insert(key, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn cancel_restart(&self, id: &str) {
+        if let Some(h) = self
+            .inner
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+        {
+            h.abort();
+        }
     }
 
     // ----- reconcile -----
@@ -432,7 +573,34 @@ impl Supervisor {
                 self.roll_back_interrupted_start(&rec).await;
             }
         }
-        for rec in self.inner.store.list(true)? {
+        // Policy restarts that were pending, or decided against by a failed restart.
+        for rec in self.inner.store.with_status(ContainerStatus::Restarting)? {
+            // A policy restart may have been interrupted half-way: undo what it started.
+            if self.kill_leftovers(&rec.id).await {
+                if let Err(e) = cgroup::delete(self.instance(), &rec.id).await {
+                    tracing::warn!(id = %rec.id, "{e}");
+                }
+            }
+            self.schedule_restart(&rec.id);
+        }
+        for rec in self.inner.store.with_status(ContainerStatus::Exited)? {
+            if self.wants_restart(&rec, rec.exit_code)
+                && self.inner.store.transition(
+                    &rec.id,
+                    ContainerStatus::Exited,
+                    ContainerStatus::Restarting,
+                )?
+            {
+                self.schedule_restart(&rec.id);
+            }
+        }
+        for rec in self
+            .inner
+            .store
+            .list(true)?
+            .into_iter()
+            .filter(|r| r.is_running())
+        {
             match PidFd::open_verified(rec.pid, rec.pid_start_time) {
                 Ok(Some(fd)) => {
                     tracing::info!(id = %rec.id, pid = rec.pid, "still running; watching again");
@@ -454,8 +622,26 @@ impl Supervisor {
     /// A `created` record with a cgroup was being started when the supervisor died: the
     /// caller got no answer, so the start is undone (its processes and shim killed).
     async fn roll_back_interrupted_start(&self, rec: &Record) {
-        let (instance, id) = (self.instance().to_string(), rec.id.clone());
-        let found = tokio::task::spawn_blocking(move || {
+        if !self.kill_leftovers(&rec.id).await {
+            return;
+        }
+        tracing::warn!(id = %rec.id, "start was interrupted by a supervisor restart; rolled back");
+        if let Err(e) = cgroup::delete(self.instance(), &rec.id).await {
+            tracing::warn!(id = %rec.id, "{e}");
+        }
+        let _ = std::fs::remove_file(self.attach_socket(&rec.id));
+        let _ = self.inner.store.set_start_error(
+            &rec.id,
+            "start interrupted by a supervisor restart",
+            128,
+        );
+    }
+
+    /// Kills the shims and processes of a start that did not complete; false when it had
+    /// not even created the cgroup.
+    async fn kill_leftovers(&self, id: &str) -> bool {
+        let (instance, id) = (self.instance().to_string(), id.to_string());
+        tokio::task::spawn_blocking(move || {
             if !cgroup::exists(&instance, &id) {
                 return false;
             }
@@ -475,20 +661,7 @@ impl Supervisor {
             true
         })
         .await
-        .unwrap_or(false);
-        if !found {
-            return;
-        }
-        tracing::warn!(id = %rec.id, "start was interrupted by a supervisor restart; rolled back");
-        if let Err(e) = cgroup::delete(self.instance(), &rec.id).await {
-            tracing::warn!(id = %rec.id, "{e}");
-        }
-        let _ = std::fs::remove_file(self.attach_socket(&rec.id));
-        let _ = self.inner.store.set_start_error(
-            &rec.id,
-            "start interrupted by a supervisor restart",
-            128,
-        );
+        .unwrap_or(false)
     }
 
     // ----- signals -----
@@ -542,17 +715,62 @@ impl Supervisor {
         let id = self.resolve(reference)?.id;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
+        let rec = self.stop_locked(&id, timeout_seconds, signal_name).await?;
+        Ok(self.to_proto(&rec))
+    }
+
+    /// Ends a pending policy restart: the container stays exited.
+    fn stop_restarting(&self, rec: &Record) -> Result<()> {
+        self.cancel_restart(&rec.id);
+        self.inner.store.set_stopped_by_user(&rec.id, true)?;
+        self.inner.store.transition(
+            &rec.id,
+            ContainerStatus::Restarting,
+            ContainerStatus::Exited,
+        )?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Sends `sig`; a paused container is thawed right after, so it can act on it.
+    async fn signal_and_thaw(&self, rec: &Record, sig: i32) -> Result<()> {
+        self.signal_record(rec, sig)?;
+        if rec.is_paused() {
+            pause::set_async(self.instance(), &rec.id, false).await?;
+            self.inner.store.transition(
+                &rec.id,
+                ContainerStatus::Paused,
+                ContainerStatus::Running,
+            )?;
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Stop with the lock held.
+    async fn stop_locked(
+        &self,
+        id: &str,
+        timeout_seconds: Option<i32>,
+        signal_name: &str,
+    ) -> Result<Record> {
+        let id = id.to_string();
         let rec = self.get_id(&id)?;
         let default_sig = signal::parse_or(&rec.spec.stop_signal, libc::SIGTERM)?;
         let sig = signal::parse_or(signal_name, default_sig)?;
-        if !rec.is_running() {
-            return Ok(self.to_proto(&rec));
+        if rec.status == ContainerStatus::Restarting {
+            self.stop_restarting(&rec)?;
+            return self.get_id(&id);
         }
+        if !rec.is_running() {
+            return Ok(rec);
+        }
+        self.inner.store.set_stopped_by_user(&id, true)?;
         let timeout = timeout_seconds
             .or(rec.spec.stop_timeout)
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
         tracing::info!(id = %id, sig, timeout, "stopping");
-        self.signal_record(&rec, sig)?;
+        self.signal_and_thaw(&rec, sig).await?;
         let grace = (timeout >= 0).then(|| Duration::from_secs(timeout as u64));
         let rec = self.wait_not_running(&id, grace).await?;
         let rec = if rec.is_running() {
@@ -567,18 +785,23 @@ impl Supervisor {
                 "container {id} did not exit after SIGKILL"
             )));
         }
-        Ok(self.to_proto(&rec))
+        Ok(rec)
     }
 
     pub async fn kill(&self, reference: &str, signal_name: &str) -> Result<Container> {
         let sig = signal::parse_or(signal_name, libc::SIGKILL)?;
         // No per-container lock: kill must be able to hurry a stop in progress.
         let rec = self.resolve(reference)?;
+        if rec.status == ContainerStatus::Restarting {
+            self.stop_restarting(&rec)?;
+            return Ok(self.to_proto(&self.get_id(&rec.id)?));
+        }
         if !rec.is_running() {
             return Err(Error::NotRunning(rec.id));
         }
         tracing::info!(id = %rec.id, sig, "killing");
-        self.signal_record(&rec, sig)?;
+        self.inner.store.set_stopped_by_user(&rec.id, true)?;
+        self.signal_and_thaw(&rec, sig).await?;
         Ok(self.to_proto(&self.get_id(&rec.id)?))
     }
 
@@ -607,11 +830,22 @@ impl Supervisor {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let mut rec = self.get_id(&id)?;
+        if rec.status == ContainerStatus::Restarting {
+            if !force {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot remove container \"/{}\": container is restarting: stop the container before removing or force remove",
+                    rec.name
+                )));
+            }
+            self.stop_restarting(&rec)?;
+            rec = self.get_id(&id)?;
+        }
         if rec.is_running() {
             if !force {
                 return Err(Error::RemoveRunning(rec.name));
             }
-            self.signal_record(&rec, libc::SIGKILL)?;
+            self.inner.store.set_stopped_by_user(&id, true)?;
+            self.signal_and_thaw(&rec, libc::SIGKILL).await?;
             rec = self.wait_not_running(&id, Some(KILL_GRACE)).await?;
             if rec.is_running() {
                 return Err(Error::Internal(format!(
@@ -631,6 +865,12 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(self.attach_socket(&id));
         self.inner.store.delete(&id)?;
+        self.cancel_restart(&id);
+        self.inner
+            .delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         self.inner
             .locks
             .lock()
@@ -639,6 +879,109 @@ impl Supervisor {
         tracing::info!(id = %id, "removed");
         self.notify();
         Ok(out)
+    }
+
+    // ----- pause, rename, restart -----
+
+    pub async fn pause(&self, reference: &str) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.get_id(&id)?;
+        if rec.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is already paused"
+            )));
+        }
+        if !rec.is_running() {
+            return Err(Error::NotRunning(id));
+        }
+        pause::set_async(self.instance(), &id, true).await?;
+        if !self
+            .inner
+            .store
+            .transition(&id, ContainerStatus::Running, ContainerStatus::Paused)?
+        {
+            // It exited meanwhile: nothing stays frozen.
+            let _ = pause::set_async(self.instance(), &id, false).await;
+            return Err(Error::NotRunning(id));
+        }
+        tracing::info!(id = %id, "paused");
+        self.notify();
+        Ok(self.to_proto(&self.get_id(&id)?))
+    }
+
+    pub async fn unpause(&self, reference: &str) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.get_id(&id)?;
+        if !rec.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not paused"
+            )));
+        }
+        pause::set_async(self.instance(), &id, false).await?;
+        self.inner
+            .store
+            .transition(&id, ContainerStatus::Paused, ContainerStatus::Running)?;
+        tracing::info!(id = %id, "unpaused");
+        self.notify();
+        Ok(self.to_proto(&self.get_id(&id)?))
+    }
+
+    pub async fn rename(&self, reference: &str, new_name: &str) -> Result<Container> {
+        if new_name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "Neither old nor new names may be empty".into(),
+            ));
+        }
+        let name = names::validate(new_name)?;
+        let id = self.resolve(reference)?.id;
+        let _create = self.inner.create_lock.lock().await;
+        let rec = self.get_id(&id)?;
+        if rec.name == name {
+            return Err(Error::InvalidArgument(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        if let Some(other) = self.inner.store.get_by_name(&name)? {
+            return Err(Error::NameConflict { name, id: other.id });
+        }
+        self.inner.store.rename(&id, &name)?;
+        tracing::info!(id = %id, old = %rec.name, new = %name, "renamed");
+        self.notify();
+        Ok(self.to_proto(&self.get_id(&id)?))
+    }
+
+    /// Stop (if running, with `timeout_seconds`) then start.
+    pub async fn restart(
+        &self,
+        reference: &str,
+        timeout_seconds: Option<i32>,
+    ) -> Result<Container> {
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.stop_locked(&id, timeout_seconds, "").await?;
+        let rec = self.start_locked(rec, false).await?;
+        Ok(self.to_proto(&rec))
+    }
+
+    /// The container's processes as `ps -ef` rows (see [`crate::top`]).
+    pub async fn top(&self, reference: &str) -> Result<Vec<Vec<String>>> {
+        let rec = self.resolve(reference)?;
+        if !rec.is_running() {
+            return Err(Error::NotRunning(rec.id));
+        }
+        let (instance, id) = (self.instance().to_string(), rec.id);
+        tokio::task::spawn_blocking(move || crate::top::processes(&instance, &id))
+            .await
+            .map_err(|e| Error::Internal(format!("top: {e}")))
+    }
+
+    pub(crate) fn bundle_path(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id)
     }
 
     // ----- attach support -----

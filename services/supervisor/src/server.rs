@@ -2,15 +2,17 @@
 use std::pin::Pin;
 
 use berth_proto::supervisor::v1::{
-    attach_input, supervisor_server, AttachInput, AttachOutput, Container, CreateContainerRequest,
-    ExitStatus, GetContainerRequest, KillContainerRequest, ListContainersRequest,
-    ListContainersResponse, RemoveContainerRequest, RemoveContainerResponse, StartContainerRequest,
-    StopContainerRequest, WaitContainerRequest,
+    attach_input, exec_input, supervisor_server, AttachInput, AttachOutput, Container,
+    CreateContainerRequest, ExecInput, ExitStatus, GetContainerRequest, KillContainerRequest,
+    ListContainersRequest, ListContainersResponse, PauseContainerRequest, RemoveContainerRequest,
+    RemoveContainerResponse, RenameContainerRequest, RestartContainerRequest,
+    StartContainerRequest, StopContainerRequest, TopContainerRequest, TopContainerResponse,
+    TopProcess, UnpauseContainerRequest, WaitContainerRequest,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{attach, lifecycle::Supervisor};
+use crate::{attach, exec, lifecycle::Supervisor, top};
 
 pub const SERVICE_NAME: &str = "berth.supervisor.v1.Supervisor";
 
@@ -131,5 +133,82 @@ impl supervisor_server::Supervisor for Service {
         Ok(Response::new(ListContainersResponse {
             containers: self.sup.list(request.get_ref().all)?,
         }))
+    }
+
+    type ExecStream = AttachStream;
+
+    #[tracing::instrument(skip_all, fields(id))]
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<AttachStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.next().await {
+            Some(Ok(ExecInput {
+                input: Some(exec_input::Input::Start(start)),
+            })) => start,
+            Some(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first exec message must be ExecStart",
+                ))
+            }
+        };
+        tracing::Span::current().record("id", start.id.as_str());
+        let rx = exec::exec(&self.sup, start, input).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn pause_container(
+        &self,
+        request: Request<PauseContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        Ok(Response::new(self.sup.pause(&request.get_ref().id).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn unpause_container(
+        &self,
+        request: Request<UnpauseContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        Ok(Response::new(
+            self.sup.unpause(&request.get_ref().id).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn top_container(
+        &self,
+        request: Request<TopContainerRequest>,
+    ) -> Result<Response<TopContainerResponse>, Status> {
+        let rows = self.sup.top(&request.get_ref().id).await?;
+        Ok(Response::new(TopContainerResponse {
+            titles: top::TITLES.iter().map(|t| t.to_string()).collect(),
+            processes: rows
+                .into_iter()
+                .map(|fields| TopProcess { fields })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
+    async fn rename_container(
+        &self,
+        request: Request<RenameContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(self.sup.rename(&r.id, &r.new_name).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn restart_container(
+        &self,
+        request: Request<RestartContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.sup.restart(&r.id, r.timeout_seconds).await?,
+        ))
     }
 }

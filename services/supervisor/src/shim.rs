@@ -51,6 +51,46 @@ impl Args {
     }
 }
 
+/// `berth-shim exec …`: one more process in a running container.
+#[derive(Debug, Clone)]
+pub struct ExecArgs {
+    pub id: String,
+    pub exec_id: String,
+    pub bundle: PathBuf,
+    /// Host PID of the container's first process.
+    pub pid: i32,
+    pub process: PathBuf,
+    pub user: String,
+    pub attach_socket: PathBuf,
+    pub wait_attach: bool,
+}
+
+impl ExecArgs {
+    pub fn to_vec(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "exec".into(),
+            "--id".into(),
+            self.id.clone().into(),
+            "--exec-id".into(),
+            self.exec_id.clone().into(),
+            "--bundle".into(),
+            self.bundle.clone().into(),
+            "--pid".into(),
+            self.pid.to_string().into(),
+            "--process".into(),
+            self.process.clone().into(),
+            "--user".into(),
+            self.user.clone().into(),
+            "--attach-socket".into(),
+            self.attach_socket.clone().into(),
+        ];
+        if self.wait_attach {
+            v.push("--wait-attach".into());
+        }
+        v
+    }
+}
+
 /// The shim's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
@@ -100,14 +140,23 @@ pub fn parse_report(line: &str) -> Result<Report> {
 /// `<bundle>/shim.log`: it outlives the supervisor, so it must not hold the supervisor's
 /// stderr.
 pub async fn spawn(binary: &Path, args: &Args) -> Result<Report> {
-    let log_path = args.bundle.join("shim.log");
+    spawn_with(binary, &args.bundle, args.to_vec()).await
+}
+
+/// Runs the shim with `args` (its log in `<bundle>/shim.log`) and returns its report.
+pub async fn spawn_with(
+    binary: &Path,
+    bundle: &Path,
+    args: Vec<std::ffi::OsString>,
+) -> Result<Report> {
+    let log_path = bundle.join("shim.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| Error::io(format!("open {}", log_path.display()), e))?;
     let mut child = tokio::process::Command::new(binary)
-        .args(args.to_vec())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

@@ -19,6 +19,8 @@ pub const ANN_UPPERDIR: &str = "io.berth.rootfs.upperdir";
 pub const ANN_WORKDIR: &str = "io.berth.rootfs.workdir";
 pub const ANN_USER: &str = "io.berth.user";
 pub const ANN_STDIN: &str = "io.berth.stdin";
+/// Run a tiny init as PID 1 (`--init`); implemented by the shim.
+pub const ANN_INIT: &str = "io.berth.init";
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -297,7 +299,7 @@ fn namespaces(net: Option<&NetworkSettings>) -> Result<Vec<LinuxNamespace>> {
 
 /// uid/gid for `process.user` when the user is numeric; names are resolved by the runtime
 /// (annotation `io.berth.user`).
-fn numeric_user(user: &str) -> (u32, u32) {
+pub(crate) fn numeric_user(user: &str) -> (u32, u32) {
     let mut parts = user.splitn(2, ':');
     let uid = parts.next().and_then(|u| u.parse().ok()).unwrap_or(0);
     let gid = parts.next().and_then(|g| g.parse().ok()).unwrap_or(0);
@@ -384,6 +386,9 @@ pub fn build(spec: &ContainerSpec, id: &str, ctx: &Context) -> Result<Spec> {
     annotations.insert(ANN_WORKDIR.to_string(), rootfs.work_dir.clone());
     annotations.insert(ANN_USER.to_string(), spec.user.clone());
     annotations.insert(ANN_STDIN.to_string(), spec.open_stdin.to_string());
+    if spec.init {
+        annotations.insert(ANN_INIT.to_string(), "true".to_string());
+    }
 
     let linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(format!("{}/{}", ctx.instance, id)))
@@ -653,6 +658,10 @@ mod tests {
         assert_eq!(a[ANN_WORKDIR], "/w");
         assert_eq!(a[ANN_USER], "nobody");
         assert_eq!(a[ANN_STDIN], "true");
+        assert!(!a.contains_key(ANN_INIT), "no init unless asked");
+        s.init = true;
+        let oci = build(&s, ID, &ctx()).unwrap();
+        assert_eq!(oci.annotations().as_ref().unwrap()[ANN_INIT], "true");
         let root = oci.root().as_ref().unwrap();
         assert_eq!(root.path(), Path::new("rootfs"));
         assert_eq!(root.readonly(), Some(true));

@@ -29,6 +29,8 @@ const MIGRATIONS: &[&str] = &[
         restart_count  INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX containers_created ON containers (created_nanos);",
+    // 2: whether the user stopped the container through the API (restart policies).
+    "ALTER TABLE containers ADD COLUMN stopped_by_user INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// One container as stored.
@@ -52,6 +54,8 @@ pub struct Record {
     pub oom_killed: bool,
     pub error: String,
     pub restart_count: i32,
+    /// Set by stop/kill, cleared by start: a restart policy does not apply.
+    pub stopped_by_user: bool,
 }
 
 impl Record {
@@ -78,11 +82,21 @@ impl Record {
             oom_killed: false,
             error: String::new(),
             restart_count: 0,
+            stopped_by_user: false,
         }
     }
 
+    /// True while the container's process exists: running or paused (as Docker's
+    /// `State.Running`).
     pub fn is_running(&self) -> bool {
-        self.status == ContainerStatus::Running
+        matches!(
+            self.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        )
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.status == ContainerStatus::Paused
     }
 }
 
@@ -101,7 +115,7 @@ pub struct Store {
 
 const COLUMNS: &str =
     "id, name, spec, created, created_nanos, status, pid, pid_start_time, shim_pid, \
-     exit_code, started_at, finished_at, oom_killed, error, restart_count";
+     exit_code, started_at, finished_at, oom_killed, error, restart_count, stopped_by_user";
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
@@ -132,7 +146,7 @@ impl Store {
     pub fn insert(&self, r: &Record) -> Result<()> {
         let conn = self.conn();
         conn.execute(
-            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
             params![
                 r.id,
                 r.name,
@@ -149,6 +163,7 @@ impl Store {
                 r.oom_killed,
                 r.error,
                 r.restart_count,
+                r.stopped_by_user,
             ],
         )?;
         Ok(())
@@ -188,11 +203,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Newest first.
+    /// Newest first. `only_running`: running, paused and restarting ones (`docker ps`).
     pub fn list(&self, only_running: bool) -> Result<Vec<Record>> {
         let conn = self.conn();
         let sql = if only_running {
-            format!("SELECT {COLUMNS} FROM containers WHERE status = {} ORDER BY created_nanos DESC, id", ContainerStatus::Running as i32)
+            format!(
+                "SELECT {COLUMNS} FROM containers WHERE status IN ({}, {}, {}) ORDER BY created_nanos DESC, id",
+                ContainerStatus::Running as i32,
+                ContainerStatus::Paused as i32,
+                ContainerStatus::Restarting as i32
+            )
         } else {
             format!("SELECT {COLUMNS} FROM containers ORDER BY created_nanos DESC, id")
         };
@@ -224,22 +244,82 @@ impl Store {
     /// Records the exit of the run whose first process was `pid`; false when the record
     /// is no longer that run (removed, or already recorded).
     pub fn set_exited(&self, id: &str, pid: i32, exit: &Exit) -> Result<bool> {
+        self.set_ended(id, pid, exit, ContainerStatus::Exited)
+    }
+
+    /// Like [`Store::set_exited`] with another end status (`restarting`).
+    pub fn set_ended(
+        &self,
+        id: &str,
+        pid: i32,
+        exit: &Exit,
+        status: ContainerStatus,
+    ) -> Result<bool> {
         let n = self.conn().execute(
             "UPDATE containers SET status = ?3, pid = 0, pid_start_time = 0, shim_pid = 0, exit_code = ?4,
                  oom_killed = ?5, finished_at = ?6, error = ?7
-             WHERE id = ?1 AND status = ?8 AND pid = ?2",
+             WHERE id = ?1 AND status IN (?8, ?9) AND pid = ?2",
             params![
                 id,
                 pid,
-                ContainerStatus::Exited as i32,
+                status as i32,
                 exit.exit_code,
                 exit.oom_killed,
                 exit.finished_at,
                 exit.error,
-                ContainerStatus::Running as i32
+                ContainerStatus::Running as i32,
+                ContainerStatus::Paused as i32,
             ],
         )?;
         Ok(n > 0)
+    }
+
+    /// Moves between `from` and `to` (pause, unpause, restarting → exited); false when
+    /// the record was not in `from`.
+    pub fn transition(&self, id: &str, from: ContainerStatus, to: ContainerStatus) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE containers SET status = ?3 WHERE id = ?1 AND status = ?2",
+            params![id, from as i32, to as i32],
+        )? > 0)
+    }
+
+    pub fn set_stopped_by_user(&self, id: &str, stopped: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE containers SET stopped_by_user = ?2 WHERE id = ?1",
+            params![id, stopped],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_restart_count(&self, id: &str, count: i32) -> Result<()> {
+        self.conn().execute(
+            "UPDATE containers SET restart_count = ?2 WHERE id = ?1",
+            params![id, count],
+        )?;
+        Ok(())
+    }
+
+    /// Renames; a UNIQUE violation means the name is taken.
+    pub fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE containers SET name = ?2 WHERE id = ?1",
+            params![id, name],
+        )?;
+        Ok(())
+    }
+
+    /// Records with the given status.
+    pub fn with_status(&self, status: ContainerStatus) -> Result<Vec<Record>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM containers WHERE status = ?1 ORDER BY created_nanos DESC, id"
+        ))?;
+        let rows = stmt.query_map([status as i32], from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
     }
 
     /// A failed start: the status stays as it was, the error and exit code are kept.
@@ -303,6 +383,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Record>> {
         oom_killed: row.get(12)?,
         error: row.get(13)?,
         restart_count: row.get(14)?,
+        stopped_by_user: row.get(15)?,
     }))
 }
 
@@ -346,6 +427,73 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(store.get("aa").unwrap().unwrap().name, "one");
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO containers (id, name, spec, created, created_nanos, status, restart_count)
+                 VALUES ('aa', 'old', x'', 't', 1, 6, 4)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let r = store.get("aa").unwrap().unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.restart_count, r.stopped_by_user),
+            ("old", 4, false)
+        );
+        store.set_stopped_by_user("aa", true).unwrap();
+        store.set_restart_count("aa", 5).unwrap();
+        assert!(store
+            .transition("aa", ContainerStatus::Exited, ContainerStatus::Restarting)
+            .unwrap());
+        assert!(!store
+            .transition("aa", ContainerStatus::Exited, ContainerStatus::Restarting)
+            .unwrap());
+        store.rename("aa", "new").unwrap();
+        let r = store.get_by_name("new").unwrap().unwrap();
+        assert_eq!(
+            (r.restart_count, r.stopped_by_user, r.status),
+            (5, true, ContainerStatus::Restarting)
+        );
+        assert_eq!(
+            store
+                .with_status(ContainerStatus::Restarting)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn paused_counts_as_running_and_can_exit() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert(&rec("p1", "p", 1)).unwrap();
+        store.set_running("p1", 42, 7, 41, "t").unwrap();
+        assert!(store
+            .transition("p1", ContainerStatus::Running, ContainerStatus::Paused)
+            .unwrap());
+        assert_eq!(store.list(true).unwrap().len(), 1);
+        assert!(store.get("p1").unwrap().unwrap().is_running());
+        let exit = Exit {
+            exit_code: 137,
+            oom_killed: false,
+            finished_at: "t2".into(),
+            error: String::new(),
+        };
+        assert!(store.set_exited("p1", 42, &exit).unwrap());
+        assert_eq!(
+            store.get("p1").unwrap().unwrap().status,
+            ContainerStatus::Exited
+        );
     }
 
     #[test]

@@ -161,7 +161,12 @@ const NO_EXIT_STATUS: &str = "shim exited without recording the exit status";
 /// to `patience` while the shim (`shim_pid`) is still alive writing it; exit 255 with an
 /// error when the shim is gone and left nothing.
 pub async fn read_exit(bundle: &Path, shim_pid: i32, patience: Duration) -> Exit {
-    let path = bundle.join("exit.json");
+    read_exit_file(&bundle.join("exit.json"), shim_pid, patience).await
+}
+
+/// [`read_exit`] for another file (an exec's `exec-<id>.json`).
+pub async fn read_exit_file(path: &Path, shim_pid: i32, patience: Duration) -> Exit {
+    let path = path.to_path_buf();
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let shim_alive = alive(shim_pid);

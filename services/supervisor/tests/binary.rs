@@ -8,9 +8,11 @@ use std::{
 };
 
 use berth_proto::supervisor::v1::{
-    supervisor_client::SupervisorClient, ContainerSpec, ContainerStatus, CreateContainerRequest,
-    GetContainerRequest, KillContainerRequest, ListContainersRequest, RemoveContainerRequest,
-    RootFs, StartContainerRequest, StopContainerRequest, WaitContainerRequest,
+    attach_output, exec_input, supervisor_client::SupervisorClient, ContainerSpec, ContainerStatus,
+    CreateContainerRequest, ExecInput, ExecStart, GetContainerRequest, KillContainerRequest,
+    ListContainersRequest, PauseContainerRequest, RemoveContainerRequest, RenameContainerRequest,
+    RestartContainerRequest, RestartPolicy, RootFs, StartContainerRequest, StopContainerRequest,
+    TopContainerRequest, UnpauseContainerRequest, WaitContainerRequest,
 };
 use tonic::{transport::Channel, Code};
 
@@ -338,4 +340,156 @@ async fn containers_survive_kill_9_of_the_supervisor() {
         .unwrap()
         .into_inner();
     assert!(all.containers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_pause_top_rename_restart_over_grpc() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let Some(shim) = shim_binary() else {
+        eprintln!("SKIP: no berth-shim (cargo build -p berth-shim, or set BERTH_SHIM)");
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("svb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    make_rootfs(&dir.path().join("lower"));
+    let instance = format!("berth-svtest-{}-bin2", std::process::id());
+    let mut d = Daemon {
+        dir,
+        instance,
+        shim,
+        child: None,
+    };
+    d.spawn();
+    let mut client = d.client();
+    let dir = d.dir.path().to_path_buf();
+
+    let mut spec = spec_in(&dir, "svc", &["sleep", "1000"]);
+    spec.restart_policy = Some(RestartPolicy {
+        name: "nope".into(),
+        maximum_retry_count: 0,
+    });
+    let err = client
+        .create_container(CreateContainerRequest {
+            id: String::new(),
+            name: "svc".into(),
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "invalid restart policy: nope")
+    );
+    spec.restart_policy = None;
+    let c = client
+        .create_container(CreateContainerRequest {
+            id: String::new(),
+            name: "svc".into(),
+            spec: Some(spec),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = client
+        .pause_container(PauseContainerRequest { id: "svc".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message().to_string()),
+        (
+            Code::FailedPrecondition,
+            format!("container {} is not running", c.id)
+        )
+    );
+    client
+        .start_container(StartContainerRequest { id: "svc".into() })
+        .await
+        .unwrap();
+
+    // Exec over the bidi stream.
+    let first = ExecInput {
+        input: Some(exec_input::Input::Start(ExecStart {
+            id: "svc".into(),
+            args: vec!["sh".into(), "-c".into(), "echo hi; exit 7".into()],
+            ..Default::default()
+        })),
+    };
+    let mut out = client
+        .exec(tokio_stream::iter(vec![first]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut stdout, mut exit) = (Vec::new(), None);
+    while let Some(msg) = out.message().await.unwrap() {
+        match msg.output {
+            Some(attach_output::Output::Stdout(b)) => stdout.extend(b),
+            Some(attach_output::Output::Exit(e)) => exit = Some(e.exit_code),
+            _ => {}
+        }
+    }
+    assert_eq!((stdout.as_slice(), exit), (&b"hi\n"[..], Some(7)));
+
+    let top = client
+        .top_container(TopContainerRequest { id: "svc".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        top.titles,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    assert!(top.processes.iter().any(|p| p.fields[7] == "sleep 1000"));
+
+    let paused = client
+        .pause_container(PauseContainerRequest { id: "svc".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paused.state.unwrap().status, ContainerStatus::Paused as i32);
+    client
+        .unpause_container(UnpauseContainerRequest { id: "svc".into() })
+        .await
+        .unwrap();
+    let err = client
+        .unpause_container(UnpauseContainerRequest { id: "svc".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let renamed = client
+        .rename_container(RenameContainerRequest {
+            id: "svc".into(),
+            new_name: "svc2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (renamed.id.as_str(), renamed.name.as_str()),
+        (c.id.as_str(), "svc2")
+    );
+    let restarted = client
+        .restart_container(RestartContainerRequest {
+            id: "svc2".into(),
+            timeout_seconds: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        restarted.state.unwrap().status,
+        ContainerStatus::Running as i32
+    );
+    client
+        .remove_container(RemoveContainerRequest {
+            id: "svc2".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
 }

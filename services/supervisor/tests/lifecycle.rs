@@ -14,9 +14,10 @@ use std::{
 
 use berth_common::Config;
 use berth_proto::supervisor::v1::{
-    attach_input, attach_output, AttachInput, AttachStart, ContainerSpec, ContainerStatus, RootFs,
+    attach_input, attach_output, exec_input, AttachInput, AttachStart, ContainerSpec,
+    ContainerStatus, ExecInput, ExecStart, RestartPolicy, RootFs,
 };
-use berth_supervisor::{attach, store::Store, watch, Error, Options, Supervisor};
+use berth_supervisor::{attach, exec, store::Store, watch, Error, Options, Supervisor};
 use berth_wire::{kind, read_frame, write_frame, LogRecord};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -224,6 +225,15 @@ impl Drop for Env {
     fn drop(&mut self) {
         if let Some(sup) = self.sup.take() {
             sup.shutdown();
+        }
+        // Thaw paused containers first: a frozen process does not die of SIGKILL (v1).
+        for dir in cgroup_dirs(&self.config.instance) {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::write(e.path().join("freezer.state"), "THAWED");
+                    let _ = std::fs::write(e.path().join("cgroup.freeze"), "0");
+                }
+            }
         }
         // Kill only what this test started: the records' processes (start time checked)
         // and their shims (checked to be berth-shim).
@@ -841,4 +851,460 @@ async fn tty_sessions_get_resizes_and_input() {
     let out = collect(rx).await;
     assert_eq!(out.exit, Some(4));
     sup.remove(&c.id, false).await.unwrap();
+}
+
+fn upper_of(spec: &ContainerSpec) -> PathBuf {
+    PathBuf::from(&spec.rootfs.as_ref().unwrap().upper_dir)
+}
+
+fn exec_start(id: &str, args: &[&str]) -> ExecStart {
+    ExecStart {
+        id: id.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+type ExecIn = Result<ExecInput, tonic::Status>;
+
+fn exec_channel() -> (mpsc::Sender<ExecIn>, ReceiverStream<ExecIn>) {
+    let (tx, rx) = mpsc::channel(16);
+    (tx, ReceiverStream::new(rx))
+}
+
+fn exec_files(bundle: &Path) -> Vec<String> {
+    std::fs::read_dir(bundle)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_processes_in_a_running_container() {
+    let Some(env) = Env::new("exec") else {
+        return;
+    };
+    let sup = env.sup();
+    let mut spec = env.spec(&["sleep", "300"]);
+    spec.env = vec!["FOO=container".into(), "KEEP=1".into()];
+    let upper = upper_of(&spec);
+    let c = sup.create("", "ex", Some(spec)).await.unwrap();
+
+    // Not running yet.
+    let (_tx, input) = exec_channel();
+    let err = exec::exec(sup, exec_start("ex", &["true"]), input)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {} is not running", c.id)
+    );
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::FailedPrecondition
+    );
+    sup.start("ex").await.unwrap();
+    let (_tx, input) = exec_channel();
+    let err = exec::exec(sup, exec_start("ex", &[]), input)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+
+    // Output, exit code, env override, working dir.
+    let mut start = exec_start(
+        "ex",
+        &[
+            "sh",
+            "-c",
+            "echo out; echo err >&2; echo $FOO $KEEP; pwd; exit 5",
+        ],
+    );
+    start.env = vec!["FOO=exec".into()];
+    start.working_dir = "/tmp".into();
+    let (_tx, input) = exec_channel();
+    let out = collect(exec::exec(sup, start, input).await.unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nexec 1\n/tmp\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.exit, Some(5));
+
+    // Stdin.
+    let mut start = exec_start("ex", &["cat"]);
+    start.stdin = true;
+    let (tx, input) = exec_channel();
+    let rx = exec::exec(sup, start, input).await.unwrap();
+    tx.send(Ok(ExecInput {
+        input: Some(exec_input::Input::Stdin(b"piped\n".to_vec())),
+    }))
+    .await
+    .unwrap();
+    tx.send(Ok(ExecInput {
+        input: Some(exec_input::Input::CloseStdin(true)),
+    }))
+    .await
+    .unwrap();
+    let out = collect(rx).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    assert_eq!(out.exit, Some(0));
+
+    // A tty: the process gets its own pty and TERM.
+    let mut start = exec_start("ex", &["sh", "-c", "tty; echo $TERM"]);
+    start.tty = true;
+    let (_tx, input) = exec_channel();
+    let out = collect(exec::exec(sup, start, input).await.unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("xterm"), "{text:?}");
+    assert_eq!(out.exit, Some(0));
+
+    // A missing command is 127.
+    let (_tx, input) = exec_channel();
+    let err = exec::exec(sup, exec_start("ex", &["nosuch-binary"]), input)
+        .await
+        .unwrap_err();
+    let status = tonic::Status::from(err);
+    assert_eq!(
+        berth_common::status::exit_code_of(&status),
+        Some(127),
+        "{status:?}"
+    );
+
+    // Detached: the stream ends at once, the process runs on.
+    let mut start = exec_start("ex", &["sh", "-c", "sleep 0.2; echo done > /tmp/detached"]);
+    start.detach = true;
+    let (_tx, input) = exec_channel();
+    let out = collect(exec::exec(sup, start, input).await.unwrap()).await;
+    assert_eq!((out.exit, out.stdout.len()), (None, 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upper.join("tmp/detached").exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(upper.join("tmp/detached")).unwrap(),
+        "done\n"
+    );
+    // The exec files go once the execs are over.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !exec_files(Path::new(&c.bundle_path)).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(exec_files(Path::new(&c.bundle_path)), Vec::<String>::new());
+    assert_eq!(status_of(sup, &c.id).await, ContainerStatus::Running);
+    sup.remove("ex", true).await.unwrap();
+}
+
+fn read_counter(upper: &Path) -> u64 {
+    std::fs::read_to_string(upper.join("tmp/c"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_freezes_and_unpause_resumes() {
+    let Some(env) = Env::new("pause") else {
+        return;
+    };
+    let sup = env.sup();
+    let spec = env.spec(&[
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 0.1; done",
+    ]);
+    let upper = upper_of(&spec);
+    let c = sup.create("", "counter", Some(spec)).await.unwrap();
+    let err = sup.pause("counter").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {} is not running", c.id)
+    );
+    sup.start("counter").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_counter(&upper) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = sup.unpause("counter").await.unwrap_err();
+    assert_eq!(err.to_string(), format!("container {} is not paused", c.id));
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::FailedPrecondition
+    );
+
+    let paused = sup.pause("counter").await.unwrap();
+    let state = paused.state.unwrap();
+    assert_eq!(state.status, ContainerStatus::Paused as i32);
+    assert!(state.pid > 0);
+    assert_eq!(
+        sup.list(false).unwrap().len(),
+        1,
+        "paused counts as running"
+    );
+    let frozen_at = read_counter(&upper);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(read_counter(&upper), frozen_at, "no progress while paused");
+    // Persisted: a supervisor restart still sees it paused.
+    let mut env = env;
+    env.restart().await;
+    let sup = env.sup();
+    assert_eq!(status_of(sup, &c.id).await, ContainerStatus::Paused);
+    let (_tx, input) = exec_channel();
+    assert!(exec::exec(sup, exec_start("counter", &["true"]), input)
+        .await
+        .is_err());
+
+    sup.unpause("counter").await.unwrap();
+    assert_eq!(status_of(sup, &c.id).await, ContainerStatus::Running);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_counter(&upper) < frozen_at + 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(read_counter(&upper) >= frozen_at + 3, "resumed");
+
+    // Stop and force-remove work on paused containers.
+    sup.pause("counter").await.unwrap();
+    let stopped = sup.stop("counter", Some(1), "").await.unwrap();
+    assert_eq!(
+        stopped.state.unwrap().status,
+        ContainerStatus::Exited as i32
+    );
+    sup.start("counter").await.unwrap();
+    sup.pause("counter").await.unwrap();
+    sup.kill("counter", "KILL").await.unwrap();
+    assert_eq!(sup.wait("counter").await.unwrap().exit_code, 137);
+    sup.start("counter").await.unwrap();
+    sup.pause("counter").await.unwrap();
+    sup.remove("counter", true).await.unwrap();
+    assert!(!env.cgroup_exists(&c.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_lists_the_container_processes() {
+    let Some(env) = Env::new("top") else {
+        return;
+    };
+    let sup = env.sup();
+    let c = sup
+        .create(
+            "",
+            "topper",
+            Some(env.spec(&["sh", "-c", "sleep 300 & wait"])),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(sup.top("topper").await, Err(Error::NotRunning(_))));
+    let pid = sup.start("topper").await.unwrap().state.unwrap().pid;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    // Until the child has exec'd sleep (right after the fork it is still `sh`).
+    while !rows.iter().any(|r| r[7] == "sleep 300") && Instant::now() < deadline {
+        rows = sup.top("topper").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.len() == 8));
+    let first = rows
+        .iter()
+        .find(|r| r[1] == pid.to_string())
+        .expect("pid 1 listed");
+    assert_eq!(first[7], "sh -c sleep 300 & wait");
+    assert_eq!(first[0], "root");
+    let child = rows
+        .iter()
+        .find(|r| r[7] == "sleep 300")
+        .expect("sleep listed");
+    assert_eq!(child[2], pid.to_string(), "ppid");
+    assert_eq!(child[5], "?");
+    sup.remove(&c.id, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_restart() {
+    let Some(mut env) = Env::new("rename_restart") else {
+        return;
+    };
+    let sup = env.sup();
+    let a = sup
+        .create("", "alpha", Some(env.spec(&["sleep", "300"])))
+        .await
+        .unwrap();
+    sup.create("", "beta", Some(env.spec(&["true"])))
+        .await
+        .unwrap();
+    let renamed = sup.rename("alpha", "/gamma").await.unwrap();
+    assert_eq!(
+        (renamed.id.as_str(), renamed.name.as_str()),
+        (a.id.as_str(), "gamma")
+    );
+    let err = sup.rename("gamma", "beta").await.unwrap_err();
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::AlreadyExists);
+    let err = sup.rename("gamma", "beta").await.unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("Conflict. The container name \"/beta\" is already in use"));
+    assert!(matches!(
+        sup.rename("gamma", "bad name!").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        sup.rename("alpha", "x").await,
+        Err(Error::NotFound(_))
+    ));
+    env.restart().await;
+    let sup = env.sup();
+    assert_eq!(sup.get("gamma").unwrap().id, a.id, "persisted");
+
+    // Restart: a stopped one is started, a running one gets a new process.
+    let first = sup.restart("gamma", Some(1)).await.unwrap();
+    let pid1 = first.state.unwrap().pid;
+    assert!(pid1 > 0);
+    let second = sup.restart("gamma", Some(1)).await.unwrap();
+    let state = second.state.unwrap();
+    assert_eq!(state.status, ContainerStatus::Running as i32);
+    assert!(state.pid > 0 && state.pid != pid1);
+    sup.remove("gamma", true).await.unwrap();
+}
+
+fn with_policy(mut spec: ContainerSpec, name: &str, max: i32) -> ContainerSpec {
+    spec.restart_policy = Some(RestartPolicy {
+        name: name.into(),
+        maximum_retry_count: max,
+    });
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policies() {
+    let Some(mut env) = Env::new("restart_policies") else {
+        return;
+    };
+    let sup = env.sup();
+    let err = sup
+        .create(
+            "",
+            "",
+            Some(with_policy(env.spec(&["true"]), "sometimes", 0)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid restart policy: sometimes");
+    assert!(sup
+        .create("", "", Some(with_policy(env.spec(&["true"]), "always", 3)))
+        .await
+        .is_err());
+
+    // on-failure:2 with exit 1: two restarts, then exited; the wait sees only the end.
+    let c = sup
+        .create(
+            "",
+            "flaky",
+            Some(with_policy(
+                env.spec(&["sh", "-c", "exit 1"]),
+                "on-failure",
+                2,
+            )),
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    sup.start("flaky").await.unwrap();
+    let waiter = {
+        let sup = sup.clone();
+        tokio::spawn(async move { sup.wait("flaky").await })
+    };
+    let mut seen: Vec<(i32, Instant)> = vec![(0, t0)];
+    let mut statuses = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = sup.get(&c.id).unwrap();
+        statuses.insert(got.state.as_ref().unwrap().status);
+        if got.restart_count != seen.last().unwrap().0 {
+            seen.push((got.restart_count, Instant::now()));
+        }
+        if waiter.is_finished() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let exit = waiter.await.unwrap().unwrap();
+    assert_eq!(exit.exit_code, 1);
+    let got = sup.get(&c.id).unwrap();
+    assert_eq!(got.restart_count, 2);
+    assert_eq!(got.state.unwrap().status, ContainerStatus::Exited as i32);
+    assert!(
+        statuses.contains(&(ContainerStatus::Restarting as i32)),
+        "{statuses:?}"
+    );
+    let counts: Vec<i32> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(counts, vec![0, 1, 2]);
+    let gap = seen[2].1 - seen[1].1;
+    assert!(
+        gap >= Duration::from_millis(200),
+        "backoff doubles: {gap:?}"
+    );
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+
+    // always with exit 0 restarts; a stop keeps it stopped, also across a restart of the
+    // supervisor.
+    let a = sup
+        .create(
+            "",
+            "forever",
+            Some(with_policy(
+                env.spec(&["sh", "-c", "sleep 0.3; exit 0"]),
+                "always",
+                0,
+            )),
+        )
+        .await
+        .unwrap();
+    sup.start("forever").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sup.get(&a.id).unwrap().restart_count < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sup.get(&a.id).unwrap().restart_count >= 2);
+    // Survives a supervisor restart.
+    env.restart().await;
+    let sup = env.sup();
+    let before = sup.get(&a.id).unwrap().restart_count;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sup.get(&a.id).unwrap().restart_count < before + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        sup.get(&a.id).unwrap().restart_count >= before + 2,
+        "restarts go on"
+    );
+    let stopped = sup.stop("forever", Some(1), "").await.unwrap();
+    assert_eq!(
+        stopped.state.unwrap().status,
+        ContainerStatus::Exited as i32
+    );
+    let count = sup.get(&a.id).unwrap().restart_count;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = sup.get(&a.id).unwrap();
+    assert_eq!(
+        got.state.unwrap().status,
+        ContainerStatus::Exited as i32,
+        "stays stopped"
+    );
+    assert_eq!(got.restart_count, count);
+    env.restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sup = env.sup();
+    assert_eq!(status_of(sup, &a.id).await, ContainerStatus::Exited);
+    // A start clears the stop: it restarts again.
+    sup.start("forever").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sup.get(&a.id).unwrap().restart_count < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sup.get(&a.id).unwrap().restart_count >= 1);
+    sup.remove("forever", true).await.unwrap();
+    sup.remove("flaky", false).await.unwrap();
 }

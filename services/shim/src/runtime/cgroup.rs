@@ -6,8 +6,12 @@ use crate::error::{Context, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mounted directory of the file system (a cgroup path for cgroup mounts).
+    pub root: String,
     pub mount_point: PathBuf,
     pub fstype: String,
+    /// Super block options (the cgroup v1 controllers).
+    pub super_opts: String,
 }
 
 /// Parses /proc/self/mountinfo; mount points have `\040`-style octal escapes.
@@ -17,8 +21,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
             let fields: Vec<&str> = line.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
             Some(MountInfo {
+                root: unescape(fields.get(3)?),
                 mount_point: PathBuf::from(unescape(fields.get(4)?)),
                 fstype: fields.get(sep + 1)?.to_string(),
+                super_opts: fields.get(sep + 3).unwrap_or(&"").to_string(),
             })
         })
         .collect()
@@ -55,6 +61,40 @@ pub fn procs_files(mounts: &[MountInfo], cgroups_path: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The `cgroup.procs` files of the cgroups listed in a `/proc/<pid>/cgroup` text: for
+/// each `id:controllers:path` line, the hierarchy mounted with those controllers (v1) or
+/// the cgroup2 mount (empty controllers).
+pub fn procs_files_of(proc_cgroup: &str, mounts: &[MountInfo]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mount = mounts.iter().find(|m| {
+            if ctrls.is_empty() {
+                m.fstype == "cgroup2"
+            } else {
+                m.fstype == "cgroup"
+                    && ctrls
+                        .split(',')
+                        .all(|c| m.super_opts.split(',').any(|o| o == c))
+            }
+        });
+        let Some(m) = mount else { continue };
+        let rel = path
+            .strip_prefix(m.root.as_str())
+            .filter(|_| m.root != "/")
+            .unwrap_or(path)
+            .trim_start_matches('/');
+        let file = m.mount_point.join(rel).join("cgroup.procs");
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files
+}
+
 /// Writes `pid` into the cgroup in every hierarchy where the supervisor created it.
 pub fn join(pid: i32, cgroups_path: &str) -> Result<()> {
     if cgroups_path.is_empty() {
@@ -88,6 +128,14 @@ mod tests {
         assert_eq!(m.len(), 5);
         assert_eq!(m[4].mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(m[2].fstype, "cgroup2");
+        let files = procs_files_of("12:pids:/berth-x/c1\n3:cpu,cpuacct:/berth-x/c1\n0::/\n", &m);
+        assert_eq!(
+            files,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth-x/c1/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/unified/cgroup.procs")
+            ]
+        );
         let files = procs_files(&m, "/berth-x/c1");
         assert_eq!(
             files,

@@ -9,8 +9,12 @@
 //!    status message; a successful one closes `status` (end of file).
 pub mod capabilities;
 pub mod cgroup;
+pub mod exec;
 pub mod exec_path;
 mod init;
+mod initproc;
+mod process;
+pub mod pty;
 pub mod rootfs;
 pub mod securejoin;
 pub mod stdio;
@@ -26,6 +30,8 @@ use crate::sys;
 
 pub const ANN_USER: &str = "io.berth.user";
 pub const ANN_STDIN: &str = "io.berth.stdin";
+/// `"true"`: the container's PID 1 is the built-in init (`docker run --init`).
+pub const ANN_INIT: &str = "io.berth.init";
 
 /// A container process that is set up and waits for [`Started::go`].
 pub struct Started {
@@ -173,12 +179,15 @@ pub fn start(spec: &Spec, bundle: &Path) -> Result<Started, StartError> {
     }
     drop(cg_w);
     match read_status(st_r.as_raw_fd()) {
-        Some((0, _)) => Ok(Started {
-            pid,
-            stdio: parent_io,
-            go: Some(go_w),
-            status: st_r,
-        }),
+        Some((0, _)) => match parent_io.finish() {
+            Ok(stdio) => Ok(Started {
+                pid,
+                stdio,
+                go: Some(go_w),
+                status: st_r,
+            }),
+            Err(e) => Err(failed(e)),
+        },
         Some((code, msg)) => Err(failed(Error::Reported { code, msg })),
         None => Err(failed(Error::Spec(
             "container process exited during setup".into(),

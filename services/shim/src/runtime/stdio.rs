@@ -1,5 +1,6 @@
-//! The container's stdio: pipes, or a pty whose master the shim keeps.
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+//! The container's stdio: pipes, or a pty (opened inside the container) whose master
+//! the shim keeps.
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::error::{Context, Result};
 use crate::sys;
@@ -15,57 +16,59 @@ pub struct ParentStdio {
     pub pty: bool,
 }
 
-/// The container's ends, installed as 0, 1, 2 in the child.
-pub struct ChildStdio {
-    pub stdin: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub pty: bool,
+/// The container's ends: pipes installed as 0, 1, 2 in the child, or the socket on
+/// which the child sends the master of the pty it opens inside the container.
+pub enum ChildStdio {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Pty(OwnedFd),
 }
 
-pub fn create(terminal: bool, open_stdin: bool) -> Result<(ParentStdio, ChildStdio)> {
+/// The shim's ends before the container process has set up: with a terminal, the
+/// master arrives on a socket once the child is ready.
+pub enum PendingStdio {
+    Ready(ParentStdio),
+    Pty { sock: OwnedFd, open_stdin: bool },
+}
+
+impl PendingStdio {
+    /// After the child reported ready: the shim's ends.
+    pub fn finish(self) -> Result<ParentStdio> {
+        match self {
+            PendingStdio::Ready(p) => Ok(p),
+            PendingStdio::Pty { sock, open_stdin } => {
+                let master = super::pty::recv_master(&sock)
+                    .ctx(|| "receive the pty master from the container".into())?;
+                // Like runc, the terminal is all of 0, 1 and 2; without open stdin the
+                // shim just never types into it.
+                let stdin = if open_stdin {
+                    Some(sys::dup(&master).ctx(|| "dup pty master".into())?)
+                } else {
+                    None
+                };
+                Ok(ParentStdio {
+                    stdout: master,
+                    stderr: None,
+                    stdin,
+                    pty: true,
+                })
+            }
+        }
+    }
+}
+
+pub fn create(terminal: bool, open_stdin: bool) -> Result<(PendingStdio, ChildStdio)> {
     if terminal {
-        let mut master = 0;
-        let mut slave = 0;
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(crate::Error::io("openpty", std::io::Error::last_os_error()));
-        }
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        for fd in [&master, &slave] {
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        let stdin = if open_stdin {
-            Some(sys::dup(&master).ctx(|| "dup pty master".into())?)
-        } else {
-            None
-        };
-        // Like runc, the terminal is all of 0, 1 and 2; without open stdin the shim just
-        // never types into it.
-        let child_in = sys::dup(&slave).ctx(|| "dup pty slave".into())?;
-        let child_err = sys::dup(&slave).ctx(|| "dup pty slave".into())?;
+        let (parent, child) = super::pty::socketpair().ctx(|| "pty socketpair".into())?;
         return Ok((
-            ParentStdio {
-                stdout: master,
-                stderr: None,
-                stdin,
-                pty: true,
+            PendingStdio::Pty {
+                sock: parent,
+                open_stdin,
             },
-            ChildStdio {
-                stdin: child_in,
-                stdout: slave,
-                stderr: child_err,
-                pty: true,
-            },
+            ChildStdio::Pty(child),
         ));
     }
     let (out_r, out_w) = sys::pipe().ctx(|| "stdout pipe".into())?;
@@ -77,17 +80,16 @@ pub fn create(terminal: bool, open_stdin: bool) -> Result<(ParentStdio, ChildStd
         (None, dev_null().ctx(|| "open /dev/null".into())?)
     };
     Ok((
-        ParentStdio {
+        PendingStdio::Ready(ParentStdio {
             stdout: out_r,
             stderr: Some(err_r),
             stdin,
             pty: false,
-        },
-        ChildStdio {
+        }),
+        ChildStdio::Pipes {
             stdin: child_in,
             stdout: out_w,
             stderr: err_w,
-            pty: false,
         },
     ))
 }
@@ -96,13 +98,28 @@ fn dev_null() -> std::io::Result<OwnedFd> {
     Ok(std::fs::File::open("/dev/null")?.into())
 }
 
-/// In the child: a new session, the pty as controlling terminal, and fds 0-2.
+/// In the child: a new session and, for pipes, fds 0-2. A pty is set up later, inside
+/// the container's root ([`super::pty::setup_in_container`]).
 pub fn install(c: &ChildStdio) -> std::io::Result<()> {
     unsafe { libc::setsid() };
-    if c.pty && unsafe { libc::ioctl(c.stdout.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    match c {
+        ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            sys::dup2(stdin.as_raw_fd(), 0)?;
+            sys::dup2(stdout.as_raw_fd(), 1)?;
+            sys::dup2(stderr.as_raw_fd(), 2)
+        }
+        ChildStdio::Pty(_) => Ok(()),
     }
-    sys::dup2(c.stdin.as_raw_fd(), 0)?;
-    sys::dup2(c.stdout.as_raw_fd(), 1)?;
-    sys::dup2(c.stderr.as_raw_fd(), 2)
+}
+
+/// In the child, inside the container's root: the pty, if there is one.
+pub fn install_pty(c: &ChildStdio) -> crate::error::Result<()> {
+    match c {
+        ChildStdio::Pty(sock) => super::pty::setup_in_container(sock),
+        ChildStdio::Pipes { .. } => Ok(()),
+    }
 }

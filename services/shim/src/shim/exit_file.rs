@@ -1,4 +1,5 @@
-//! `<bundle>/exit.json`, written once when the container's process has ended.
+//! `<bundle>/exit.json` (and `<bundle>/exec-<exec id>.json` for an exec), written once
+//! when the process has ended.
 use std::path::Path;
 
 use crate::error::{Context, Result};
@@ -7,6 +8,7 @@ use crate::runtime::cgroup;
 
 pub fn write(
     bundle: &Path,
+    name: &str,
     exit_code: i32,
     oom_killed: bool,
     finished_unix_nano: i64,
@@ -16,8 +18,8 @@ pub fn write(
         "oom_killed": oom_killed,
         "finished_at": format_unix_nano(finished_unix_nano),
     });
-    let tmp = bundle.join(".exit.json.tmp");
-    let dest = bundle.join("exit.json");
+    let tmp = bundle.join(format!(".{name}.tmp"));
+    let dest = bundle.join(name);
     std::fs::write(&tmp, format!("{body}\n")).ctx(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).ctx(|| format!("rename {} to {}", tmp.display(), dest.display()))
 }

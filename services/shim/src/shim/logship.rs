@@ -59,7 +59,17 @@ impl LogShip {
         }
     }
 
+    /// A ship that sends nothing (exec output is not logged, as in Docker).
+    pub fn disabled() -> LogShip {
+        let mut l = LogShip::new(String::new(), PathBuf::new());
+        l.end_acked = true;
+        l
+    }
+
     pub fn push(&mut self, stream: u8, line: Vec<u8>, time_unix_nano: i64) {
+        if self.end_acked {
+            return;
+        }
         self.bytes += line.len();
         self.records.push_back(LogRecord {
             seq: self.next_seq,

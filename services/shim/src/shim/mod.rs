@@ -1,6 +1,7 @@
 //! The shim: one poll loop that holds the container's stdio, feeds the log router and
 //! attach clients, reaps the process and records how it ended.
 pub mod attach;
+pub mod exec;
 pub mod exit_file;
 pub mod logship;
 
@@ -45,7 +46,7 @@ pub fn report_err(exit_code: i32, error: &str) -> String {
     serde_json::json!({"ok": false, "exit_code": exit_code, "error": error}).to_string()
 }
 
-fn send_report(fd: &mut Option<OwnedFd>, line: &str) {
+pub(crate) fn send_report(fd: &mut Option<OwnedFd>, line: &str) {
     if let Some(fd) = fd.take() {
         let _ = sys::write_all(fd.as_raw_fd(), format!("{line}\n").as_bytes());
     }
@@ -103,14 +104,22 @@ pub fn run(args: &Args, spec: Spec, report: OwnedFd) -> i32 {
         &report_ok(std::process::id() as i32, started.pid),
     );
     // Setup allocated (the spec, JSON); give it back so the idle shim stays small.
-    let mut shim = Shim::new(args, started, listener, sigfd, cgroups_path);
+    let config = Config {
+        bundle: args.bundle.clone(),
+        exit_name: "exit.json".into(),
+        cgroups_path,
+        log: LogShip::new(args.id.clone(), args.log_socket.clone()),
+        wait_attach: args.wait_attach,
+        exec_stdin: false,
+    };
+    let mut shim = Shim::new(config, started, listener, sigfd);
     unsafe { libc::malloc_trim(0) };
     shim.run();
     let _ = std::fs::remove_file(&args.attach_socket);
     0
 }
 
-fn block_sigchld() -> Result<OwnedFd> {
+pub(crate) fn block_sigchld() -> Result<OwnedFd> {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -124,7 +133,7 @@ fn block_sigchld() -> Result<OwnedFd> {
     }
 }
 
-fn listen(path: &Path) -> Result<UnixListener> {
+pub(crate) fn listen(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ctx(|| format!("mkdir {}", dir.display()))?;
     }
@@ -145,9 +154,25 @@ struct Output {
     frame: u8,
 }
 
-struct Shim {
+/// What differs between a container's shim and an exec's.
+pub(crate) struct Config {
+    pub bundle: PathBuf,
+    /// The exit file in the bundle: `exit.json` or `exec-<exec id>.json`.
+    pub exit_name: String,
+    /// For the OOM check; empty: none.
+    pub cgroups_path: String,
+    pub log: LogShip,
+    pub wait_attach: bool,
+    /// Exec: stdin is a pipe that closes when the first client attaches without stdin.
+    pub exec_stdin: bool,
+}
+
+pub(crate) struct Shim {
     bundle: PathBuf,
+    exit_name: String,
     cgroups_path: String,
+    exec_stdin: bool,
+    attached_once: bool,
     started: Started,
     listener: UnixListener,
     sigfd: OwnedFd,
@@ -181,12 +206,11 @@ enum Slot {
 }
 
 impl Shim {
-    fn new(
-        args: &Args,
+    pub(crate) fn new(
+        config: Config,
         mut started: Started,
         listener: UnixListener,
         sigfd: OwnedFd,
-        cgroups_path: String,
     ) -> Shim {
         let io = &mut started.stdio;
         let mut outputs = vec![Output {
@@ -212,9 +236,12 @@ impl Shim {
         }
         let pty = io.pty.then(|| io.stdout.as_raw_fd());
         Shim {
-            bundle: args.bundle.clone(),
-            cgroups_path,
-            go_sent: !args.wait_attach,
+            bundle: config.bundle,
+            exit_name: config.exit_name,
+            cgroups_path: config.cgroups_path,
+            exec_stdin: config.exec_stdin,
+            attached_once: false,
+            go_sent: !config.wait_attach,
             started,
             listener,
             sigfd,
@@ -224,7 +251,7 @@ impl Shim {
             stdin_buf: Vec::new(),
             stdin_close: false,
             pty,
-            log: LogShip::new(args.id.clone(), args.log_socket.clone()),
+            log: config.log,
             exit: None,
             exited_at: None,
             finalized_at: None,
@@ -235,7 +262,7 @@ impl Shim {
         }
     }
 
-    fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut slots: Vec<Slot> = Vec::new();
         loop {
@@ -375,6 +402,7 @@ impl Shim {
             // and a slow log router may hold up the drain.
             let _ = exit_file::write(
                 &self.bundle,
+                &self.exit_name,
                 exit.exit_code,
                 exit.oom_killed,
                 exit.finished_unix_nano,
@@ -457,7 +485,15 @@ impl Shim {
         for f in frames {
             match f.kind {
                 kind::ATTACH if self.clients[i].flags.is_none() => {
-                    self.clients[i].flags = Some(AttachFlags::decode(&f.payload));
+                    let flags = AttachFlags::decode(&f.payload);
+                    self.clients[i].flags = Some(flags);
+                    if self.exec_stdin && !self.attached_once && !flags.stdin && self.pty.is_none()
+                    {
+                        // Nobody will type: the exec'd process sees end of file.
+                        self.stdin_close = true;
+                        self.maybe_close_stdin();
+                    }
+                    self.attached_once = true;
                     if let Some(exit) = self.exit.filter(|_| self.exit_announced) {
                         self.clients[i].send(kind::EXIT, &exit.encode());
                     }
