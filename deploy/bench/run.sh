@@ -58,6 +58,14 @@ measure_engine() { # name cli...
     done
     result[$name.run50]=$(echo "$samples" | stats)
 
+    "${cli[@]}" run -d --name bench-exec busybox sleep 1000 >/dev/null
+    "${cli[@]}" exec bench-exec true  # warm-up
+    samples=""
+    for _ in $(seq "$runs"); do samples+=" $(time_ms "${cli[@]}" exec bench-exec true)"; done
+    result[$name.exec]=$(echo "$samples" | stats)
+    "${cli[@]}" rm -f bench-exec >/dev/null
+    result[$name.key]=$(python3 "$top/deploy/bench/keystroke.py" "${KEYSTROKES:-1000}" "${cli[@]}")
+
     for i in $(seq 100); do "${cli[@]}" create --name "bench-ps-$i" busybox true >/dev/null; done
     samples=""
     for _ in $(seq "$runs"); do samples+=" $(time_ms "${cli[@]}" ps -a)"; done
@@ -129,6 +137,8 @@ row() { # label key unit
     row '`run --rm busybox true`' run ms
     row '50 × `run -d … sleep 1000`' run50 ms
     row '`ps -a` with 100 containers' ps ms
+    row '`exec c true`' exec ms
+    row 'keystroke to echo through `run -it` (1,000 keys)' key ms
     mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
     if [[ -n $docker_rss ]]; then
@@ -143,7 +153,7 @@ row() { # label key unit
         echo "| private memory of one shim | $shim_private KiB | — | — |"
     fi
     echo
-    echo "Targets (issue 2): \`run --rm\` ≤ 100 ms; idle RSS of all six services ≤ 25 MiB."
+    echo "Targets: \`run --rm\` ≤ 100 ms and idle RSS of all six services ≤ 25 MiB (issue 2); \`exec\` ≤ 50 ms (issue 3)."
     echo
     echo "How memory is counted: RSS sums every page mapped in each process, including the code"
     echo "pages it has touched (file-backed and clean: shared with the page cache, dropped first"
