@@ -185,3 +185,27 @@ fn init_is_pid_1_and_forwards_signals() {
     );
     assert_eq!(engine.inspect(&name, "{{.State.ExitCode}}"), "143");
 }
+
+#[test]
+fn create_then_start_attached_prints_the_output() {
+    let engine = Engine::with_busybox();
+    let name = unique("created");
+    engine.ok(&["create", "--name", &name, "busybox", "echo", "hi"]);
+    assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "created");
+    assert_eq!(engine.ok(&["start", "-a", &name]), "hi\n");
+    let out = engine.berth(&["start", "-a", &name]);
+    assert_eq!(berth_integration_tests::stdout(&out), "hi\n");
+    assert_eq!(engine.berth(&["wait", &name]).status.code(), Some(0));
+}
+
+#[test]
+fn unless_stopped_restarts_until_stopped() {
+    let engine = Engine::with_busybox();
+    let name = unique("unless");
+    engine.ok(&["run", "-d", "--restart", "unless-stopped", "--name", &name, "busybox", "sh", "-c", "sleep 0.2; exit 2"]);
+    assert!(eventually(Duration::from_secs(10), || engine.inspect(&name, "{{.RestartCount}}").parse::<u32>().unwrap_or(0) >= 1));
+    engine.ok(&["stop", "-t", "1", &name]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "exited");
+    assert_eq!(engine.inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+}
