@@ -227,3 +227,40 @@ fn an_attached_client_sees_a_clean_break_when_services_die_and_can_attach_again(
         engine.ok(&["rm", "-f", &name]);
     }
 }
+
+#[test]
+fn a_partial_detach_sequence_is_passed_through() {
+    let engine = Engine::with_busybox();
+    let term = Terminal::new(&engine);
+    term.line("berth run -it --rm busybox sh");
+    term.wait_for("/ #");
+    term.line("cat -v");
+    std::thread::sleep(Duration::from_millis(200));
+    term.send(&["C-p", "a", "Enter"]);
+    term.wait_for("^Pa\n^Pa");
+    term.send(&["C-d"]);
+    term.line("exit");
+}
+
+#[test]
+fn signals_sent_to_the_cli_reach_the_container() {
+    use std::io::{BufRead, BufReader};
+    let engine = Engine::with_busybox();
+    let mut client = engine
+        .berth_cmd(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got term; exit 5' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+    assert_eq!(lines.next().unwrap().unwrap(), "got term");
+    assert_eq!(client.wait().unwrap().code(), Some(5));
+}

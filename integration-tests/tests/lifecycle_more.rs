@@ -202,10 +202,28 @@ fn create_then_start_attached_prints_the_output() {
 fn unless_stopped_restarts_until_stopped() {
     let engine = Engine::with_busybox();
     let name = unique("unless");
-    engine.ok(&["run", "-d", "--restart", "unless-stopped", "--name", &name, "busybox", "sh", "-c", "sleep 0.2; exit 2"]);
-    assert!(eventually(Duration::from_secs(10), || engine.inspect(&name, "{{.RestartCount}}").parse::<u32>().unwrap_or(0) >= 1));
+    engine.ok(&[
+        "run",
+        "-d",
+        "--restart",
+        "unless-stopped",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2; exit 2",
+    ]);
+    assert!(eventually(Duration::from_secs(10), || engine
+        .inspect(&name, "{{.RestartCount}}")
+        .parse::<u32>()
+        .unwrap_or(0)
+        >= 1));
     engine.ok(&["stop", "-t", "1", &name]);
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "exited");
-    assert_eq!(engine.inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    assert_eq!(
+        engine.inspect(&name, "{{.HostConfig.RestartPolicy.Name}}"),
+        "unless-stopped"
+    );
 }
