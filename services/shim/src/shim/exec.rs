@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use oci_spec::runtime::Process;
 
 use super::logship::LogShip;
-use super::{block_sigchld, listen, report_err, report_ok, send_report, Config, Shim};
+use super::{block_sigchld, listen, release_or_report, report_err, send_report, Config, Shim};
 use crate::args::ExecArgs;
 use crate::runtime;
 
@@ -43,31 +43,11 @@ pub fn run(args: &ExecArgs, report: OwnedFd) -> i32 {
     };
     let started = runtime::exec::exec(args.pid, &process, &args.user);
     drop(process);
-    let mut started = match started {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&args.attach_socket);
-            send_report(
-                &mut report,
-                &report_err(e.error.exit_code(), &e.error.to_string()),
-            );
-            return 1;
-        }
+    let Some(started) =
+        release_or_report(started, args.wait_attach, &args.attach_socket, &mut report)
+    else {
+        return 1;
     };
-    if !args.wait_attach {
-        started.go();
-        if let Err(e) = started.exec_result() {
-            let mut status = 0;
-            unsafe { libc::waitpid(started.pid, &mut status, 0) };
-            let _ = std::fs::remove_file(&args.attach_socket);
-            send_report(&mut report, &report_err(e.exit_code(), &e.to_string()));
-            return 1;
-        }
-    }
-    send_report(
-        &mut report,
-        &report_ok(std::process::id() as i32, started.pid),
-    );
     let config = Config {
         bundle: args.bundle.clone(),
         exit_name: format!("exec-{}.json", args.exec_id),

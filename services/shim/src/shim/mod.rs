@@ -52,6 +52,36 @@ pub(crate) fn send_report(fd: &mut Option<OwnedFd>, line: &str) {
     }
 }
 
+/// Reports how the start went. Without `wait_attach` the process is released first, so
+/// a failing execve is reported too; with it, the first attach client releases it later.
+/// On failure the attach socket is removed and `None` returned.
+pub(crate) fn release_or_report(
+    started: Result<runtime::Started, runtime::StartError>,
+    wait_attach: bool,
+    attach_socket: &Path,
+    report: &mut Option<OwnedFd>,
+) -> Option<runtime::Started> {
+    let fail = |report: &mut Option<OwnedFd>, code: i32, msg: String| {
+        let _ = std::fs::remove_file(attach_socket);
+        send_report(report, &report_err(code, &msg));
+        None
+    };
+    let mut started = match started {
+        Ok(s) => s,
+        Err(e) => return fail(report, e.error.exit_code(), e.error.to_string()),
+    };
+    if !wait_attach {
+        started.go();
+        if let Err(e) = started.exec_result() {
+            let mut status = 0;
+            unsafe { libc::waitpid(started.pid, &mut status, 0) };
+            return fail(report, e.exit_code(), e.to_string());
+        }
+    }
+    send_report(report, &report_ok(std::process::id() as i32, started.pid));
+    Some(started)
+}
+
 /// Runs the shim to the end. `report` is the pipe to the daemonizing parent.
 pub fn run(args: &Args, spec: Spec, report: OwnedFd) -> i32 {
     let mut report = Some(report);
@@ -78,31 +108,11 @@ pub fn run(args: &Args, spec: Spec, report: OwnedFd) -> i32 {
         .unwrap_or_default();
     let started = runtime::start(&spec, &args.bundle);
     drop(spec);
-    let mut started = match started {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&args.attach_socket);
-            send_report(
-                &mut report,
-                &report_err(e.error.exit_code(), &e.error.to_string()),
-            );
-            return 1;
-        }
+    let Some(started) =
+        release_or_report(started, args.wait_attach, &args.attach_socket, &mut report)
+    else {
+        return 1;
     };
-    if !args.wait_attach {
-        started.go();
-        if let Err(e) = started.exec_result() {
-            let mut status = 0;
-            unsafe { libc::waitpid(started.pid, &mut status, 0) };
-            let _ = std::fs::remove_file(&args.attach_socket);
-            send_report(&mut report, &report_err(e.exit_code(), &e.to_string()));
-            return 1;
-        }
-    }
-    send_report(
-        &mut report,
-        &report_ok(std::process::id() as i32, started.pid),
-    );
     // Setup allocated (the spec, JSON); give it back so the idle shim stays small.
     let config = Config {
         bundle: args.bundle.clone(),
