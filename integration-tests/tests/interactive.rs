@@ -264,3 +264,48 @@ fn signals_sent_to_the_cli_reach_the_container() {
     assert_eq!(lines.next().unwrap().unwrap(), "got term");
     assert_eq!(client.wait().unwrap().code(), Some(5));
 }
+
+#[test]
+fn several_clients_attach_at_once_and_all_get_the_output() {
+    use std::io::{BufRead, BufReader};
+    let engine = Engine::with_busybox();
+    let name = unique("multi");
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo n$i; sleep 0.1; done",
+    ]);
+    engine.wait_status(&name, "running");
+    let mut clients: Vec<_> = (0..2)
+        .map(|_| {
+            engine
+                .berth_cmd(&["attach", "--no-stdin", &name])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let seen: Vec<Vec<String>> = clients
+        .iter_mut()
+        .map(|c| {
+            BufReader::new(c.stdout.take().unwrap())
+                .lines()
+                .take(15)
+                .map(|l| l.unwrap())
+                .collect()
+        })
+        .collect();
+    for c in &mut clients {
+        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        let _ = c.wait();
+    }
+    // Both clients see the same lines from the point where both were attached.
+    let common: Vec<&String> = seen[0].iter().filter(|l| seen[1].contains(l)).collect();
+    assert!(common.len() >= 5, "{seen:?}");
+    engine.ok(&["rm", "-f", &name]);
+}

@@ -227,3 +227,33 @@ fn unless_stopped_restarts_until_stopped() {
         "unless-stopped"
     );
 }
+
+#[test]
+fn stop_uses_the_stop_signal_and_kill_sends_the_named_one() {
+    let engine = Engine::with_busybox();
+    let name = unique("stopsig");
+    engine.ok(&[
+        "run",
+        "-d",
+        "--stop-signal",
+        "USR1",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 9' USR1; trap 'echo hup' HUP; echo ready; while true; do sleep 0.1; done",
+    ]);
+    assert!(eventually(Duration::from_secs(5), || engine
+        .ok(&["logs", &name])
+        .contains("ready")));
+    engine.ok(&["kill", "-s", "HUP", &name]);
+    assert!(eventually(Duration::from_secs(5), || engine
+        .ok(&["logs", &name])
+        .contains("hup")));
+    assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");
+    let started = Instant::now();
+    engine.ok(&["stop", "-t", "10", &name]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(engine.inspect(&name, "{{.State.ExitCode}}"), "9");
+}
