@@ -68,6 +68,14 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Authenticate to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -140,6 +148,10 @@ pub enum ImageCommand {
     Rm(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
     /// Display detailed information on one or more images
     Inspect(TypedInspectArgs),
 }
@@ -240,6 +252,9 @@ pub struct ContainerFlags {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -492,6 +507,9 @@ pub struct ImagesArgs {
     /// Don't truncate output
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
     /// Format output: table, json, or a Go template
     #[arg(long)]
     pub format: Option<String>,
@@ -718,4 +736,46 @@ mod tests {
         assert_eq!(r.flags.restart.as_deref(), Some("on-failure:3"));
         assert!(r.flags.init);
     }
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(value_name = "NAME[:TAG]")]
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
 }

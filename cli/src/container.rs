@@ -119,6 +119,7 @@ pub async fn run(mut engine: Engine, args: RunArgs) -> Result<i32> {
     let tty = args.flags.tty;
     let interactive = args.flags.interactive && !args.detach;
     session::check_tty(tty, interactive)?;
+    crate::registry::ensure_image(&mut engine, &create.image, &args.flags.pull).await?;
     let start = RunInput {
         input: Some(run_input::Input::Start(RunStart {
             create: Some(create),
@@ -151,6 +152,7 @@ pub async fn run(mut engine: Engine, args: RunArgs) -> Result<i32> {
 /// `berth create`: prints the new container's ID.
 pub async fn create(mut engine: Engine, args: CreateArgs) -> Result<i32> {
     let req = create_request(&args.flags)?;
+    crate::registry::ensure_image(&mut engine, &req.image, &args.flags.pull).await?;
     let container = engine.create_container(req).await?.into_inner();
     println!("{}", container.id);
     Ok(0)

@@ -44,17 +44,44 @@ fn short_id(id: &str, no_trunc: bool) -> String {
     }
 }
 
-/// Rows of `images`: one per tag, `<none>` for untagged images.
+/// A repository as Docker shows it: Docker Hub's `docker.io/library/` prefix dropped,
+/// other registries kept (`127.0.0.1:5000/bb`).
+pub fn familiar_repo(repo: &str) -> String {
+    let repo = repo.strip_prefix("docker.io/").unwrap_or(repo);
+    match repo.strip_prefix("library/") {
+        Some(rest) if !rest.contains('/') => rest.to_string(),
+        _ => repo.to_string(),
+    }
+}
+
+/// Splits `repo@sha256:…` into the familiar repository and the digest.
+fn split_digest(repo_digest: &str) -> Option<(String, String)> {
+    let (repo, digest) = repo_digest.split_once('@')?;
+    Some((familiar_repo(repo), digest.to_string()))
+}
+
+/// Rows of `images`: one per tag, `<none>` for untagged images (and, with digests, for a
+/// repository known only by digest).
 pub fn image_rows(images: &[Image], no_trunc: bool, now: SystemTime) -> Vec<Value> {
     let mut rows = Vec::new();
     for img in images {
         let created = time_of(&img.created);
+        let digests: Vec<(String, String)> = img
+            .repo_digests
+            .iter()
+            .filter_map(|d| split_digest(d))
+            .collect();
         let row = |repo: String, tag: String| {
+            let digest = digests
+                .iter()
+                .find(|(r, _)| *r == repo)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_else(|| "<none>".into());
             json!({
                 "Containers": "N/A",
                 "CreatedAt": crate::container::created_at(created),
                 "CreatedSince": created.map(|t| format::ago(t, now)).unwrap_or_else(|| "N/A".into()),
-                "Digest": "<none>",
+                "Digest": digest,
                 "ID": short_id(&img.id, no_trunc),
                 "Repository": repo,
                 "SharedSize": "N/A",
@@ -64,12 +91,21 @@ pub fn image_rows(images: &[Image], no_trunc: bool, now: SystemTime) -> Vec<Valu
                 "VirtualSize": format::human_size(img.size),
             })
         };
-        if img.repo_tags.is_empty() {
-            rows.push(row("<none>".into(), "<none>".into()));
-        }
+        let mut repos = Vec::new();
         for t in &img.repo_tags {
             let (repo, tag) = split_tag(t);
+            let repo = familiar_repo(&repo);
+            repos.push(repo.clone());
             rows.push(row(repo, tag));
+        }
+        for (repo, _) in &digests {
+            if !repos.contains(repo) {
+                repos.push(repo.clone());
+                rows.push(row(repo.clone(), "<none>".into()));
+            }
+        }
+        if repos.is_empty() {
+            rows.push(row("<none>".into(), "<none>".into()));
         }
     }
     rows
@@ -93,7 +129,7 @@ pub async fn images(mut engine: Engine, args: ImagesArgs) -> Result<i32> {
         list.retain(|img| {
             img.repo_tags.iter().any(|t| {
                 let (r, tag) = split_tag(t);
-                r == want_repo && (!explicit_tag || tag == want_tag)
+                familiar_repo(&r) == familiar_repo(&want_repo) && (!explicit_tag || tag == want_tag)
             })
         });
     }
@@ -118,7 +154,11 @@ pub async fn images(mut engine: Engine, args: ImagesArgs) -> Result<i32> {
         match format::listing(args.format.as_deref().unwrap_or(""), &headers, &rows)? {
             Some(text) => out = text,
             None => {
-                let cols = ["Repository", "Tag", "ID", "CreatedSince", "Size"];
+                let cols: &[&str] = if args.digests {
+                    &["Repository", "Tag", "Digest", "ID", "CreatedSince", "Size"]
+                } else {
+                    &["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                };
                 let mut table = vec![cols
                     .iter()
                     .map(|c| headers[c].as_str().unwrap().to_string())
@@ -309,6 +349,37 @@ mod tests {
         assert_eq!(rows[0]["CreatedSince"], "3 minutes ago");
         assert_eq!(rows[1]["Tag"], "1");
         assert_eq!(rows[2]["Repository"], "<none>");
+        assert_eq!(rows[0]["Digest"], "<none>");
+    }
+
+    #[test]
+    fn registry_names_and_digests() {
+        assert_eq!(familiar_repo("docker.io/library/busybox"), "busybox");
+        assert_eq!(familiar_repo("docker.io/me/app"), "me/app");
+        assert_eq!(familiar_repo("127.0.0.1:5000/bb"), "127.0.0.1:5000/bb");
+        let now = SystemTime::UNIX_EPOCH;
+        let img = Image {
+            id: "sha256:0123456789abcdef".into(),
+            repo_tags: vec![
+                "127.0.0.1:5000/bb:1".into(),
+                "docker.io/library/busybox:latest".into(),
+            ],
+            repo_digests: vec![
+                "127.0.0.1:5000/bb@sha256:aaa".into(),
+                "127.0.0.1:5000/other@sha256:bbb".into(),
+            ],
+            ..Default::default()
+        };
+        let rows = image_rows(&[img], false, now);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0]["Repository"], "127.0.0.1:5000/bb");
+        assert_eq!(rows[0]["Tag"], "1");
+        assert_eq!(rows[0]["Digest"], "sha256:aaa");
+        assert_eq!(rows[1]["Repository"], "busybox");
+        assert_eq!(rows[1]["Digest"], "<none>");
+        assert_eq!(rows[2]["Repository"], "127.0.0.1:5000/other");
+        assert_eq!(rows[2]["Tag"], "<none>");
+        assert_eq!(rows[2]["Digest"], "sha256:bbb");
     }
 
     #[test]

@@ -4,11 +4,13 @@ mod args;
 mod attach;
 mod client;
 mod container;
+mod credentials;
 mod format;
 mod image;
 mod inspect;
 mod logs;
 mod parse;
+mod registry;
 mod session;
 mod volume;
 
@@ -128,6 +130,10 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::rmi(engine, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => image::tag(engine, a).await,
         Command::Image(ImageCommand::Inspect(a)) => inspect::image(engine, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => registry::pull(engine, a).await,
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => registry::push(engine, a).await,
+        Command::Login(a) => registry::login(engine, a).await,
+        Command::Logout(a) => registry::logout(a).await,
         Command::Volume(VolumeCommand::Create(a)) => volume::create(engine, a).await,
         Command::Volume(VolumeCommand::Ls(a)) => volume::ls(engine, a).await,
         Command::Volume(VolumeCommand::Inspect(a)) => inspect::volume(engine, a).await,

@@ -408,11 +408,118 @@ impl Engine for Mock {
             }],
         }))
     }
+    /// Images named `pullme…` are not here (so `run` pulls them); the rest are.
     async fn inspect_image(
         &self,
-        _: Request<img::GetImageRequest>,
+        r: Request<img::GetImageRequest>,
     ) -> Result<Response<img::Image>, Status> {
-        unimpl()
+        let reference = r.into_inner().reference;
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("inspect_image {reference}"));
+        if reference.starts_with("pullme") {
+            return Err(Status::not_found(format!("no such image: {reference}")));
+        }
+        Ok(Response::new(img::Image {
+            id: "sha256:0123456789abcdef".into(),
+            ..Default::default()
+        }))
+    }
+    type PullImageStream = Out<img::PullProgress>;
+    /// Two layers; `pullme-nowhere` is not in the registry. Records the credentials sent.
+    async fn pull_image(
+        &self,
+        r: Request<img::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let r = r.into_inner();
+        let auth = r.auth.map(|a| format!("{}:{}", a.username, a.password));
+        CALLS.lock().unwrap().push(format!(
+            "pull_image {} auth={} platform={}",
+            r.reference,
+            auth.unwrap_or_default(),
+            r.platform
+        ));
+        if r.reference.contains("nowhere") {
+            return Err(Status::not_found(format!(
+                "manifest for {} not found: manifest unknown",
+                r.reference
+            )));
+        }
+        let p = |id: &str, status: &str, current: i64, total: i64| {
+            Ok(img::PullProgress {
+                id: id.into(),
+                status: status.into(),
+                current,
+                total,
+                image: None,
+            })
+        };
+        let msgs = vec![
+            p("aaa", "Pulling fs layer", 0, 0),
+            p("bbb", "Pulling fs layer", 0, 0),
+            p("aaa", "Downloading", 100, 1000),
+            p("aaa", "Downloading", 900, 1000),
+            p("aaa", "Pull complete", 0, 0),
+            p("bbb", "Already exists", 0, 0),
+            p("", "Digest: sha256:feed", 0, 0),
+            p(
+                "",
+                "Status: Downloaded newer image for busybox:latest",
+                0,
+                0,
+            ),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+    type PushImageStream = Out<img::PushProgress>;
+    async fn push_image(
+        &self,
+        r: Request<img::PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let r = r.into_inner();
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("push_image {}", r.reference));
+        let p = |id: &str, status: &str, digest: &str| {
+            Ok(img::PushProgress {
+                id: id.into(),
+                status: status.into(),
+                current: 0,
+                total: 0,
+                digest: digest.into(),
+            })
+        };
+        let msgs = vec![
+            p("aaa", "Preparing", ""),
+            p("aaa", "Pushing", ""),
+            p("aaa", "Pushed", ""),
+            p("", "1: digest: sha256:feed size: 527", "sha256:feed"),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+    /// Accepts user `u` with password `right`.
+    async fn login(
+        &self,
+        r: Request<img::CheckRegistryAuthRequest>,
+    ) -> Result<Response<img::CheckRegistryAuthResponse>, Status> {
+        let r = r.into_inner();
+        let auth = r.auth.unwrap_or_default();
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("login {} {}", r.registry, auth.username));
+        if auth.username == "u" && auth.password == "right" {
+            Ok(Response::new(img::CheckRegistryAuthResponse {
+                status: "Login Succeeded".into(),
+            }))
+        } else {
+            Err(Status::unauthenticated(format!(
+                "login attempt to {} failed with status: 401 Unauthorized",
+                r.registry
+            )))
+        }
     }
     async fn import_image(
         &self,
@@ -1172,4 +1279,160 @@ fn raw_terminal_is_always_restored() {
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(canonical(&slave));
     drop(pty.master);
+}
+
+fn berth_config(args: &[&str], config: &Path, stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(args)
+        .env_remove("BERTH_HOST")
+        .env("BERTH_ENGINE_SOCKET", socket())
+        .env("BERTH_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(d) = stdin {
+        use std::io::Write;
+        input.write_all(d).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn pull_prints_status_changes_then_the_reference() {
+    let out = berth(&["pull", "busybox"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "aaa: Pulling fs layer\nbbb: Pulling fs layer\naaa: Downloading\naaa: Pull complete\n\
+         bbb: Already exists\nDigest: sha256:feed\n\
+         Status: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n"
+    );
+    let out = berth(&[
+        "pull",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        "127.0.0.1:5000/bb",
+    ]);
+    assert_eq!(text(&out.stdout), "127.0.0.1:5000/bb:latest\n");
+    assert!(called(
+        "pull_image 127.0.0.1:5000/bb auth= platform=linux/arm64"
+    ));
+    let out = berth(&["pull", "127.0.0.1:5000/nowhere:9"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("127.0.0.1:5000/nowhere:9"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn push_prints_the_digest_line() {
+    let out = berth(&["push", "127.0.0.1:5000/bb:1"]);
+    assert_eq!(
+        text(&out.stdout),
+        "aaa: Preparing\naaa: Pushing\naaa: Pushed\n1: digest: sha256:feed size: 527\n"
+    );
+}
+
+#[test]
+fn run_and_create_pull_missing_images() {
+    let out = berth(&["run", "--rm", "pullme-img", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("Unable to find image 'pullme-img:latest' locally\n"),
+        "{err}"
+    );
+    assert!(err.contains("Digest: sha256:feed\n"), "{err}");
+    assert!(called("pull_image pullme-img auth= platform="));
+    // Present: no pull.
+    let out = berth(&[
+        "create", "--name", "pulltest", "--pull", "missing", "busybox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Unable to find"));
+    // Missing and not in the registry: the pull's error.
+    let out = berth(&["run", "--rm", "pullme-nowhere", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr)
+        .contains("berth: Error response from daemon: manifest for pullme-nowhere"));
+    // never: no inspect, no pull.
+    let out = berth(&["create", "--pull", "never", "pullme-never"]);
+    assert!(!called("inspect_image pullme-never"));
+    assert!(!text(&out.stderr).contains("Unable to find"));
+    let out = berth(&["run", "--pull", "sometimes", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("invalid pull option"));
+}
+
+#[test]
+fn login_stores_and_logout_removes_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cfg");
+    let file = config.join("config.json");
+    let out = berth_config(
+        &["login", "-u", "u", "-p", "wrong", "reg:5000"],
+        &config,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("401 Unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!file.exists());
+    let out = berth_config(
+        &["login", "-u", "u", "--password-stdin", "reg:5000"],
+        &config,
+        Some(b"right\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Login Succeeded\n");
+    assert!(!text(&out.stderr).contains("--password via the CLI"));
+    let out = berth_config(
+        &["login", "-u", "u", "-p", "right", "docker.io"],
+        &config,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr)
+        .contains("WARNING! Using --password via the CLI is insecure. Use --password-stdin."));
+    assert!(called("login  u"));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(json["auths"]["reg:5000"]["auth"], "dTpyaWdodA==");
+    assert_eq!(
+        json["auths"]["https://index.docker.io/v1/"]["auth"],
+        "dTpyaWdodA=="
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Pulls send the stored credentials for the reference's registry.
+    let out = berth_config(&["pull", "-q", "reg:5000/app:2"], &config, None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(called("pull_image reg:5000/app:2 auth=u:right platform="));
+    let out = berth_config(&["logout", "reg:5000"], &config, None);
+    assert_eq!(
+        text(&out.stdout),
+        "Removing login credentials for reg:5000\n"
+    );
+    let out = berth_config(&["logout", "reg:5000"], &config, None);
+    assert_eq!(text(&out.stdout), "Not logged in to reg:5000\n");
+    let out = berth_config(&["logout"], &config, None);
+    assert_eq!(
+        text(&out.stdout),
+        "Removing login credentials for https://index.docker.io/v1/\n"
+    );
+    let out = berth_config(&["login", "-u", "u", "reg:5000"], &config, None);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("Cannot perform an interactive login from a non TTY device"));
 }

@@ -108,6 +108,8 @@ impl Engine {
             .env("BERTH_RUN", &self.run_dir)
             .env("BERTH_INSTANCE", &self.instance)
             .env("BERTH_ENGINE_SOCKET", self.run_dir.join("engine.sock"))
+            // Registry credentials: never the user's own (tests override it per command).
+            .env("BERTH_CONFIG", self.dir.path().join("config"))
             .env_remove("BERTH_HOST")
             .env("RUST_LOG", "info");
     }
@@ -554,5 +556,132 @@ impl Terminal {
 impl Drop for Terminal {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// A real OCI registry (Debian's `docker-registry`) on a free loopback port with its own
+/// storage, optionally behind htpasswd basic auth; killed (by its PID) on drop.
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    /// A registry without auth.
+    pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that accepts only `user`/`password`.
+    pub fn with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+        let bin = Path::new("/usr/bin/docker-registry");
+        assert!(
+            bin.exists(),
+            "{} is missing: run deploy/install-deps.sh (apt-get install docker-registry apache2-utils)",
+            bin.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("breg")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let auth_section = match auth {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("run htpasswd (apache2-utils)");
+                assert!(out.status.success(), "htpasswd failed: {}", stderr(&out));
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
+        let log = dir.path().join("registry.log");
+        // The port is free when we look; another process may take it before the registry
+        // binds, so try a few.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("bind a free port")
+                .port();
+            let addr = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-{port}\n{auth_section}",
+                dir.path().join("data").display()
+            );
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let logfile = std::fs::File::create(&log).unwrap();
+            let child = Command::new(bin)
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(logfile.try_clone().unwrap())
+                .stderr(logfile)
+                .spawn()
+                .expect("start docker-registry");
+            let mut child = child;
+            if registry_ready(&addr, &mut child) {
+                return Registry { addr, dir, child };
+            }
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        panic!(
+            "docker-registry did not come up:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The registry's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the registry at `addr` answers `GET /v2/` (200, or 401 behind auth); false
+/// when it exits or does not answer in time.
+fn registry_ready(addr: &str, child: &mut Child) -> bool {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let req = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut resp = String::new();
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut resp).is_ok()
+                && (resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"))
+            {
+                return true;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

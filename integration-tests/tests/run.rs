@@ -52,7 +52,8 @@ fn command_that_cannot_be_invoked_exits_126_and_leaves_nothing() {
 #[test]
 fn unknown_image_is_an_engine_error_naming_it() {
     let engine = Engine::start();
-    let out = engine.berth(&["run", "--rm", "nosuch", "true"]);
+    // `--pull never`: by default `run` would try to pull it from Docker Hub (see registry.rs).
+    let out = engine.berth(&["run", "--rm", "--pull", "never", "nosuch", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
         stderr(&out).contains("no such image: nosuch:latest"),

@@ -39,6 +39,7 @@ pub fn upstream(what: &'static str) -> impl Fn(Status) -> Status {
         | Code::FailedPrecondition
         | Code::OutOfRange
         | Code::PermissionDenied
+        | Code::Unauthenticated
         | Code::Cancelled => status,
         Code::Unavailable => context(status, &format!("{what}: service unavailable")),
         _ => context(status, what),

@@ -10,9 +10,10 @@ use berth_proto::{
         VersionResponse,
     },
     image::v1::{
-        GetImageRequest, Image, ImportImageResponse, ListImagesRequest, ListImagesResponse,
-        LoadImagesResponse, RemoveImageRequest, RemoveImageResponse, TagImageRequest,
-        TagImageResponse, UploadChunk,
+        CheckRegistryAuthRequest, CheckRegistryAuthResponse, GetImageRequest, Image,
+        ImportImageResponse, ListImagesRequest, ListImagesResponse, LoadImagesResponse,
+        PullImageRequest, PullProgress, PushImageRequest, PushProgress, RemoveImageRequest,
+        RemoveImageResponse, TagImageRequest, TagImageResponse, UploadChunk,
     },
     logs::v1::{LogEntry, ReadLogsRequest},
     network::v1::{GetAttachmentRequest, ListNetworksRequest, ListNetworksResponse},
@@ -496,6 +497,56 @@ impl EngineApi for Engine {
             .remove_image(request.into_inner())
             .await
             .map_err(upstream("remove image"))
+    }
+
+    type PullImageStream = BoxStream<PullProgress>;
+
+    /// Relays the image store's pull progress; the credentials pass through untouched.
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let stream = self
+            .clients
+            .images
+            .clone()
+            .pull_image(request.into_inner())
+            .await
+            .map_err(upstream("pull image"))?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type PushImageStream = BoxStream<PushProgress>;
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn push_image(
+        &self,
+        request: Request<PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let stream = self
+            .clients
+            .images
+            .clone()
+            .push_image(request.into_inner())
+            .await
+            .map_err(upstream("push image"))?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all, fields(registry = %request.get_ref().registry))]
+    async fn login(
+        &self,
+        request: Request<CheckRegistryAuthRequest>,
+    ) -> Result<Response<CheckRegistryAuthResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .check_registry_auth(request.into_inner())
+            .await
+            .map_err(upstream("login"))
     }
 
     #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]

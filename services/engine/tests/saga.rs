@@ -120,6 +120,72 @@ impl ImageStore for Images {
     ) -> Result<Response<img::SnapshotMounts>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    type PullImageStream = BoxStream<img::PullProgress>;
+    async fn pull_image(
+        &self,
+        r: Request<img::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let r = r.into_inner();
+        let auth = r.auth.unwrap_or_default();
+        log(
+            &self.0,
+            format!(
+                "PullImage {} {}:{}",
+                r.reference, auth.username, auth.password
+            ),
+        );
+        if r.reference == "nosuch" {
+            return Err(Status::not_found("manifest unknown: nosuch"));
+        }
+        let msgs = vec![
+            Ok(img::PullProgress {
+                id: "aaa".into(),
+                status: "Downloading".into(),
+                current: 1,
+                total: 2,
+                image: None,
+            }),
+            Ok(img::PullProgress {
+                status: "Status: Downloaded newer image for busybox:latest".into(),
+                image: Some(img::Image {
+                    id: "sha256:0001".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+    type PushImageStream = BoxStream<img::PushProgress>;
+    async fn push_image(
+        &self,
+        r: Request<img::PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        log(&self.0, format!("PushImage {}", r.into_inner().reference));
+        let msgs = vec![Ok(img::PushProgress {
+            status: "1: digest: sha256:feed size: 5".into(),
+            digest: "sha256:feed".into(),
+            ..Default::default()
+        })];
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+    async fn check_registry_auth(
+        &self,
+        r: Request<img::CheckRegistryAuthRequest>,
+    ) -> Result<Response<img::CheckRegistryAuthResponse>, Status> {
+        let r = r.into_inner();
+        let auth = r.auth.unwrap_or_default();
+        log(
+            &self.0,
+            format!("CheckRegistryAuth {} {}", r.registry, auth.username),
+        );
+        if auth.password != "right" {
+            return Err(Status::unauthenticated("401 Unauthorized"));
+        }
+        Ok(Response::new(img::CheckRegistryAuthResponse {
+            status: "Login Succeeded".into(),
+        }))
+    }
     async fn remove_snapshot(
         &self,
         r: Request<img::RemoveSnapshotRequest>,
@@ -1100,4 +1166,83 @@ async fn restart_policy_and_init_reach_the_spec_and_conflict_with_rm() {
     );
     // Refused before anything was made.
     assert!(f.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn registry_calls_pass_through_to_the_image_store() {
+    let mut f = Fixture::new().await;
+    let auth = || {
+        Some(img::RegistryAuth {
+            username: "u".into(),
+            password: "right".into(),
+            identity_token: String::new(),
+        })
+    };
+    let progress: Vec<_> = f
+        .client
+        .pull_image(img::PullImageRequest {
+            reference: "reg:5000/bb:1".into(),
+            auth: auth(),
+            platform: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert_eq!(progress.len(), 2);
+    assert_eq!(progress[0].id, "aaa");
+    assert_eq!(progress[1].image.as_ref().unwrap().id, "sha256:0001");
+    let err = f
+        .client
+        .pull_image(img::PullImageRequest {
+            reference: "nosuch".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "manifest unknown: nosuch");
+    let pushed: Vec<_> = f
+        .client
+        .push_image(img::PushImageRequest {
+            reference: "reg:5000/bb:1".into(),
+            auth: auth(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert_eq!(pushed[0].digest, "sha256:feed");
+    f.client
+        .login(img::CheckRegistryAuthRequest {
+            registry: "reg:5000".into(),
+            auth: auth(),
+        })
+        .await
+        .unwrap();
+    let err = f
+        .client
+        .login(img::CheckRegistryAuthRequest {
+            registry: "reg:5000".into(),
+            auth: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.message(), "401 Unauthorized");
+    assert_eq!(
+        f.take_calls(),
+        vec![
+            "PullImage reg:5000/bb:1 u:right",
+            "PullImage nosuch :",
+            "PushImage reg:5000/bb:1",
+            "CheckRegistryAuth reg:5000 u",
+            "CheckRegistryAuth reg:5000 ",
+        ]
+    );
 }

@@ -42,6 +42,21 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX active_image ON active_snapshots(image_id);
     ",
+    // 2: repo digests recorded by pull and push (`repo@sha256:<manifest digest>`).
+    "
+    CREATE TABLE repo_digests (
+        reference   TEXT PRIMARY KEY,          -- familiar repo @ manifest digest
+        image_id    TEXT NOT NULL REFERENCES images(id)
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image_id);
+    ",
+    // 3: gzip copies of uncompressed layer blobs, made once for pushes.
+    "
+    CREATE TABLE push_blobs (
+        blob        TEXT PRIMARY KEY,          -- sha256:<hex> of the stored (plain tar) blob
+        gzip        TEXT NOT NULL              -- sha256:<hex> of its gzip copy (in blobs/)
+    );
+    ",
 ];
 
 /// Opens settings every connection needs.

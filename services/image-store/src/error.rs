@@ -47,6 +47,16 @@ pub enum Error {
     Db(#[from] rusqlite::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// Registry: unknown repository, tag or manifest (the message says which).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Registry unreachable or misbehaving.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,7 +86,12 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let message = e.to_string();
         match e {
-            Error::ImageNotFound(_) | Error::SnapshotNotFound(_) => Status::not_found(message),
+            Error::ImageNotFound(_) | Error::SnapshotNotFound(_) | Error::NotFound(_) => {
+                Status::not_found(message)
+            }
+            Error::Unauthenticated(_) => Status::unauthenticated(message),
+            Error::PermissionDenied(_) => Status::permission_denied(message),
+            Error::Unavailable(_) => Status::unavailable(message),
             Error::InvalidReference { .. }
             | Error::AmbiguousId(_)
             | Error::InvalidKey(_)

@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod reference;
+pub mod registry;
 pub mod service;
 pub mod store;
 pub mod unpack;

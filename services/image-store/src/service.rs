@@ -10,17 +10,31 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     error::Error,
+    registry::{self, client::Credentials, pull::PullRequest, Inflight},
     store::{ImageInfo, ImportOptions, Mounts, Store},
 };
 
 #[derive(Clone)]
 pub struct ImageStoreService {
     store: Arc<Store>,
+    inflight: Arc<Inflight>,
+}
+
+fn creds(a: Option<pb::RegistryAuth>) -> Credentials {
+    let a = a.unwrap_or_default();
+    Credentials {
+        username: a.username,
+        password: a.password,
+        identity_token: a.identity_token,
+    }
 }
 
 impl ImageStoreService {
     pub fn new(store: Arc<Store>) -> Self {
-        ImageStoreService { store }
+        ImageStoreService {
+            store,
+            inflight: Arc::default(),
+        }
     }
 
     pub fn into_server(self) -> pb::image_store_server::ImageStoreServer<Self> {
@@ -72,6 +86,9 @@ impl ImageStoreService {
         Ok((header.unwrap_or_default(), spool))
     }
 }
+
+pub type ProgressStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 struct Spool(PathBuf);
 
@@ -203,6 +220,88 @@ impl ImageStore for ImageStoreService {
         let key = request.into_inner().key;
         self.blocking(move |s| s.remove_snapshot(&key)).await?;
         Ok(Response::new(pb::RemoveSnapshotResponse {}))
+    }
+
+    type PullImageStream = ProgressStream<pb::PullProgress>;
+    type PushImageStream = ProgressStream<pb::PushProgress>;
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn pull_image(
+        &self,
+        request: Request<pb::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let r = request.into_inner();
+        let req = PullRequest {
+            reference: r.reference,
+            creds: creds(r.auth),
+            platform: r.platform,
+        };
+        let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::PullProgress>(64);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PullProgress, Status>>(64);
+        let store = self.store.clone();
+        let inflight = self.inflight.clone();
+        let work =
+            tokio::spawn(async move { registry::pull::pull(store, inflight, req, ptx).await });
+        tokio::spawn(async move {
+            while let Some(m) = prx.recv().await {
+                let _ = tx.send(Ok(m)).await;
+            }
+            let last = match work.await {
+                Ok(Ok(info)) => Ok(pb::PullProgress {
+                    image: Some(image_to_pb(info)),
+                    ..Default::default()
+                }),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("internal: {e}"))),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn push_image(
+        &self,
+        request: Request<pb::PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let r = request.into_inner();
+        let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::PushProgress>(64);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PushProgress, Status>>(64);
+        let store = self.store.clone();
+        let work = tokio::spawn(async move {
+            registry::push::push(store, r.reference, creds(r.auth), ptx).await
+        });
+        tokio::spawn(async move {
+            while let Some(m) = prx.recv().await {
+                let _ = tx.send(Ok(m)).await;
+            }
+            match work.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("internal: {e}"))))
+                        .await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(registry = %request.get_ref().registry))]
+    async fn check_registry_auth(
+        &self,
+        request: Request<pb::CheckRegistryAuthRequest>,
+    ) -> Result<Response<pb::CheckRegistryAuthResponse>, Status> {
+        let r = request.into_inner();
+        let status = registry::push::check_auth(&r.registry, creds(r.auth)).await?;
+        Ok(Response::new(pb::CheckRegistryAuthResponse { status }))
     }
 }
 

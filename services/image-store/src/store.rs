@@ -254,6 +254,7 @@ impl Store {
         let mut blobs: HashSet<String> =
             strings("SELECT id FROM images")?.iter().map(hex).collect();
         blobs.extend(strings("SELECT blob FROM snapshots")?.iter().map(hex));
+        blobs.extend(strings("SELECT gzip FROM push_blobs")?.iter().map(hex));
         let keys = strings("SELECT key FROM active_snapshots")?;
         drop(conn);
         let sweep = |dir: &str, keep: &HashSet<String>| -> Result<()> {
@@ -629,6 +630,189 @@ impl Store {
         Ok(())
     }
 
+    // ---- registry support ---------------------------------------------------------------
+
+    /// Whether the layer chain is unpacked already.
+    pub fn has_chain(&self, chain: &str) -> Result<bool> {
+        Ok(self.existing_snapshot(chain, &Op::default())?.is_some())
+    }
+
+    /// Stores a pulled image: `layers` are the verified blob files (under tmp/) with their
+    /// digests, base first; `on_layer(i)` is called before layer `i` is brought in and
+    /// `done(i)` after. Records `tag` (if any) and `repo_digest`.
+    pub fn commit_pulled(
+        &self,
+        config: &[u8],
+        layers: &[(Option<PathBuf>, String)],
+        tag: Option<String>,
+        repo_digest: &str,
+        on_layer: &mut dyn FnMut(usize, bool),
+    ) -> Result<ImageInfo> {
+        let doc = ConfigDoc::parse(config)?;
+        if doc.rootfs.diff_ids.len() != layers.len() {
+            return Err(Error::InvalidArchive(format!(
+                "image config lists {} layers but the manifest has {}",
+                doc.rootfs.diff_ids.len(),
+                layers.len()
+            )));
+        }
+        let tag = tag.map(|t| tag_reference(&t)).transpose()?;
+        let _w = self.write_lock();
+        let mut op = Op::default();
+        let result = (|| {
+            let mut chains = Vec::new();
+            let mut parent: Option<String> = None;
+            for (i, ((file, digest), diff_id)) in
+                layers.iter().zip(&doc.rootfs.diff_ids).enumerate()
+            {
+                let Some(file) = file else {
+                    // Not downloaded: the chain must be here already.
+                    let chain = match &parent {
+                        None => diff_id.clone(),
+                        Some(p) => format!(
+                            "sha256:{}",
+                            hex::encode(Sha256::digest(format!("{p} {diff_id}").as_bytes()))
+                        ),
+                    };
+                    let layer = self.existing_snapshot(&chain, &op)?.ok_or_else(|| {
+                        Error::Internal(format!(
+                            "layer {} ({digest}) vanished during the pull",
+                            i + 1
+                        ))
+                    })?;
+                    parent = Some(layer.chain_id.clone());
+                    chains.push(layer.chain_id);
+                    continue;
+                };
+                on_layer(i, false);
+                let layer = self.ensure_layer(
+                    LayerSource {
+                        file,
+                        blob_digest: Some(digest.clone()),
+                        diff_id: Some(diff_id.clone()),
+                        what: format!("layer {} ({digest})", i + 1),
+                    },
+                    parent.as_deref(),
+                    &mut op,
+                )?;
+                on_layer(i, true);
+                parent = Some(layer.chain_id.clone());
+                chains.push(layer.chain_id);
+            }
+            let pending =
+                self.commit_prepare(config, chains, tag.into_iter().collect(), &mut op)?;
+            let id = pending.id.clone();
+            self.commit(&mut op, &[pending])?;
+            self.conn().execute(
+                "INSERT OR REPLACE INTO repo_digests (reference, image_id) VALUES (?1, ?2)",
+                params![repo_digest, id],
+            )?;
+            Ok(id)
+        })();
+        match result {
+            Ok(id) => self.get_image(&id),
+            Err(e) => {
+                op.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// The gzip copy of the stored layer blob `blob` (an uncompressed tar), made once and
+    /// remembered, for pushes.
+    pub fn gzip_layer_blob(&self, blob: &str) -> Result<LayerBlob> {
+        let lookup = |conn: &Connection| -> Result<Option<String>> {
+            Ok(conn
+                .query_row("SELECT gzip FROM push_blobs WHERE blob = ?1", [blob], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        };
+        let found = |gz: String| -> Result<LayerBlob> {
+            let p = self.blob_path(&gz);
+            let size = fs::metadata(&p).map_err(Error::io("stat", &p))?.len();
+            Ok((p, gz, size))
+        };
+        if let Some(gz) = lookup(&self.conn())? {
+            return found(gz);
+        }
+        let src = self.blob_path(blob);
+        let tmp = TempPath(Some(self.temp_path("gzip")));
+        let digest = {
+            let mut input = fs::File::open(&src).map_err(Error::io("open", &src))?;
+            let out = fs::File::create(tmp.path()).map_err(Error::io("create", tmp.path()))?;
+            struct Hashing<W>(W, Sha256);
+            impl<W: io::Write> io::Write for Hashing<W> {
+                fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                    let n = self.0.write(b)?;
+                    self.1.update(&b[..n]);
+                    Ok(n)
+                }
+                fn flush(&mut self) -> io::Result<()> {
+                    self.0.flush()
+                }
+            }
+            let mut enc = flate2::write::GzEncoder::new(
+                Hashing(io::BufWriter::new(out), Sha256::new()),
+                flate2::Compression::default(),
+            );
+            io::copy(&mut input, &mut enc).map_err(Error::io("compress", &src))?;
+            let Hashing(w, h) = enc.finish().map_err(Error::io("compress", &src))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::Internal(format!("write {}: {e}", tmp.path().display())))?;
+            f.sync_all().map_err(Error::io("sync", tmp.path()))?;
+            format!("sha256:{}", hex::encode(h.finalize()))
+        };
+        let _w = self.write_lock();
+        if let Some(gz) = lookup(&self.conn())? {
+            return found(gz);
+        }
+        let dest = self.blob_path(&digest);
+        if !dest.exists() {
+            fs::rename(tmp.path(), &dest).map_err(Error::io("rename into place", &dest))?;
+            tmp.keep();
+            sync_dir(dest.parent().unwrap_or(&self.root))?;
+        }
+        self.conn().execute(
+            "INSERT OR REPLACE INTO push_blobs (blob, gzip) VALUES (?1, ?2)",
+            params![blob, digest],
+        )?;
+        found(digest)
+    }
+
+    /// Records `repo@sha256:…` for an image (after a push).
+    pub fn add_repo_digest(&self, image_id: &str, repo_digest: &str) -> Result<()> {
+        let _w = self.write_lock();
+        self.conn().execute(
+            "INSERT OR REPLACE INTO repo_digests (reference, image_id) VALUES (?1, ?2)",
+            params![repo_digest, image_id],
+        )?;
+        Ok(())
+    }
+
+    /// What a push needs: the image, its config blob and each layer's stored blob
+    /// (path, digest, size), base first.
+    pub fn push_source(&self, reference: &str) -> Result<(ImageInfo, Vec<LayerBlob>)> {
+        let conn = self.conn();
+        let (id, _) = resolve(&conn, reference)?;
+        let info = image_info(&conn, &id)?;
+        let mut stmt = conn.prepare(
+            "SELECT s.blob FROM image_layers l JOIN snapshots s ON s.chain_id = l.chain_id
+             WHERE l.image_id = ?1 ORDER BY l.idx",
+        )?;
+        let blobs: Vec<String> = stmt
+            .query_map([&id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for b in blobs {
+            let p = self.blob_path(&b);
+            let size = fs::metadata(&p).map_err(Error::io("stat", &p))?.len();
+            out.push((p, b, size));
+        }
+        Ok((info, out))
+    }
+
     /// By reference, full ID (`sha256:…` or bare hex) or unique ID prefix.
     pub fn get_image(&self, reference: &str) -> Result<ImageInfo> {
         let conn = self.conn();
@@ -715,10 +899,10 @@ impl Store {
             out.deleted.push(id.clone());
             let chains = delete_image(&tx, &id)?;
             doomed.push(self.blob_path(&id));
-            for (chain, dir, blob) in chains {
+            for (chain, dir, blobs) in chains {
                 out.deleted.push(chain);
                 doomed.push(self.committed_dir(&dir));
-                if let Some(blob) = blob {
+                for blob in blobs {
                     doomed.push(self.blob_path(&blob));
                 }
             }
@@ -848,8 +1032,11 @@ impl Store {
     }
 }
 
-/// (chain ID, snapshot dir, blob to delete).
-type DeletedLayer = (String, String, Option<String>);
+/// A layer's stored blob: (path, digest, size).
+pub type LayerBlob = (PathBuf, String, u64);
+
+/// (chain ID, snapshot dir, blobs to delete).
+type DeletedLayer = (String, String, Vec<String>);
 
 struct PendingImage {
     id: String,
@@ -929,6 +1116,18 @@ fn resolve(conn: &Connection, reference: &str) -> Result<(String, Option<String>
     match Reference::parse_normalized(r) {
         Ok(parsed) => {
             let shown = parsed.to_string();
+            if let Some(digest) = &parsed.digest {
+                let by_digest: Option<String> = conn
+                    .query_row(
+                        "SELECT image_id FROM repo_digests WHERE reference = ?1",
+                        [format!("{}@{digest}", parsed.familiar_name())],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = by_digest {
+                    return Ok((id, None));
+                }
+            }
             if parsed.digest.is_none() {
                 let tagged: Option<String> = conn
                     .query_row(
@@ -976,7 +1175,13 @@ fn image_info(conn: &Connection, id: &str) -> Result<ImageInfo> {
     Ok(ImageInfo {
         id: id.to_string(),
         repo_tags: tags_of(conn, id)?,
-        repo_digests: Vec::new(),
+        repo_digests: {
+            let mut stmt = conn.prepare(
+                "SELECT reference FROM repo_digests WHERE image_id = ?1 ORDER BY reference",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        },
         created,
         size,
         layers: config.rootfs.diff_ids.clone(),
@@ -996,6 +1201,7 @@ fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
     };
     tx.execute("DELETE FROM image_layers WHERE image_id = ?1", [id])?;
     tx.execute("DELETE FROM tags WHERE image_id = ?1", [id])?;
+    tx.execute("DELETE FROM repo_digests WHERE image_id = ?1", [id])?;
     tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
     let mut gone = Vec::new();
     for chain in chains {
@@ -1024,7 +1230,20 @@ fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
             )
             .optional()?
             .is_some();
-        gone.push((chain, dir, (!shared).then_some(blob)));
+        let mut blobs = Vec::new();
+        if !shared {
+            let gzip: Option<String> = tx
+                .query_row(
+                    "SELECT gzip FROM push_blobs WHERE blob = ?1",
+                    [&blob],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute("DELETE FROM push_blobs WHERE blob = ?1", [&blob])?;
+            blobs.push(blob);
+            blobs.extend(gzip);
+        }
+        gone.push((chain, dir, blobs));
     }
     Ok(gone)
 }
