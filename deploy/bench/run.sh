@@ -16,6 +16,10 @@ docker_pid=""
 cleanup() {
     "$bin/berth" ps -aq 2>/dev/null | xargs -r "$bin/berth" rm -f >/dev/null 2>&1 || true
     "$top/deploy/local/berth-down.sh" >/dev/null 2>&1 || true
+    # The instance's parent cgroups (empty once its containers are gone).
+    for h in /sys/fs/cgroup/*/; do
+        if [[ -d $h$BERTH_INSTANCE ]]; then rmdir "$h$BERTH_INSTANCE" 2>/dev/null || true; fi
+    done
     if [[ -n $docker_pid ]]; then
         docker -H "unix://$work/docker.sock" ps -aq 2>/dev/null | xargs -r docker -H "unix://$work/docker.sock" rm -f >/dev/null 2>&1 || true
         kill "$docker_pid" 2>/dev/null || true
