@@ -66,6 +66,12 @@ pub enum Command {
     Load(LoadArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(TagArgs),
     /// Download an image from a registry
@@ -132,6 +138,8 @@ pub enum ContainerCommand {
     Rename(RenameArgs),
     /// Restart one or more containers
     Restart(RestartArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +162,12 @@ pub enum ImageCommand {
     Push(PushArgs),
     /// Display detailed information on one or more images
     Inspect(TypedInspectArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Remove unused images
+    Prune(ImagePruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -544,6 +558,62 @@ pub struct LoadArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Print sizes and dates in human readable format
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagePruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change")]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub pause: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct RmiArgs {
     /// Force removal of the image
     #[arg(short = 'f', long)]
@@ -653,6 +723,49 @@ mod tests {
         };
         assert_eq!(c.flags.entrypoint.as_deref(), Some(""));
         assert_eq!(c.flags.network.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn image_save_history_prune_commit() {
+        let cli = parse(&["save", "-o", "x.tar", "a", "b"]);
+        let Command::Save(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.output.as_deref(), Some("x.tar"));
+        assert_eq!(s.images, vec!["a", "b"]);
+        let cli = parse(&["image", "history", "--no-trunc", "-q", "busybox"]);
+        let Command::Image(ImageCommand::History(h)) = cli.command else {
+            panic!()
+        };
+        assert!(h.no_trunc && h.quiet && h.human);
+        let cli = parse(&["image", "prune", "-a", "-f"]);
+        let Command::Image(ImageCommand::Prune(p)) = cli.command else {
+            panic!()
+        };
+        assert!(p.all && p.force);
+        let cli = parse(&[
+            "commit",
+            "-a",
+            "me",
+            "-m",
+            "msg",
+            "-c",
+            "CMD [\"x\"]",
+            "-p=false",
+            "c",
+            "r:1",
+        ]);
+        let Command::Commit(c) = cli.command else {
+            panic!()
+        };
+        assert!(!c.pause);
+        assert_eq!(c.change, vec!["CMD [\"x\"]"]);
+        assert_eq!(c.reference.as_deref(), Some("r:1"));
+        let cli = parse(&["container", "commit", "c"]);
+        let Command::Container(ContainerCommand::Commit(c)) = cli.command else {
+            panic!()
+        };
+        assert!(c.pause && c.reference.is_none());
     }
 
     #[test]

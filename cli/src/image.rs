@@ -1,17 +1,21 @@
-//! Image commands: images, import, load, rmi, tag.
+//! Image commands: images, import, load, rmi, tag, save, history, image prune, commit.
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use berth_proto::engine::v1::CommitContainerRequest;
 use berth_proto::image::v1::{
-    upload_chunk, Image, ListImagesRequest, RemoveImageRequest, TagImageRequest, UploadChunk,
-    UploadHeader,
+    upload_chunk, GetImageRequest, HistoryEntry, Image, ListImagesRequest, PruneImagesRequest,
+    RemoveImageRequest, SaveImagesRequest, TagImageRequest, UploadChunk, UploadHeader,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::args::{ImagesArgs, ImportArgs, LoadArgs, RmiArgs, TagArgs};
+use crate::args::{
+    CommitArgs, HistoryArgs, ImagePruneArgs, ImagesArgs, ImportArgs, LoadArgs, RmiArgs, SaveArgs,
+    TagArgs,
+};
 use crate::client::Engine;
 use crate::container::time_of;
 use crate::format;
@@ -302,6 +306,161 @@ pub async fn tag(mut engine: Engine, args: TagArgs) -> Result<i32> {
             target: args.target,
         })
         .await?;
+    Ok(0)
+}
+
+/// `berth save`: to `-o FILE` (through a temp file renamed into place), else to STDOUT
+/// unless it is a terminal.
+pub async fn save(mut engine: Engine, args: SaveArgs) -> Result<i32> {
+    let to_stdout = args
+        .output
+        .as_deref()
+        .is_none_or(|o| o.is_empty() || o == "-");
+    if to_stdout && nix::unistd::isatty(std::io::stdout()).unwrap_or(false) {
+        anyhow::bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let mut stream = engine
+        .save_images(SaveImagesRequest {
+            references: args.images.clone(),
+        })
+        .await?
+        .into_inner();
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream.message().await? {
+            out.write_all(&chunk.data)?;
+        }
+        out.flush()?;
+        return Ok(0);
+    }
+    let dest = std::path::PathBuf::from(args.output.clone().unwrap_or_default());
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".berth-save-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("failed to save image: create a file in {}", dir.display()))?;
+    while let Some(chunk) = stream.message().await? {
+        tmp.write_all(&chunk.data)?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(&dest)
+        .with_context(|| format!("failed to save image: write {}", dest.display()))?;
+    Ok(0)
+}
+
+/// The rows `berth history` prints (header first), Docker's columns and truncation.
+pub fn history_rows(
+    entries: &[HistoryEntry],
+    args: &HistoryArgs,
+    now: SystemTime,
+) -> Vec<Vec<String>> {
+    let id = |e: &HistoryEntry| {
+        if e.id == "<missing>" || args.no_trunc {
+            e.id.clone()
+        } else {
+            short_id(&e.id, false)
+        }
+    };
+    if args.quiet {
+        return entries.iter().map(|e| vec![id(e)]).collect();
+    }
+    let mut rows = vec![vec![
+        "IMAGE".to_string(),
+        "CREATED".into(),
+        "CREATED BY".into(),
+        "SIZE".into(),
+        "COMMENT".into(),
+    ]];
+    for e in entries {
+        let created = match time_of(&e.created) {
+            Some(t) if args.human => format::ago(t, now),
+            Some(_) => e.created.clone(),
+            None => "N/A".into(),
+        };
+        let by = e.created_by.replace('\t', " ");
+        let by = if args.no_trunc {
+            by
+        } else {
+            format::ellipsis(&by, 45)
+        };
+        let size = if args.human {
+            format::human_size(e.size)
+        } else {
+            e.size.to_string()
+        };
+        rows.push(vec![id(e), created, by, size, e.comment.clone()]);
+    }
+    rows
+}
+
+/// `berth history`.
+pub async fn history(mut engine: Engine, args: HistoryArgs) -> Result<i32> {
+    let resp = engine
+        .image_history(GetImageRequest {
+            reference: args.image.clone(),
+        })
+        .await?
+        .into_inner();
+    let rows = history_rows(&resp.entries, &args, SystemTime::now());
+    let out = if args.quiet {
+        rows.iter().map(|r| format!("{}\n", r[0])).collect()
+    } else {
+        format::table(&rows)
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
+}
+
+/// `berth image prune`.
+pub async fn prune(mut engine: Engine, args: ImagePruneArgs) -> Result<i32> {
+    let warning = if args.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !args.force && !crate::container::confirm(warning)? {
+        return Ok(0);
+    }
+    let resp = engine
+        .prune_images(PruneImagesRequest { all: args.all })
+        .await?
+        .into_inner();
+    let mut out = String::new();
+    if !resp.untagged.is_empty() || !resp.deleted.is_empty() {
+        out.push_str("Deleted Images:\n");
+        for u in &resp.untagged {
+            out.push_str(&format!("untagged: {u}\n"));
+        }
+        for d in &resp.deleted {
+            out.push_str(&format!("deleted: {d}\n"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        format::human_size_prec(resp.space_reclaimed.max(0) as f64, 4)
+    ));
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
+}
+
+/// `berth commit`: prints the new image's ID.
+pub async fn commit(mut engine: Engine, args: CommitArgs) -> Result<i32> {
+    let image = engine
+        .commit_container(CommitContainerRequest {
+            container: args.container.clone(),
+            reference: args.reference.clone().unwrap_or_default(),
+            changes: args.change.clone(),
+            message: args.message.clone().unwrap_or_default(),
+            author: args.author.clone().unwrap_or_default(),
+            pause: args.pause,
+        })
+        .await?
+        .into_inner();
+    println!("{}", image.id);
     Ok(0)
 }
 

@@ -130,6 +130,14 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::rmi(engine, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => image::tag(engine, a).await,
         Command::Image(ImageCommand::Inspect(a)) => inspect::image(engine, a).await,
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => image::save(engine, a).await,
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            image::history(engine, a).await
+        }
+        Command::Image(ImageCommand::Prune(a)) => image::prune(engine, a).await,
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            image::commit(engine, a).await
+        }
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => registry::pull(engine, a).await,
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => registry::push(engine, a).await,
         Command::Login(a) => registry::login(engine, a).await,

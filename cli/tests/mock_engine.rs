@@ -521,6 +521,79 @@ impl Engine for Mock {
             )))
         }
     }
+    type SaveImagesStream = Out<img::SaveChunk>;
+    async fn save_images(
+        &self,
+        r: Request<img::SaveImagesRequest>,
+    ) -> Result<Response<Self::SaveImagesStream>, Status> {
+        let refs = r.into_inner().references;
+        if refs.iter().any(|r| r == "nosuch") {
+            return Err(Status::not_found("No such image: nosuch:latest"));
+        }
+        let chunks = vec![
+            Ok(img::SaveChunk {
+                data: refs.join(",").into_bytes(),
+            }),
+            Ok(img::SaveChunk {
+                data: b"-tar".to_vec(),
+            }),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+    async fn image_history(
+        &self,
+        r: Request<img::GetImageRequest>,
+    ) -> Result<Response<img::ImageHistoryResponse>, Status> {
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("image_history {}", r.into_inner().reference));
+        let e = |id: &str, by: &str, size: i64, comment: &str| img::HistoryEntry {
+            id: id.into(),
+            created: "2020-01-01T00:00:00Z".into(),
+            created_by: by.into(),
+            size,
+            comment: comment.into(),
+            empty_layer: false,
+        };
+        Ok(Response::new(img::ImageHistoryResponse {
+            entries: vec![
+                e(
+                    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                    "/bin/sh -c #(nop)\tCMD [\"sh\"] and a long tail to be cut off",
+                    0,
+                    "",
+                ),
+                e("<missing>", "berth import", 4_260_000, "Imported from -"),
+            ],
+        }))
+    }
+    async fn prune_images(
+        &self,
+        r: Request<img::PruneImagesRequest>,
+    ) -> Result<Response<img::PruneImagesResponse>, Status> {
+        let all = r.into_inner().all;
+        CALLS.lock().unwrap().push(format!("prune_images {all}"));
+        Ok(Response::new(img::PruneImagesResponse {
+            untagged: if all { vec!["a:1".into()] } else { vec![] },
+            deleted: vec!["sha256:aa".into(), "sha256:l1".into()],
+            space_reclaimed: 1_234_567,
+        }))
+    }
+    async fn commit_container(
+        &self,
+        r: Request<CommitContainerRequest>,
+    ) -> Result<Response<img::Image>, Status> {
+        let r = r.into_inner();
+        CALLS.lock().unwrap().push(format!(
+            "commit {} {} {:?} {} {} {}",
+            r.container, r.reference, r.changes, r.message, r.author, r.pause
+        ));
+        Ok(Response::new(img::Image {
+            id: "sha256:c0".into(),
+            ..Default::default()
+        }))
+    }
     async fn import_image(
         &self,
         _: Request<Streaming<img::UploadChunk>>,
@@ -1435,4 +1508,97 @@ fn login_stores_and_logout_removes_credentials() {
     let out = berth_config(&["login", "-u", "u", "reg:5000"], &config, None);
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("Cannot perform an interactive login from a non TTY device"));
+}
+
+#[test]
+fn save_to_a_file_or_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.tar");
+    let out = berth(&["save", "-o", file.to_str().unwrap(), "a", "b:1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), b"a,b:1-tar");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let out = berth(&["image", "save", "x"]);
+    assert_eq!(out.stdout, b"x-tar");
+    let out = berth(&["save", "-o", file.to_str().unwrap(), "nosuch"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("No such image: nosuch:latest"));
+    // The earlier file is untouched.
+    assert_eq!(std::fs::read(&file).unwrap(), b"a,b:1-tar");
+}
+
+#[test]
+fn history_table_like_docker() {
+    let out = berth(&["history", "busybox"]);
+    let t = text(&out.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(
+        lines[0],
+        "IMAGE          CREATED       CREATED BY                                      SIZE      COMMENT"
+    );
+    assert!(lines[1].starts_with("0123456789ab   "), "{t}");
+    assert!(lines[1].contains(" years ago "), "{t}");
+    assert!(
+        lines[1].contains("/bin/sh -c #(nop) CMD [\"sh\"] and a long tail…   0B"),
+        "{t}"
+    );
+    assert!(lines[2].starts_with("<missing>      "), "{t}");
+    assert!(
+        lines[2]
+            .ends_with("berth import                                    4.26MB    Imported from -"),
+        "{t}"
+    );
+    let out = berth(&["image", "history", "-q", "busybox"]);
+    assert_eq!(text(&out.stdout), "0123456789ab\n<missing>\n");
+    let out = berth(&["history", "--no-trunc", "--human=false", "busybox"]);
+    let t = text(&out.stdout);
+    assert!(t.contains("sha256:0123456789abcdef"), "{t}");
+    assert!(t.contains("2020-01-01T00:00:00Z"), "{t}");
+    assert!(t.contains("to be cut off"), "{t}");
+    assert!(t.contains(" 4260000 "), "{t}");
+}
+
+#[test]
+fn image_prune_prompts_and_reports() {
+    let out = berth_with(&["image", "prune"], Some(b"n\n"));
+    assert_eq!(
+        text(&out.stdout),
+        "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] "
+    );
+    let out = berth(&["image", "prune", "-f"]);
+    assert_eq!(
+        text(&out.stdout),
+        "Deleted Images:\ndeleted: sha256:aa\ndeleted: sha256:l1\n\nTotal reclaimed space: 1.235MB\n"
+    );
+    let out = berth_with(&["image", "prune", "-a"], Some(b"y\n"));
+    let t = text(&out.stdout);
+    assert!(t.starts_with("WARNING! This will remove all images without at least one container associated to them.\n"), "{t}");
+    assert!(
+        t.contains("Deleted Images:\nuntagged: a:1\ndeleted: sha256:aa\n"),
+        "{t}"
+    );
+    assert!(called("prune_images true"));
+}
+
+#[test]
+fn commit_prints_the_id() {
+    let out = berth(&[
+        "commit",
+        "-a",
+        "me",
+        "-m",
+        "msg",
+        "-c",
+        "CMD [\"x\"]",
+        "--pause=false",
+        "web",
+        "snap:1",
+    ]);
+    assert_eq!(text(&out.stdout), "sha256:c0\n");
+    assert!(called(
+        "commit web snap:1 [\"CMD [\\\"x\\\"]\"] msg me false"
+    ));
+    let out = berth(&["container", "commit", "web"]);
+    assert_eq!(text(&out.stdout), "sha256:c0\n");
+    assert!(called("commit web  [] msg  true") || called("commit web  []   true"));
 }

@@ -4,25 +4,27 @@ use std::pin::Pin;
 
 use berth_proto::{
     engine::v1::{
-        engine_server::Engine as EngineApi, ContainerDetails, ContainerLogsRequest, ContainerRef,
-        CreateContainerRequest, PruneContainersRequest, PruneContainersResponse,
-        RemoveContainerRequest, RemoveContainerResponse, RunInput, RunOutput, VersionRequest,
-        VersionResponse,
+        engine_server::Engine as EngineApi, CommitContainerRequest, ContainerDetails,
+        ContainerLogsRequest, ContainerRef, CreateContainerRequest, PruneContainersRequest,
+        PruneContainersResponse, RemoveContainerRequest, RemoveContainerResponse, RunInput,
+        RunOutput, VersionRequest, VersionResponse,
     },
     image::v1::{
-        CheckRegistryAuthRequest, CheckRegistryAuthResponse, GetImageRequest, Image,
-        ImportImageResponse, ListImagesRequest, ListImagesResponse, LoadImagesResponse,
-        PullImageRequest, PullProgress, PushImageRequest, PushProgress, RemoveImageRequest,
-        RemoveImageResponse, TagImageRequest, TagImageResponse, UploadChunk,
+        CheckRegistryAuthRequest, CheckRegistryAuthResponse, CommitSnapshotRequest,
+        GetImageRequest, Image, ImageConfig, ImageHistoryResponse, ImportImageResponse,
+        ListImagesRequest, ListImagesResponse, LoadImagesResponse, PruneImagesRequest,
+        PruneImagesResponse, PullImageRequest, PullProgress, PushImageRequest, PushProgress,
+        RemoveImageRequest, RemoveImageResponse, SaveChunk, SaveImagesRequest, TagImageRequest,
+        TagImageResponse, UploadChunk,
     },
     logs::v1::{LogEntry, ReadLogsRequest},
     network::v1::{GetAttachmentRequest, ListNetworksRequest, ListNetworksResponse},
     supervisor::v1::{
-        attach_input, exec_input, AttachInput, AttachOutput, Container, ExecInput, ExitStatus,
-        KillContainerRequest, ListContainersRequest, ListContainersResponse, PauseContainerRequest,
-        RenameContainerRequest, RestartContainerRequest, StartContainerRequest,
-        StopContainerRequest, TopContainerRequest, TopContainerResponse, UnpauseContainerRequest,
-        WaitContainerRequest,
+        attach_input, exec_input, AttachInput, AttachOutput, Container, ContainerStatus, ExecInput,
+        ExitStatus, KillContainerRequest, ListContainersRequest, ListContainersResponse,
+        PauseContainerRequest, RenameContainerRequest, RestartContainerRequest,
+        StartContainerRequest, StopContainerRequest, TopContainerRequest, TopContainerResponse,
+        UnpauseContainerRequest, WaitContainerRequest,
     },
     volume::v1::{
         CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
@@ -547,6 +549,111 @@ impl EngineApi for Engine {
             .check_registry_auth(request.into_inner())
             .await
             .map_err(upstream("login"))
+    }
+
+    type SaveImagesStream = BoxStream<SaveChunk>;
+
+    #[tracing::instrument(skip_all)]
+    async fn save_images(
+        &self,
+        request: Request<SaveImagesRequest>,
+    ) -> Result<Response<Self::SaveImagesStream>, Status> {
+        let stream = self
+            .clients
+            .images
+            .clone()
+            .save_images(request.into_inner())
+            .await
+            .map_err(upstream("save images"))?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
+    async fn image_history(
+        &self,
+        request: Request<GetImageRequest>,
+    ) -> Result<Response<ImageHistoryResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .image_history(request.into_inner())
+            .await
+            .map_err(upstream("image history"))
+    }
+
+    #[tracing::instrument(skip_all, fields(all = request.get_ref().all))]
+    async fn prune_images(
+        &self,
+        request: Request<PruneImagesRequest>,
+    ) -> Result<Response<PruneImagesResponse>, Status> {
+        self.clients
+            .images
+            .clone()
+            .prune_images(request.into_inner())
+            .await
+            .map_err(upstream("prune images"))
+    }
+
+    /// Resolves the container, pauses it if asked and running, and commits its writable
+    /// layer with the configuration from its spec.
+    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container))]
+    async fn commit_container(
+        &self,
+        request: Request<CommitContainerRequest>,
+    ) -> Result<Response<Image>, Status> {
+        let req = request.into_inner();
+        let container = self.resolve(&req.container).await?;
+        let spec = container.spec.clone().unwrap_or_default();
+        let running = container
+            .state
+            .as_ref()
+            .is_some_and(|s| s.status == ContainerStatus::Running as i32);
+        let pause = req.pause && running;
+        let mut supervisor = self.clients.supervisor.clone();
+        if pause {
+            supervisor
+                .pause_container(PauseContainerRequest {
+                    id: container.id.clone(),
+                })
+                .await
+                .map_err(upstream("pause container"))?;
+        }
+        let commit = CommitSnapshotRequest {
+            key: container.id.clone(),
+            reference: req.reference,
+            changes: req.changes,
+            message: req.message,
+            author: req.author,
+            config: Some(ImageConfig {
+                env: spec.env,
+                cmd: spec.cmd,
+                entrypoint: spec.entrypoint,
+                working_dir: spec.working_dir,
+                user: spec.user,
+                labels: spec.labels,
+                ..Default::default()
+            }),
+        };
+        let result = self
+            .clients
+            .images
+            .clone()
+            .commit_snapshot(commit)
+            .await
+            .map_err(upstream("commit container"));
+        if pause {
+            let unpaused = supervisor
+                .unpause_container(UnpauseContainerRequest {
+                    id: container.id.clone(),
+                })
+                .await
+                .map_err(upstream("unpause container"));
+            if let (Ok(_), Err(e)) = (&result, unpaused) {
+                return Err(e);
+            }
+        }
+        result
     }
 
     #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]

@@ -186,6 +186,74 @@ impl ImageStore for Images {
             status: "Login Succeeded".into(),
         }))
     }
+    type SaveImagesStream = BoxStream<img::SaveChunk>;
+    async fn save_images(
+        &self,
+        r: Request<img::SaveImagesRequest>,
+    ) -> Result<Response<Self::SaveImagesStream>, Status> {
+        log(
+            &self.0,
+            format!("SaveImages {}", r.into_inner().references.join(",")),
+        );
+        let chunks = vec![
+            Ok(img::SaveChunk {
+                data: b"ab".to_vec(),
+            }),
+            Ok(img::SaveChunk {
+                data: b"c".to_vec(),
+            }),
+        ];
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+    async fn image_history(
+        &self,
+        r: Request<img::GetImageRequest>,
+    ) -> Result<Response<img::ImageHistoryResponse>, Status> {
+        log(
+            &self.0,
+            format!("ImageHistory {}", r.into_inner().reference),
+        );
+        Ok(Response::new(img::ImageHistoryResponse {
+            entries: vec![img::HistoryEntry {
+                id: "sha256:b0x".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+    async fn prune_images(
+        &self,
+        r: Request<img::PruneImagesRequest>,
+    ) -> Result<Response<img::PruneImagesResponse>, Status> {
+        log(&self.0, format!("PruneImages all={}", r.into_inner().all));
+        Ok(Response::new(img::PruneImagesResponse {
+            space_reclaimed: 5,
+            ..Default::default()
+        }))
+    }
+    async fn commit_snapshot(
+        &self,
+        r: Request<img::CommitSnapshotRequest>,
+    ) -> Result<Response<img::Image>, Status> {
+        let r = r.into_inner();
+        let c = r.config.unwrap_or_default();
+        log(
+            &self.0,
+            format!(
+                "CommitSnapshot {} {} cmd={} env={} changes={} msg={} author={}",
+                short(&r.key),
+                r.reference,
+                c.cmd.join(" "),
+                c.env.join(","),
+                r.changes.join(";"),
+                r.message,
+                r.author
+            ),
+        );
+        Ok(Response::new(img::Image {
+            id: "sha256:c0mmit".into(),
+            ..Default::default()
+        }))
+    }
     async fn remove_snapshot(
         &self,
         r: Request<img::RemoveSnapshotRequest>,
@@ -1243,6 +1311,99 @@ async fn registry_calls_pass_through_to_the_image_store() {
             "PushImage reg:5000/bb:1",
             "CheckRegistryAuth reg:5000 u",
             "CheckRegistryAuth reg:5000 ",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn image_calls_pass_through_and_commit_pauses_a_running_container() {
+    use berth_proto::engine::v1::{CommitContainerRequest, ContainerRef};
+    let mut f = Fixture::new().await;
+    let c = f
+        .client
+        .create_container(request("cm"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = short(&c.id).to_string();
+    f.take_calls();
+    let commit = |pause| CommitContainerRequest {
+        container: "cm".into(),
+        reference: "snap:1".into(),
+        changes: vec!["CMD [\"x\"]".into()],
+        message: "m".into(),
+        author: "me".into(),
+        pause,
+    };
+    // Not running: no pause.
+    let image = f.client.commit_container(commit(true)).await.unwrap();
+    assert_eq!(image.into_inner().id, "sha256:c0mmit");
+    assert_eq!(
+        f.take_calls(),
+        vec![format!(
+            "CommitSnapshot {id} snap:1 cmd=echo hi env=PATH=/bin,A=2 changes=CMD [\"x\"] msg=m author=me"
+        )]
+    );
+    // Running: paused around the commit, unless told not to.
+    f.client
+        .unpause_container(ContainerRef { id: "cm".into() })
+        .await
+        .unwrap();
+    f.take_calls();
+    f.client.commit_container(commit(true)).await.unwrap();
+    let calls = f.take_calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[0], format!("PauseContainer {id}"));
+    assert!(calls[1].starts_with("CommitSnapshot"));
+    assert_eq!(calls[2], format!("UnpauseContainer {id}"));
+    f.client.commit_container(commit(false)).await.unwrap();
+    let calls = f.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let e = f
+        .client
+        .commit_container(CommitContainerRequest {
+            container: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    let mut stream = f
+        .client
+        .save_images(img::SaveImagesRequest {
+            references: vec!["busybox".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        data.extend(c.data);
+    }
+    assert_eq!(data, b"abc");
+    let h = f
+        .client
+        .image_history(img::GetImageRequest {
+            reference: "busybox".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.entries[0].id, "sha256:b0x");
+    let p = f
+        .client
+        .prune_images(img::PruneImagesRequest { all: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.space_reclaimed, 5);
+    assert_eq!(
+        f.take_calls(),
+        vec![
+            "SaveImages busybox".to_string(),
+            "ImageHistory busybox".into(),
+            "PruneImages all=true".into(),
         ]
     );
 }

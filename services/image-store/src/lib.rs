@@ -5,6 +5,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod layer;
 pub mod reference;
 pub mod registry;
 pub mod service;

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     error::Error,
     registry::{self, client::Credentials, pull::PullRequest, Inflight},
-    store::{ImageInfo, ImportOptions, Mounts, Store},
+    store::{CommitOptions, ImageInfo, ImportOptions, Mounts, Store},
 };
 
 #[derive(Clone)]
@@ -303,6 +303,119 @@ impl ImageStore for ImageStoreService {
         let status = registry::push::check_auth(&r.registry, creds(r.auth)).await?;
         Ok(Response::new(pb::CheckRegistryAuthResponse { status }))
     }
+
+    type SaveImagesStream = ProgressStream<pb::SaveChunk>;
+
+    /// Writes the archive to a temp file, then streams it in 64 KiB chunks.
+    #[tracing::instrument(skip_all)]
+    async fn save_images(
+        &self,
+        request: Request<pb::SaveImagesRequest>,
+    ) -> Result<Response<Self::SaveImagesStream>, Status> {
+        let refs = request.into_inner().references;
+        let spool = Spool(self.store.temp_path("save"));
+        let path = spool.0.clone();
+        self.blocking(move |s| s.save_images(&refs, &path)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SaveChunk, Status>>(8);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut file = match tokio::fs::File::open(&spool.0).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!(
+                            "open {}: {e}",
+                            spool.0.display()
+                        ))))
+                        .await;
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut n = 0;
+                while n < buf.len() {
+                    match file.read(&mut buf[n..]).await {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(Status::internal(format!("read archive: {e}"))))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if tx.send(Ok(pb::SaveChunk { data: buf })).await.is_err() {
+                    break;
+                }
+            }
+            drop(spool);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    async fn image_history(
+        &self,
+        request: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::ImageHistoryResponse>, Status> {
+        let reference = request.into_inner().reference;
+        let rows = self.blocking(move |s| s.image_history(&reference)).await?;
+        Ok(Response::new(pb::ImageHistoryResponse {
+            entries: rows
+                .into_iter()
+                .map(|r| pb::HistoryEntry {
+                    id: r.id,
+                    created: r.created,
+                    created_by: r.created_by,
+                    size: r.size,
+                    comment: r.comment,
+                    empty_layer: r.empty_layer,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(all = request.get_ref().all))]
+    async fn prune_images(
+        &self,
+        request: Request<pb::PruneImagesRequest>,
+    ) -> Result<Response<pb::PruneImagesResponse>, Status> {
+        let all = request.into_inner().all;
+        let p = self.blocking(move |s| s.prune_images(all)).await?;
+        Ok(Response::new(pb::PruneImagesResponse {
+            untagged: p.untagged,
+            deleted: p.deleted,
+            space_reclaimed: p.space_reclaimed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %request.get_ref().key))]
+    async fn commit_snapshot(
+        &self,
+        request: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<pb::Image>, Status> {
+        let r = request.into_inner();
+        let opts = CommitOptions {
+            reference: r.reference,
+            changes: r.changes,
+            message: r.message,
+            author: r.author,
+            config: run_config_json(r.config.unwrap_or_default()),
+        };
+        let key = r.key;
+        let image = self
+            .blocking(move |s| s.commit_snapshot(&key, &opts))
+            .await?;
+        Ok(Response::new(image_to_pb(image)))
+    }
 }
 
 pub fn image_to_pb(i: ImageInfo) -> pb::Image {
@@ -348,4 +461,43 @@ pub fn mounts_to_pb(m: Mounts) -> pb::SnapshotMounts {
         upper_dir: m.upper_dir.display().to_string(),
         work_dir: m.work_dir.display().to_string(),
     }
+}
+
+/// The container configuration a commit records, as an image config's `config` object
+/// (empty fields are left to the base image's).
+fn run_config_json(c: pb::ImageConfig) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    let mut m = serde_json::Map::new();
+    let set = |m: &mut serde_json::Map<String, Value>, k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    if !c.env.is_empty() {
+        set(&mut m, "Env", json!(c.env));
+    }
+    if !c.cmd.is_empty() {
+        set(&mut m, "Cmd", json!(c.cmd));
+    }
+    if !c.entrypoint.is_empty() {
+        set(&mut m, "Entrypoint", json!(c.entrypoint));
+    }
+    if !c.working_dir.is_empty() {
+        set(&mut m, "WorkingDir", json!(c.working_dir));
+    }
+    if !c.user.is_empty() {
+        set(&mut m, "User", json!(c.user));
+    }
+    if !c.labels.is_empty() {
+        set(&mut m, "Labels", json!(c.labels));
+    }
+    if !c.stop_signal.is_empty() {
+        set(&mut m, "StopSignal", json!(c.stop_signal));
+    }
+    let keys = |v: Vec<String>| Value::Object(v.into_iter().map(|k| (k, json!({}))).collect());
+    if !c.exposed_ports.is_empty() {
+        set(&mut m, "ExposedPorts", keys(c.exposed_ports));
+    }
+    if !c.volumes.is_empty() {
+        set(&mut m, "Volumes", keys(c.volumes));
+    }
+    m
 }

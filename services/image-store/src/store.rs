@@ -1032,6 +1032,439 @@ impl Store {
     }
 }
 
+/// One `docker history` row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub id: String,
+    pub created: String,
+    pub created_by: String,
+    pub size: i64,
+    pub comment: String,
+    pub empty_layer: bool,
+}
+
+/// What `PruneImages` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub untagged: Vec<String>,
+    pub deleted: Vec<String>,
+    pub space_reclaimed: i64,
+}
+
+/// What `CommitSnapshot` records besides the layer.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    pub reference: String,
+    pub changes: Vec<String>,
+    pub message: String,
+    pub author: String,
+    /// The container's configuration (`Cmd`, `Env`...), as a config's `config` object.
+    pub config: Map<String, Value>,
+}
+
+impl Store {
+    /// The image's history, newest first: the config's history entries, non-empty ones
+    /// matched to the layers in order for their sizes; the top row carries the image ID.
+    pub fn image_history(&self, reference: &str) -> Result<Vec<HistoryRow>> {
+        let conn = self.conn();
+        let (id, _) = resolve(&conn, reference)?;
+        let info = image_info(&conn, &id)?;
+        let sizes: Vec<i64> = {
+            let mut stmt = conn.prepare(
+                "SELECT s.size FROM image_layers l JOIN snapshots s ON s.chain_id = l.chain_id
+                 WHERE l.image_id = ?1 ORDER BY l.idx",
+            )?;
+            let rows = stmt.query_map([&id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        drop(conn);
+        let doc: Value = serde_json::from_slice(&info.config_json)
+            .map_err(|e| Error::InvalidArchive(format!("invalid image config: {e}")))?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut rows = Vec::new();
+        let mut layer = 0usize;
+        let history = doc
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if history.is_empty() {
+            for size in &sizes {
+                rows.push(HistoryRow {
+                    created: info.created.clone(),
+                    size: *size,
+                    ..Default::default()
+                });
+            }
+        }
+        for h in &history {
+            let empty = h
+                .get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
+                let s = sizes.get(layer).copied().unwrap_or(0);
+                layer += 1;
+                s
+            };
+            rows.push(HistoryRow {
+                id: String::new(),
+                created: text(h, "created"),
+                created_by: text(h, "created_by"),
+                size,
+                comment: text(h, "comment"),
+                empty_layer: empty,
+            });
+        }
+        rows.reverse();
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.id = if i == 0 {
+                id.clone()
+            } else {
+                "<missing>".into()
+            };
+        }
+        Ok(rows)
+    }
+
+    /// Removes dangling images (untagged, no writable snapshot); with `all`, every image
+    /// no writable snapshot uses (untagging it first). Shared layers stay.
+    pub fn prune_images(&self, all: bool) -> Result<Pruned> {
+        let _w = self.write_lock();
+        let mut conn = self.conn();
+        let sql = if all {
+            "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM active_snapshots)
+             ORDER BY created DESC, id"
+        } else {
+            "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM active_snapshots)
+             AND id NOT IN (SELECT image_id FROM tags) ORDER BY created DESC, id"
+        };
+        let ids: Vec<String> = {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Pruned::default();
+        let mut doomed = Vec::new();
+        let tx = conn.transaction()?;
+        for id in &ids {
+            let sizes: HashMap<String, i64> = {
+                let mut stmt = tx.prepare(
+                    "SELECT s.chain_id, s.size FROM image_layers l
+                     JOIN snapshots s ON s.chain_id = l.chain_id WHERE l.image_id = ?1",
+                )?;
+                let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            out.untagged.extend(tags_of(&tx, id)?);
+            out.deleted.push(id.clone());
+            doomed.push(self.blob_path(id));
+            for (chain, dir, blobs) in delete_image(&tx, id)? {
+                out.space_reclaimed += sizes.get(&chain).copied().unwrap_or(0);
+                out.deleted.push(chain);
+                doomed.push(self.committed_dir(&dir));
+                for blob in blobs {
+                    doomed.push(self.blob_path(&blob));
+                }
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        for p in doomed {
+            if let Err(e) = remove_any(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "remove");
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the images as one tarball at `out`: a docker-archive `manifest.json` beside
+    /// an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`), as `docker save`
+    /// (v25) does. Layer blobs are written as stored.
+    pub fn save_images(&self, references: &[String], out: &Path) -> Result<()> {
+        if references.is_empty() {
+            return Err(Error::InvalidArgument(
+                "requires at least one image to save".into(),
+            ));
+        }
+        struct Saved {
+            id: String,
+            tags: Vec<String>,
+            config: Vec<u8>,
+            layers: Vec<(String, PathBuf, u64)>,
+        }
+        let mut images: Vec<Saved> = Vec::new();
+        {
+            let conn = self.conn();
+            for r in references {
+                let (id, tag) = resolve(&conn, r)?;
+                if let Some(s) = images.iter_mut().find(|s| s.id == id) {
+                    if let Some(t) = tag {
+                        if !s.tags.contains(&t) {
+                            s.tags.push(t);
+                        }
+                    }
+                    continue;
+                }
+                let info = image_info(&conn, &id)?;
+                let mut stmt = conn.prepare(
+                    "SELECT s.blob FROM image_layers l JOIN snapshots s ON s.chain_id = l.chain_id
+                     WHERE l.image_id = ?1 ORDER BY l.idx",
+                )?;
+                let blobs: Vec<String> = stmt
+                    .query_map([&id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut layers = Vec::new();
+                for b in blobs {
+                    let p = self.blob_path(&b);
+                    let size = fs::metadata(&p).map_err(Error::io("stat", &p))?.len();
+                    layers.push((b, p, size));
+                }
+                images.push(Saved {
+                    id,
+                    tags: tag.into_iter().collect(),
+                    config: info.config_json,
+                    layers,
+                });
+            }
+        }
+        let file = fs::File::create(out).map_err(Error::io("create", out))?;
+        let mut b = tar::Builder::new(io::BufWriter::new(file));
+        let werr = |e: io::Error| Error::Internal(format!("write archive: {e}"));
+        let mut written: HashSet<String> = HashSet::new();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dir = |b: &mut tar::Builder<io::BufWriter<fs::File>>, name: &str| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_mtime(now);
+            h.set_size(0);
+            b.append_data(&mut h, name, io::empty())
+        };
+        let bytes_entry =
+            |b: &mut tar::Builder<io::BufWriter<fs::File>>, name: &str, data: &[u8]| {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_mtime(now);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data)
+            };
+        dir(&mut b, "blobs/").map_err(werr)?;
+        dir(&mut b, "blobs/sha256/").map_err(werr)?;
+        let blob_name = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+        let mut docker_manifest = Vec::new();
+        let mut index = Vec::new();
+        for img in &images {
+            let mut layer_descs = Vec::new();
+            for (digest, path, size) in &img.layers {
+                let gzip = {
+                    let mut magic = [0u8; 2];
+                    let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+                    io::Read::read(&mut f, &mut magic).map_err(Error::io("read", path))? == 2
+                        && magic == [0x1f, 0x8b]
+                };
+                if written.insert(digest.clone()) {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_mtime(now);
+                    h.set_size(*size);
+                    let f = fs::File::open(path).map_err(Error::io("open", path))?;
+                    b.append_data(&mut h, blob_name(digest), f).map_err(werr)?;
+                }
+                layer_descs.push(json!({
+                    "mediaType": if gzip {
+                        "application/vnd.oci.image.layer.v1.tar+gzip"
+                    } else {
+                        "application/vnd.oci.image.layer.v1.tar"
+                    },
+                    "digest": digest,
+                    "size": size,
+                }));
+            }
+            if written.insert(img.id.clone()) {
+                bytes_entry(&mut b, &blob_name(&img.id), &img.config).map_err(werr)?;
+            }
+            let manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": img.id,
+                    "size": img.config.len(),
+                },
+                "layers": layer_descs,
+            });
+            let manifest =
+                serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+            let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+            if written.insert(manifest_digest.clone()) {
+                bytes_entry(&mut b, &blob_name(&manifest_digest), &manifest).map_err(werr)?;
+            }
+            let desc = |annotations: Option<Value>| {
+                let mut d = json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": manifest.len(),
+                });
+                if let Some(a) = annotations {
+                    d["annotations"] = a;
+                }
+                d
+            };
+            if img.tags.is_empty() {
+                index.push(desc(None));
+            }
+            for t in &img.tags {
+                let r = Reference::parse_normalized(t)?;
+                let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+                index.push(desc(Some(json!({
+                    "io.containerd.image.name": format!("{}:{tag}", r.full_name()),
+                    "org.opencontainers.image.ref.name": tag,
+                }))));
+            }
+            docker_manifest.push(json!({
+                "Config": blob_name(&img.id),
+                "RepoTags": if img.tags.is_empty() { Value::Null } else { json!(img.tags) },
+                "Layers": img.layers.iter().map(|(d, _, _)| blob_name(d)).collect::<Vec<_>>(),
+            }));
+        }
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": index,
+        });
+        let json_bytes =
+            |v: &Value| serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()));
+        bytes_entry(&mut b, "index.json", &json_bytes(&index)?).map_err(werr)?;
+        bytes_entry(
+            &mut b,
+            "manifest.json",
+            &json_bytes(&Value::Array(docker_manifest))?,
+        )
+        .map_err(werr)?;
+        bytes_entry(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(werr)?;
+        let w = b.into_inner().map_err(werr)?;
+        w.into_inner()
+            .map_err(|e| Error::Internal(format!("write archive: {e}")))?
+            .sync_all()
+            .map_err(Error::io("sync", out))?;
+        Ok(())
+    }
+
+    /// Turns the writable snapshot `key`'s upper dir into a layer on top of its image's and
+    /// stores the result as a new image (see [`CommitOptions`]).
+    pub fn commit_snapshot(&self, key: &str, opts: &CommitOptions) -> Result<ImageInfo> {
+        validate_key(key)?;
+        let tag = if opts.reference.is_empty() {
+            None
+        } else {
+            Some(tag_reference(&opts.reference)?)
+        };
+        let mounts = self.snapshot_mounts(key)?;
+        let base = self.get_image(&mounts.image_id)?;
+        let mut doc: Map<String, Value> = serde_json::from_slice(&base.config_json)
+            .map_err(|e| Error::InvalidArchive(format!("invalid image config: {e}")))?;
+        let mut config = doc
+            .get("config")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in &opts.config {
+            config.insert(k.clone(), v.clone());
+        }
+        for change in &opts.changes {
+            apply_change(&mut config, change)?;
+        }
+        // The layer tar, written under tmp/ (hard-linked in as the blob).
+        let tmp = TempPath(Some(self.temp_path("commit")));
+        {
+            let f = fs::File::create(tmp.path()).map_err(Error::io("create", tmp.path()))?;
+            let w = crate::layer::write_layer(&mounts.upper_dir, io::BufWriter::new(f))?;
+            w.into_inner()
+                .map_err(|e| Error::Internal(format!("write layer: {e}")))?
+                .sync_all()
+                .map_err(Error::io("sync", tmp.path()))?;
+        }
+        let _w = self.write_lock();
+        let chains: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare("SELECT chain_id FROM image_layers WHERE image_id = ?1 ORDER BY idx")?;
+            let rows = stmt.query_map([&base.id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut op = Op::default();
+        let result = (|| {
+            let layer = self.ensure_layer(
+                LayerSource {
+                    file: tmp.path(),
+                    blob_digest: None,
+                    diff_id: None,
+                    what: "committed layer".into(),
+                },
+                chains.last().map(String::as_str),
+                &mut op,
+            )?;
+            let now = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+            let mut diff_ids = base.layers.clone();
+            diff_ids.push(layer.diff_id.clone());
+            doc.insert("created".into(), json!(now));
+            doc.insert("config".into(), Value::Object(config));
+            doc.insert(
+                "rootfs".into(),
+                json!({"type": "layers", "diff_ids": diff_ids}),
+            );
+            for k in ["container", "container_config", "id", "parent"] {
+                doc.remove(k);
+            }
+            if opts.author.is_empty() {
+                doc.remove("author");
+            } else {
+                doc.insert("author".into(), json!(opts.author));
+            }
+            if opts.message.is_empty() {
+                doc.remove("comment");
+            } else {
+                doc.insert("comment".into(), json!(opts.message));
+            }
+            let mut entry = json!({"created": now, "created_by": "berth commit"});
+            if !opts.author.is_empty() {
+                entry["author"] = json!(opts.author);
+            }
+            if !opts.message.is_empty() {
+                entry["comment"] = json!(opts.message);
+            }
+            let mut history = doc
+                .get("history")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            history.push(entry);
+            doc.insert("history".into(), Value::Array(history));
+            let config_json = serde_json::to_vec(&Value::Object(doc.clone()))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let mut all = chains.clone();
+            all.push(layer.chain_id);
+            self.commit_image(&config_json, &all, tag.iter().cloned().collect(), &mut op)
+        })();
+        drop(_w);
+        match result {
+            Ok(id) => self.get_image(&id),
+            Err(e) => {
+                op.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A layer's stored blob: (path, digest, size).
 pub type LayerBlob = (PathBuf, String, u64);
 
