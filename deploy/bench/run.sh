@@ -113,6 +113,13 @@ if command -v dockerd >/dev/null && command -v docker >/dev/null; then
         dshim=$(pgrep -f containerd-shim | head -1 || true)
         docker_shim=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$dshim/smaps_rollup" 2>/dev/null || echo 0)
         "${dk[@]}" rm -f bench-shim >/dev/null
+        # Image archives round-trip both ways.
+        roundtrip="failed"
+        if "$bin/berth" save busybox | "${dk[@]}" load >/dev/null \
+            && "${dk[@]}" tag busybox bench-rt:1 && "${dk[@]}" save bench-rt:1 | "$bin/berth" load >/dev/null \
+            && [[ $("$bin/berth" run --rm bench-rt:1 cat /etc/berth-release) == "berth test image" ]]; then
+            roundtrip="passed: \`berth save | docker load\` and \`docker save | berth load\` (then \`berth run\`)"
+        fi
         docker_note="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network, containerd and runc)."
     else
         docker_note="dockerd is installed but could not load the test image; see its log. Only berth's figures are shown."
@@ -157,6 +164,7 @@ row() { # label key unit
         echo "| private memory of one shim | $shim_private KiB | — | — |"
     fi
     echo
+    [[ -n ${roundtrip:-} ]] && { echo "Image archive round trip with Docker: $roundtrip."; echo; }
     echo "Targets: \`run --rm\` ≤ 100 ms and idle RSS of all six services ≤ 25 MiB (issue 2); \`exec\` ≤ 50 ms (issue 3)."
     echo
     echo "How memory is counted: RSS sums every page mapped in each process, including the code"
