@@ -176,6 +176,13 @@ fn login_logout_and_a_protected_registry() {
     let pulled = ok_in(&engine, &config, &["pull", &image]);
     assert_eq!(pulled.lines().last(), Some(image.as_str()), "{pulled}");
     engine.ok(&["rmi", &image]);
+    // The repository's digest reference went with its last tag, as in Docker.
+    let repo = image.rsplit_once(':').unwrap().0;
+    assert!(
+        !engine.ok(&["images"]).contains(repo),
+        "{}",
+        engine.ok(&["images"])
+    );
 
     // Logged out: the entry is gone and the pull is refused.
     assert_eq!(

@@ -894,6 +894,17 @@ impl Store {
             tx.execute("DELETE FROM tags WHERE reference = ?1", [t])?;
             out.untagged.push(t.clone());
         }
+        // Like Docker: a repository's digest references go with its last tag on the image.
+        let kept: Vec<&String> = tags.iter().filter(|t| !untag.contains(t)).collect();
+        for t in &untag {
+            let repo = repository_of(t);
+            if !kept.iter().any(|k| repository_of(k) == repo) {
+                tx.execute(
+                    "DELETE FROM repo_digests WHERE image_id = ?1 AND substr(reference, 1, length(?2) + 1) = ?2 || '@'",
+                    rusqlite::params![&id, repo],
+                )?;
+            }
+        }
         let mut doomed = Vec::new();
         if delete {
             out.deleted.push(id.clone());
@@ -1625,6 +1636,15 @@ fn image_info(conn: &Connection, id: &str) -> Result<ImageInfo> {
 
 /// Deletes the image's rows and every snapshot row no other image uses; returns those
 /// chains (topmost first) with their dir, and their blob when no remaining snapshot shares it.
+/// The repository of a stored tag: `127.0.0.1:5000/a/b:1` → `127.0.0.1:5000/a/b`.
+fn repository_of(tag: &str) -> &str {
+    let name_start = tag.rfind('/').map_or(0, |i| i + 1);
+    match tag[name_start..].rfind(':') {
+        Some(i) => &tag[..name_start + i],
+        None => tag,
+    }
+}
+
 fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
     let chains: Vec<String> = {
         let mut stmt =
@@ -2097,6 +2117,14 @@ fn syncfs(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repository_of_a_tag_drops_only_the_tag() {
+        use super::repository_of;
+        assert_eq!(repository_of("busybox:latest"), "busybox");
+        assert_eq!(repository_of("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000/a/b");
+        assert_eq!(repository_of("localhost:5000/bb"), "localhost:5000/bb");
+    }
+
     use super::*;
 
     #[test]
