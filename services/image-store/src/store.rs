@@ -908,25 +908,31 @@ impl Store {
         let mut doomed = Vec::new();
         if delete {
             out.deleted.push(id.clone());
-            let chains = delete_image(&tx, &id)?;
-            doomed.push(self.blob_path(&id));
-            for (chain, dir, blobs) in chains {
-                out.deleted.push(chain);
-                doomed.push(self.committed_dir(&dir));
-                for blob in blobs {
-                    doomed.push(self.blob_path(&blob));
-                }
-            }
+            out.deleted
+                .extend(self.delete_image_rows(&tx, &id, &mut doomed)?);
         }
         tx.commit()?;
         drop(conn);
-        for p in doomed {
-            if let Err(e) = remove_any(&p) {
-                // Left for the sweep at the next start.
-                tracing::warn!(path = %p.display(), error = %e, "remove");
-            }
-        }
+        remove_files(doomed);
         Ok(out)
+    }
+
+    /// Deletes the image's rows (and those of layers no other image uses) and adds the
+    /// files to remove once the transaction commits. Returns the deleted layer chain IDs.
+    fn delete_image_rows(
+        &self,
+        tx: &Transaction<'_>,
+        id: &str,
+        doomed: &mut Vec<PathBuf>,
+    ) -> Result<Vec<String>> {
+        doomed.push(self.blob_path(id));
+        let mut chains = Vec::new();
+        for (chain, dir, blobs) in delete_image(tx, id)? {
+            doomed.push(self.committed_dir(&dir));
+            doomed.extend(blobs.iter().map(|b| self.blob_path(b)));
+            chains.push(chain);
+        }
+        Ok(chains)
     }
 
     // ---- writable snapshots -------------------------------------------------------------
@@ -1171,23 +1177,14 @@ impl Store {
             };
             out.untagged.extend(tags_of(&tx, id)?);
             out.deleted.push(id.clone());
-            doomed.push(self.blob_path(id));
-            for (chain, dir, blobs) in delete_image(&tx, id)? {
+            for chain in self.delete_image_rows(&tx, id, &mut doomed)? {
                 out.space_reclaimed += sizes.get(&chain).copied().unwrap_or(0);
                 out.deleted.push(chain);
-                doomed.push(self.committed_dir(&dir));
-                for blob in blobs {
-                    doomed.push(self.blob_path(&blob));
-                }
             }
         }
         tx.commit()?;
         drop(conn);
-        for p in doomed {
-            if let Err(e) = remove_any(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "remove");
-            }
-        }
+        remove_files(doomed);
         Ok(out)
     }
 
@@ -2065,6 +2062,15 @@ fn lock_root(root: &Path) -> Result<fs::File> {
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = fs::read_dir(dir).map_err(Error::io("read", dir))?;
     Ok(rd.flatten().map(|e| e.path()).collect())
+}
+
+/// Removes files whose rows are gone; what fails is left for the sweep at the next start.
+fn remove_files(paths: Vec<PathBuf>) {
+    for p in paths {
+        if let Err(e) = remove_any(&p) {
+            tracing::warn!(path = %p.display(), error = %e, "remove");
+        }
+    }
 }
 
 fn remove_any(p: &Path) -> Result<()> {
