@@ -602,14 +602,8 @@ impl Engine {
                 Some(attach_output::Output::Stdout(b)) => run_output::Output::Stdout(b),
                 Some(attach_output::Output::Stderr(b)) => run_output::Output::Stderr(b),
                 Some(attach_output::Output::Exit(exit)) => {
-                    // The shim reports the exit before the supervisor records it: wait for
-                    // the record, so that `ps`/`inspect` right after the run show it exited.
-                    let mut supervisor = self.clients.supervisor.clone();
-                    let wait =
-                        supervisor.wait_container(WaitContainerRequest { id: id.to_string() });
-                    if let Ok(Err(s)) = tokio::time::timeout(Duration::from_secs(5), wait).await {
-                        tracing::debug!(id, error = %s.message(), "waiting for the exit record");
-                    }
+                    // The supervisor sends the exit only once it is recorded, so `ps` and
+                    // `inspect` right after the run already show it exited.
                     if auto_remove {
                         // Gone before the client learns the exit status.
                         if let Err(e) = self.remove(id, true, true).await {
