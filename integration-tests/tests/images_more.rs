@@ -248,12 +248,13 @@ fn commit_records_changes_whiteouts_and_config() {
 fn save_refuses_to_write_to_a_terminal() {
     let engine = Engine::with_busybox();
     let term = berth_integration_tests::Terminal::new(&engine);
-    term.line("berth save busybox; echo rc=$?");
-    term.wait_for("rc=");
+    // Arithmetic in the echo: the typed line itself must not match what we wait for.
+    term.line("berth save busybox; echo rc=$((1000+$?))");
+    term.wait_for("rc=1");
     let screen = term.screen();
     assert!(
         screen.contains("cowardly refusing to save to a terminal"),
         "{screen}"
     );
-    assert!(!screen.contains("rc=0"), "{screen}");
+    assert!(!screen.contains("rc=1000"), "{screen}");
 }
