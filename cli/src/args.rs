@@ -54,6 +54,8 @@ pub enum Command {
     Rename(RenameArgs),
     /// Restart one or more containers
     Restart(RestartArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
     /// Return low-level information on containers or images
@@ -140,6 +142,8 @@ pub enum ContainerCommand {
     Restart(RestartArgs),
     /// Create a new image from a container's changes
     Commit(CommitArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +193,19 @@ pub enum NetworkCommand {
     /// List networks
     #[command(alias = "list")]
     Ls(NetworkLsArgs),
+    /// Create a network
+    Create(NetworkCreateArgs),
+    /// Display detailed information on one or more networks
+    Inspect(TypedInspectArgs),
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm(NetworkRmArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+    /// Connect a container to a network
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(NetworkDisconnectArgs),
 }
 
 /// The container configuration flags shared by `run` and `create`.
@@ -221,9 +238,36 @@ pub struct ContainerFlags {
     /// Bind mount a volume (SRC:DST[:ro|rw], NAME:DST, DST)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
-    /// Connect a container to a network (none, host, container:<name|id>)
+    /// Connect a container to a network (bridge, a network name, none, host, container:<name|id>)
     #[arg(long = "network", visible_alias = "net")]
     pub network: Option<String>,
+    /// Publish a container's port(s) to the host ([IP:][HOST_PORT:]CONTAINER_PORT[/PROTO])
+    #[arg(short = 'p', long = "publish", value_name = "LIST")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    pub expose: Vec<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long = "ip")]
+    pub ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
+    /// Add link to another container (name[:alias])
+    #[arg(long = "link")]
+    pub link: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", visible_alias = "dns-opt")]
+    pub dns_option: Vec<String>,
     /// Set meta data on a container
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub label: Vec<String>,
@@ -673,12 +717,82 @@ pub struct NetworkLsArgs {
     /// Only display network IDs
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Provide filter values (e.g. 'driver=bridge', 'name=front', 'label=k=v')
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Do not truncate the output
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
     /// Format output: table, json, or a Go template
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// PRIVATE_PORT[/PROTO]
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub private_port: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// Driver to manage the Network (bridge, macvlan)
+    #[arg(short = 'd', long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// IPv4 Gateway for the master subnet
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Allocate container ip from a sub-range
+    #[arg(long = "ip-range")]
+    pub ip_range: Option<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Set driver specific options
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// Set metadata on a network
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    #[arg(value_name = "NETWORK")]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkRmArgs {
+    #[arg(required = true, value_name = "NETWORK")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkConnectArgs {
+    /// Add network-scoped alias for the container
+    #[arg(long = "alias")]
+    pub alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long = "ip")]
+    pub ip: Option<String>,
+    #[arg(value_name = "NETWORK")]
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(value_name = "NETWORK")]
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
 }
 
 #[cfg(test)]

@@ -63,6 +63,27 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         .iter()
         .map(|d| parse::dns(d))
         .collect::<Result<Vec<_>>>()?;
+    let mut ports = Vec::new();
+    for value in &flags.publish {
+        ports.extend(crate::ports::publish(value)?);
+    }
+    let exposed_ports = flags
+        .expose
+        .iter()
+        .map(|v| crate::ports::expose(v))
+        .collect::<Result<Vec<_>>>()?;
+    let ipv4_address = flags
+        .ip
+        .as_deref()
+        .map(crate::ports::ipv4)
+        .transpose()?
+        .unwrap_or_default();
+    let mac_address = flags
+        .mac_address
+        .as_deref()
+        .map(crate::ports::mac_address)
+        .transpose()?
+        .unwrap_or_default();
     let log_options = parse::key_values("--log-opt", &flags.log_opt)?;
     let log_config = (flags.log_driver.is_some() || !log_options.is_empty()).then(|| LogConfig {
         driver: flags.log_driver.clone().unwrap_or_default(),
@@ -109,6 +130,15 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         runtime: flags.runtime.clone().unwrap_or_default(),
         restart_policy,
         init: flags.init,
+        ports,
+        publish_all: flags.publish_all,
+        exposed_ports,
+        network_aliases: flags.network_alias.clone(),
+        ipv4_address,
+        mac_address,
+        links: flags.link.clone(),
+        dns_search: flags.dns_search.clone(),
+        dns_options: flags.dns_option.clone(),
     })
 }
 
@@ -490,8 +520,11 @@ pub fn ps_row(c: &Container, no_trunc: bool, now: SystemTime) -> Value {
         "LocalVolumes": spec.mounts.iter().filter(|m| m.r#type == "volume").count().to_string(),
         "Mounts": mounts.join(","),
         "Names": c.name.trim_start_matches('/'),
-        "Networks": spec.network.map(|n| n.mode).unwrap_or_default(),
-        "Ports": "",
+        "Networks": spec.network.as_ref().map(|n| n.mode.clone()).unwrap_or_default(),
+        "Ports": crate::ports::ps_column(
+            &spec.network.as_ref().map(|n| n.ports.clone()).unwrap_or_default(),
+            &crate::ports::exposed_list(&spec.exposed_ports),
+        ),
         "RunningFor": created.map(|t| format::ago(t, now)).unwrap_or_default(),
         "Size": "0B",
         "State": status_name,
@@ -661,6 +694,65 @@ mod tests {
             panic!()
         };
         create_request(&c.flags)
+    }
+
+    #[test]
+    fn network_flags() {
+        let r = request(&[
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1::53/udp",
+            "-P",
+            "--expose",
+            "9000-9001",
+            "--net",
+            "front",
+            "--net-alias",
+            "api",
+            "--network-alias",
+            "v1",
+            "--ip",
+            "10.1.0.9",
+            "--mac-address",
+            "02:42:0A:01:00:09",
+            "--link",
+            "db:database",
+            "--dns-search",
+            "example.org",
+            "--dns-option",
+            "ndots:2",
+            "busybox",
+        ])
+        .unwrap();
+        let ports: Vec<(u32, &str, &str, u32)> = r
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.container_port,
+                    p.protocol.as_str(),
+                    p.host_ip.as_str(),
+                    p.host_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            vec![(80, "tcp", "", 8080), (53, "udp", "127.0.0.1", 0)]
+        );
+        assert!(r.publish_all);
+        assert_eq!(r.exposed_ports, vec!["9000-9001"]);
+        assert_eq!(r.network, "front");
+        assert_eq!(r.network_aliases, vec!["api", "v1"]);
+        assert_eq!(r.ipv4_address, "10.1.0.9");
+        assert_eq!(r.mac_address, "02:42:0a:01:00:09");
+        assert_eq!(r.links, vec!["db:database"]);
+        assert_eq!(r.dns_search, vec!["example.org"]);
+        assert_eq!(r.dns_options, vec!["ndots:2"]);
+        let e = request(&["-p", "8080:http", "busybox"]).unwrap_err();
+        assert!(e.to_string().contains("\"8080:http\""), "{e}");
+        assert!(request(&["--ip", "nope", "busybox"]).is_err());
     }
 
     #[test]

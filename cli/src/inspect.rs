@@ -1,9 +1,11 @@
-//! `inspect` for containers, images and volumes: Docker-shaped JSON, or a Go template.
+//! `inspect` for containers, images, volumes and networks: Docker-shaped JSON, or a Go template.
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use berth_proto::engine::v1::{ContainerDetails, ContainerRef};
 use berth_proto::image::v1::{GetImageRequest, Image};
+use berth_proto::network::v1::{Attachment, GetNetworkRequest, NetworkInfo};
+use berth_proto::supervisor::v1::NetworkSettings;
 use berth_proto::volume::v1::{GetVolumeRequest, Volume};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -180,12 +182,132 @@ pub fn container_json(details: &ContainerDetails) -> Value {
             "Labels": sorted(spec.labels.clone()),
             "StopSignal": if spec.stop_signal.is_empty() { "SIGTERM".to_string() } else { spec.stop_signal.clone() },
             "StopTimeout": spec.stop_timeout,
+            "ExposedPorts": if spec.exposed_ports.is_empty() {
+                Value::Null
+            } else {
+                sorted(spec.exposed_ports.iter().map(|p| (p.clone(), json!({}))))
+            },
         },
-        "NetworkSettings": {
-            "SandboxKey": if attachment.netns_path.is_empty() { net.netns_path.clone() } else { attachment.netns_path.clone() },
-            "IPAddress": first_ip,
-            "Networks": { mode.clone(): { "IPAddress": first_ip, "IPAddresses": ips } },
+        "NetworkSettings": network_settings(&attachment, &net, &mode, &first_ip, &ips, &spec.exposed_ports),
+    })
+}
+
+fn prefix_len(cidr: &str) -> u32 {
+    cidr.split_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn address(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+/// Docker's `NetworkSettings`: one entry per endpoint under `Networks`; the top-level
+/// address fields describe the default bridge's endpoint only (empty on user networks).
+fn network_settings(
+    attachment: &Attachment,
+    net: &NetworkSettings,
+    mode: &str,
+    first_ip: &str,
+    ips: &[String],
+    exposed: &[String],
+) -> Value {
+    let ports = if attachment.ports.is_empty() {
+        net.ports.clone()
+    } else {
+        crate::ports::published(&attachment.ports)
+    };
+    let mut networks = Map::new();
+    for e in &attachment.endpoints {
+        let name = if e.network_name.is_empty() {
+            e.network_id.clone()
+        } else {
+            e.network_name.clone()
+        };
+        networks.insert(
+            name,
+            json!({
+                "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
+                "NetworkID": e.network_id,
+                "Gateway": e.gateway,
+                "IPAddress": address(&e.ipv4_address),
+                "IPPrefixLen": prefix_len(&e.ipv4_address),
+                "MacAddress": e.mac_address,
+                "DriverOpts": Value::Null,
+            }),
+        );
+    }
+    if networks.is_empty() {
+        // none, host, container:<id>: no endpoint of its own.
+        networks.insert(
+            mode.to_string(),
+            json!({ "IPAddress": address(first_ip), "IPAddresses": ips }),
+        );
+    }
+    let bridge = attachment
+        .endpoints
+        .iter()
+        .find(|e| e.network_name == "bridge");
+    json!({
+        "SandboxKey": if attachment.netns_path.is_empty() { net.netns_path.clone() } else { attachment.netns_path.clone() },
+        "Ports": crate::ports::inspect_map(&ports, &crate::ports::exposed_list(exposed)),
+        "Gateway": bridge.map(|e| e.gateway.as_str()).unwrap_or_default(),
+        "IPAddress": match bridge {
+            Some(e) => address(&e.ipv4_address),
+            None if attachment.endpoints.is_empty() => address(first_ip),
+            None => "",
         },
+        "IPPrefixLen": bridge.map(|e| prefix_len(&e.ipv4_address)).unwrap_or(0),
+        "MacAddress": bridge.map(|e| e.mac_address.as_str()).unwrap_or_default(),
+        "Networks": networks,
+    })
+}
+
+/// A network as `docker network inspect` shows it.
+pub fn network_json(n: &NetworkInfo) -> Value {
+    let mut containers = Map::new();
+    for c in &n.endpoints {
+        let e = c.endpoint.clone().unwrap_or_default();
+        containers.insert(
+            c.container_id.clone(),
+            json!({
+                "Name": c.container_name,
+                "EndpointID": "",
+                "MacAddress": e.mac_address,
+                "IPv4Address": e.ipv4_address,
+                "IPv6Address": "",
+            }),
+        );
+    }
+    let mut config = Map::new();
+    for (key, value) in [
+        ("Subnet", &n.subnet),
+        ("IPRange", &n.ip_range),
+        ("Gateway", &n.gateway),
+    ] {
+        if !value.is_empty() {
+            config.insert(key.to_string(), json!(value));
+        }
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": if n.created.is_empty() { ZERO_TIME } else { n.created.as_str() },
+        "Scope": if n.scope.is_empty() { "local" } else { n.scope.as_str() },
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": if config.is_empty() { json!([]) } else { json!([config]) },
+        },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": sorted(n.options.clone()),
+        "Labels": sorted(n.labels.clone()),
     })
 }
 
@@ -283,6 +405,7 @@ enum Kind {
     Container,
     Image,
     Volume,
+    Network,
 }
 
 async fn inspect_one(engine: &mut Engine, kind: Kind, name: &str) -> Result<Value, tonic::Status> {
@@ -313,6 +436,15 @@ async fn inspect_one(engine: &mut Engine, kind: Kind, name: &str) -> Result<Valu
                 .await?
                 .into_inner();
             Ok(volume_json(&v))
+        }
+        Kind::Network => {
+            let n = engine
+                .inspect_network(GetNetworkRequest {
+                    name: name.to_string(),
+                })
+                .await?
+                .into_inner();
+            Ok(network_json(&n))
         }
     }
 }
@@ -359,10 +491,11 @@ async fn run(
 /// `berth inspect`: containers first, then images, then volumes (or `--type`).
 pub async fn inspect(mut engine: Engine, args: InspectArgs) -> Result<i32> {
     let kinds: Vec<Kind> = match args.kind.as_deref() {
-        None | Some("") => vec![Kind::Container, Kind::Image, Kind::Volume],
+        None | Some("") => vec![Kind::Container, Kind::Image, Kind::Volume, Kind::Network],
         Some("container") => vec![Kind::Container],
         Some("image") => vec![Kind::Image],
         Some("volume") => vec![Kind::Volume],
+        Some("network") => vec![Kind::Network],
         Some(other) => bail!("\"{other}\" is not a valid value for --type"),
     };
     run(&mut engine, &kinds, &args.names, args.format.as_deref()).await
@@ -378,6 +511,10 @@ pub async fn image(mut engine: Engine, args: TypedInspectArgs) -> Result<i32> {
 
 pub async fn volume(mut engine: Engine, args: TypedInspectArgs) -> Result<i32> {
     typed(&mut engine, Kind::Volume, args).await
+}
+
+pub async fn network(mut engine: Engine, args: TypedInspectArgs) -> Result<i32> {
+    typed(&mut engine, Kind::Network, args).await
 }
 
 async fn typed(engine: &mut Engine, kind: Kind, args: TypedInspectArgs) -> Result<i32> {
@@ -462,6 +599,97 @@ mod tests {
         assert_eq!(v["Config"]["Env"], Value::Null);
         let t = Template::parse("{{.State.Status}} {{json .Config.Entrypoint}}").unwrap();
         assert_eq!(t.render(&v).unwrap(), "running [\"sh\"]");
+    }
+
+    #[test]
+    fn container_network_settings() {
+        use berth_proto::network::v1::{Endpoint, PortBinding};
+        let d = ContainerDetails {
+            container: Some(Container {
+                id: "abc".into(),
+                name: "web".into(),
+                ..Default::default()
+            }),
+            log_path: String::new(),
+            network: Some(Attachment {
+                mode: "bridge".into(),
+                endpoints: vec![
+                    Endpoint {
+                        network_id: "n1".into(),
+                        network_name: "bridge".into(),
+                        ipv4_address: "172.17.0.2/16".into(),
+                        gateway: "172.17.0.1".into(),
+                        mac_address: "02:42:ac:11:00:02".into(),
+                        ..Default::default()
+                    },
+                    Endpoint {
+                        network_id: "n2".into(),
+                        network_name: "front".into(),
+                        ipv4_address: "10.1.0.2/24".into(),
+                        aliases: vec!["api".into()],
+                        ..Default::default()
+                    },
+                ],
+                ports: vec![PortBinding {
+                    protocol: "tcp".into(),
+                    container_port: 80,
+                    host_ip: String::new(),
+                    host_port: 8080,
+                }],
+                ..Default::default()
+            }),
+        };
+        let v = &container_json(&d)["NetworkSettings"];
+        assert_eq!(v["IPAddress"], "172.17.0.2");
+        assert_eq!(v["IPPrefixLen"], 16);
+        assert_eq!(v["Gateway"], "172.17.0.1");
+        assert_eq!(v["MacAddress"], "02:42:ac:11:00:02");
+        assert_eq!(
+            v["Ports"],
+            json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})
+        );
+        assert_eq!(v["Networks"]["bridge"]["NetworkID"], "n1");
+        assert_eq!(v["Networks"]["front"]["IPAddress"], "10.1.0.2");
+        assert_eq!(v["Networks"]["front"]["Aliases"], json!(["api"]));
+        assert_eq!(v["Networks"]["bridge"]["Aliases"], Value::Null);
+    }
+
+    #[test]
+    fn network_shape() {
+        use berth_proto::network::v1::{ContainerEndpoint, Endpoint};
+        let n = NetworkInfo {
+            id: "f00d".into(),
+            name: "front".into(),
+            driver: "bridge".into(),
+            created: "2024-01-01T00:00:00Z".into(),
+            subnet: "10.1.0.0/24".into(),
+            gateway: "10.1.0.1".into(),
+            internal: true,
+            labels: [("team".to_string(), "a".to_string())].into(),
+            endpoints: vec![ContainerEndpoint {
+                container_id: "abc".into(),
+                container_name: "web".into(),
+                endpoint: Some(Endpoint {
+                    ipv4_address: "10.1.0.2/24".into(),
+                    mac_address: "02:42:0a:01:00:02".into(),
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        };
+        let v = network_json(&n);
+        assert_eq!(v["Name"], "front");
+        assert_eq!(v["Id"], "f00d");
+        assert_eq!(v["Scope"], "local");
+        assert_eq!(
+            v["IPAM"]["Config"],
+            json!([{"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.1"}])
+        );
+        assert_eq!(v["Internal"], true);
+        assert_eq!(v["Containers"]["abc"]["Name"], "web");
+        assert_eq!(v["Containers"]["abc"]["IPv4Address"], "10.1.0.2/24");
+        assert_eq!(v["Labels"]["team"], "a");
+        assert_eq!(v["Options"], json!({}));
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod format;
 mod image;
 mod inspect;
 mod logs;
+mod network;
 mod parse;
+mod ports;
 mod registry;
 mod session;
 mod volume;
@@ -146,7 +148,16 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Volume(VolumeCommand::Ls(a)) => volume::ls(engine, a).await,
         Command::Volume(VolumeCommand::Inspect(a)) => inspect::volume(engine, a).await,
         Command::Volume(VolumeCommand::Rm(a)) => volume::rm(engine, a).await,
-        Command::Network(NetworkCommand::Ls(a)) => volume::network_ls(engine, a).await,
+        Command::Network(NetworkCommand::Ls(a)) => network::ls(engine, a).await,
+        Command::Network(NetworkCommand::Create(a)) => network::create(engine, a).await,
+        Command::Network(NetworkCommand::Inspect(a)) => inspect::network(engine, a).await,
+        Command::Network(NetworkCommand::Rm(a)) => network::rm(engine, a).await,
+        Command::Network(NetworkCommand::Prune(a)) => network::prune(engine, a).await,
+        Command::Network(NetworkCommand::Connect(a)) => network::connect(engine, a).await,
+        Command::Network(NetworkCommand::Disconnect(a)) => network::disconnect(engine, a).await,
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            network::port(engine, a).await
+        }
         Command::Version => version(engine).await,
     }
 }

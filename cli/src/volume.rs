@@ -1,12 +1,11 @@
-//! Volume and network commands.
+//! Volume commands.
 use std::io::Write;
 
 use anyhow::Result;
-use berth_proto::network::v1::ListNetworksRequest;
 use berth_proto::volume::v1::{CreateVolumeRequest, ListVolumesRequest, RemoveVolumeRequest};
 use serde_json::{json, Value};
 
-use crate::args::{NetworkLsArgs, VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
+use crate::args::{VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
 use crate::client::Engine;
 use crate::format;
 use crate::parse;
@@ -104,54 +103,4 @@ pub async fn rm(mut engine: Engine, args: VolumeRmArgs) -> Result<i32> {
         }
     }
     Ok(code)
-}
-
-/// `berth network ls`.
-pub async fn network_ls(mut engine: Engine, args: NetworkLsArgs) -> Result<i32> {
-    let mut nets = engine
-        .list_networks(ListNetworksRequest {})
-        .await?
-        .into_inner()
-        .networks;
-    nets.sort_by(|a, b| a.name.cmp(&b.name));
-    let id = |s: &str| {
-        if args.no_trunc {
-            s.to_string()
-        } else {
-            s.chars().take(12).collect()
-        }
-    };
-    let mut out = String::new();
-    if args.quiet {
-        for n in &nets {
-            out.push_str(&id(&n.id));
-            out.push('\n');
-        }
-    } else {
-        let rows: Vec<Value> = nets
-            .iter()
-            .map(|n| json!({"ID": id(&n.id), "Name": n.name, "Driver": n.driver, "Scope": n.scope, "CreatedAt": n.created}))
-            .collect();
-        let headers = json!({"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "CreatedAt": "CREATED AT"});
-        match format::listing(args.format.as_deref().unwrap_or(""), &headers, &rows)? {
-            Some(text) => out = text,
-            None => {
-                let cols = ["ID", "Name", "Driver", "Scope"];
-                let mut table = vec![cols
-                    .iter()
-                    .map(|c| headers[c].as_str().unwrap().to_string())
-                    .collect()];
-                for r in &rows {
-                    table.push(
-                        cols.iter()
-                            .map(|c| r[c].as_str().unwrap_or_default().to_string())
-                            .collect(),
-                    );
-                }
-                out = format::table(&table);
-            }
-        }
-    }
-    std::io::stdout().write_all(out.as_bytes())?;
-    Ok(0)
 }

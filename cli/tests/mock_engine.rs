@@ -102,6 +102,29 @@ fn container() -> sup::Container {
     }
 }
 
+fn front_network() -> net::NetworkInfo {
+    net::NetworkInfo {
+        id: "f1f2f3f4f5f6f7f8f9f0a1a2a3a4a5a6".into(),
+        name: "front".into(),
+        driver: "bridge".into(),
+        scope: "local".into(),
+        created: "2024-01-01T00:00:00Z".into(),
+        subnet: "10.89.0.0/24".into(),
+        gateway: "10.89.0.1".into(),
+        ..Default::default()
+    }
+}
+
+fn bridge_network() -> net::NetworkInfo {
+    net::NetworkInfo {
+        id: "b1b2b3b4b5b6b7b8b9b0".into(),
+        name: "bridge".into(),
+        driver: "bridge".into(),
+        scope: "local".into(),
+        ..Default::default()
+    }
+}
+
 fn unimpl<T>() -> Result<T, Status> {
     Err(Status::unimplemented("not in the mock"))
 }
@@ -354,8 +377,27 @@ impl Engine for Mock {
                 });
                 spec.init = true;
             }
+            "ported" => {}
             _ => return Err(Status::not_found("no such container: nosuch")),
         }
+        let network = (name == "ported").then(|| net::Attachment {
+            mode: "bridge".into(),
+            ports: vec![
+                net::PortBinding {
+                    protocol: "tcp".into(),
+                    container_port: 80,
+                    host_ip: String::new(),
+                    host_port: 8080,
+                },
+                net::PortBinding {
+                    protocol: "udp".into(),
+                    container_port: 53,
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 5353,
+                },
+            ],
+            ..Default::default()
+        });
         if name != "web" {
             c.name = name.clone();
             c.id = format!("id-of-{name}");
@@ -363,7 +405,7 @@ impl Engine for Mock {
         Ok(Response::new(ContainerDetails {
             container: Some(c),
             log_path: "/x.log".into(),
-            network: None,
+            network,
         }))
     }
     async fn prune_containers(
@@ -788,8 +830,69 @@ impl Engine for Mock {
     }
     async fn list_networks(
         &self,
-        _: Request<net::ListNetworksRequest>,
+        r: Request<net::ListNetworksRequest>,
     ) -> Result<Response<net::ListNetworksResponse>, Status> {
+        let mut filters: Vec<String> = r
+            .into_inner()
+            .filters
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        filters.sort();
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("network ls {}", filters.join(",")));
+        Ok(Response::new(net::ListNetworksResponse {
+            networks: vec![front_network(), bridge_network()],
+        }))
+    }
+    async fn inspect_network(
+        &self,
+        r: Request<net::GetNetworkRequest>,
+    ) -> Result<Response<net::NetworkInfo>, Status> {
+        match r.into_inner().name.as_str() {
+            "front" => Ok(Response::new(front_network())),
+            other => Err(Status::not_found(format!("network {other} not found"))),
+        }
+    }
+    async fn create_network(
+        &self,
+        r: Request<net::CreateNetworkRequest>,
+    ) -> Result<Response<net::NetworkInfo>, Status> {
+        let r = r.into_inner();
+        CALLS.lock().unwrap().push(format!(
+            "network create {} {} {} internal={} parent={}",
+            r.name,
+            r.driver,
+            r.subnet,
+            r.internal,
+            r.options.get("parent").cloned().unwrap_or_default()
+        ));
+        Ok(Response::new(front_network()))
+    }
+    async fn remove_network(
+        &self,
+        _: Request<net::RemoveNetworkRequest>,
+    ) -> Result<Response<net::RemoveNetworkResponse>, Status> {
+        unimpl()
+    }
+    async fn prune_networks(
+        &self,
+        _: Request<net::PruneNetworksRequest>,
+    ) -> Result<Response<net::PruneNetworksResponse>, Status> {
+        unimpl()
+    }
+    async fn connect_network(
+        &self,
+        _: Request<net::ConnectContainerRequest>,
+    ) -> Result<Response<net::Attachment>, Status> {
+        unimpl()
+    }
+    async fn disconnect_network(
+        &self,
+        _: Request<net::DisconnectContainerRequest>,
+    ) -> Result<Response<net::Attachment>, Status> {
         unimpl()
     }
 }
@@ -1601,4 +1704,77 @@ fn commit_prints_the_id() {
     let out = berth(&["container", "commit", "web"]);
     assert_eq!(text(&out.stdout), "sha256:c0\n");
     assert!(called("commit web  [] msg  true") || called("commit web  []   true"));
+}
+
+#[test]
+fn port_lists_published_ports() {
+    let out = berth(&["port", "ported"]);
+    assert_eq!(
+        text(&out.stdout),
+        "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8080\n"
+    );
+    let out = berth(&["container", "port", "ported", "80/tcp"]);
+    assert_eq!(text(&out.stdout), "0.0.0.0:8080\n");
+    let out = berth(&["port", "ported", "81"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("No public port '81/tcp' published for ported"));
+}
+
+#[test]
+fn network_ls_create_and_inspect() {
+    let out = berth(&["network", "ls", "-f", "driver=bridge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(|l| l.to_string()).collect();
+    assert!(lines[0].starts_with("NETWORK ID"), "{lines:?}");
+    assert!(lines[0].contains("NAME") && lines[0].contains("DRIVER") && lines[0].contains("SCOPE"));
+    assert!(
+        lines[1].starts_with("b1b2b3b4b5b6 ") && lines[1].contains("bridge"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("f1f2f3f4f5f6 ") && lines[2].contains("front"),
+        "{lines:?}"
+    );
+    assert!(called("network ls driver=bridge"));
+    let out = berth(&["network", "ls", "-q", "--no-trunc"]);
+    assert_eq!(
+        text(&out.stdout),
+        "b1b2b3b4b5b6b7b8b9b0\nf1f2f3f4f5f6f7f8f9f0a1a2a3a4a5a6\n"
+    );
+
+    let out = berth(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.89.0.0/24",
+        "--internal",
+        "-o",
+        "parent=veth9",
+        "front",
+    ]);
+    assert_eq!(text(&out.stdout), "f1f2f3f4f5f6f7f8f9f0a1a2a3a4a5a6\n");
+    assert!(called(
+        "network create front macvlan 10.89.0.0/24 internal=true parent=veth9"
+    ));
+
+    let out = berth(&["network", "inspect", "front"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Name"], "front");
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.89.0.0/24");
+    let out = berth(&["network", "inspect", "nosuch"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("network nosuch not found"));
+}
+
+#[test]
+fn bad_publish_values_exit_125() {
+    let out = berth(&["run", "-p", "8080:http", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("invalid argument \"8080:http\" for \"-p, --publish\" flag"),
+        "{}",
+        text(&out.stderr)
+    );
 }

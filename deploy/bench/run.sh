@@ -4,15 +4,23 @@
 #
 # Each figure is the median of several runs, with min and max. berth runs from the
 # release binaries on a private state root, so an engine already running is not disturbed.
+#
+# Pull: a 5-layer ~100 MB image (deploy/bench/pull-image.sh) pushed with skopeo to a
+# docker-registry that this script starts on a free loopback port with its own config, then
+# pulled cold and warm by berth, by docker, and copied by `skopeo copy` (download only).
+# BENCH_ONLY=pull runs only that part and replaces the "## Pull" section of the page.
 set -euo pipefail
 image_tar=$1
 top=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$top/target/release
 runs=${BENCH_RUNS:-20}
+pull_runs=${BENCH_PULL_RUNS:-3}
+only=${BENCH_ONLY:-}
 work=$(mktemp -d /tmp/bbench.XXXX)
 export BERTH_ROOT=$work/root BERTH_RUN=$work/run BERTH_INSTANCE=berth-bench-$$ BERTH_LOG_DIR=$work/log
 export BERTH_BIN_DIR=$bin BERTH_ENGINE_SOCKET=$work/run/engine.sock
 docker_pid=""
+registry_pid=""
 cleanup() {
     "$bin/berth" ps -aq 2>/dev/null | xargs -r "$bin/berth" rm -f >/dev/null 2>&1 || true
     "$top/deploy/local/berth-down.sh" >/dev/null 2>&1 || true
@@ -25,6 +33,10 @@ cleanup() {
         kill "$docker_pid" 2>/dev/null || true
         wait "$docker_pid" 2>/dev/null || true
         grep " $work/docker" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    fi
+    if [[ -n $registry_pid ]]; then
+        kill "$registry_pid" 2>/dev/null || true
+        wait "$registry_pid" 2>/dev/null || true
     fi
     rm -rf "$work"
 }
@@ -77,19 +89,21 @@ measure_engine() { # name cli...
     "${cli[@]}" ps -aq | xargs -r "${cli[@]}" rm -f >/dev/null
 }
 
-measure_engine berth "$bin/berth"
-sleep 12  # idle: past the services' periodic heap trim
-berth_rss=0; berth_pss=0; berth_anon=0
-for s in engine image-store supervisor network volume log-router; do
-    pid=$(cat "$BERTH_RUN/$s.pid")
-    berth_rss=$(( berth_rss + $(rss_kib "$pid") )); berth_pss=$(( berth_pss + $(pss_kib "$pid") ))
-    berth_anon=$(( berth_anon + $(anon_kib "$pid") ))
-done
-berth run -d --name bench-shim busybox sleep 1000 >/dev/null
-sleep 2  # idle: the shim gives its code pages back after a second of quiet
-shim_pid=$(pgrep -f "berth-shim --id $(berth inspect --format '{{.Id}}' bench-shim)" | head -1 || true)
-shim_private=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$shim_pid/smaps_rollup" 2>/dev/null || echo 0)
-berth rm -f bench-shim >/dev/null
+if [[ $only != pull ]]; then
+    measure_engine berth "$bin/berth"
+    sleep 12  # idle: past the services' periodic heap trim
+    berth_rss=0; berth_pss=0; berth_anon=0
+    for s in engine image-store supervisor network volume log-router; do
+        pid=$(cat "$BERTH_RUN/$s.pid")
+        berth_rss=$(( berth_rss + $(rss_kib "$pid") )); berth_pss=$(( berth_pss + $(pss_kib "$pid") ))
+        berth_anon=$(( berth_anon + $(anon_kib "$pid") ))
+    done
+    berth run -d --name bench-shim busybox sleep 1000 >/dev/null
+    sleep 2  # idle: the shim gives its code pages back after a second of quiet
+    shim_pid=$(pgrep -f "berth-shim --id $(berth inspect --format '{{.Id}}' bench-shim)" | head -1 || true)
+    shim_private=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$shim_pid/smaps_rollup" 2>/dev/null || echo 0)
+    berth rm -f bench-shim >/dev/null
+fi
 
 docker_note="Docker is not installed on this machine (apt-get install docker.io), so only berth's figures are shown."
 docker_rss=""; docker_shim=""; docker_anon=0
@@ -100,31 +114,130 @@ if command -v dockerd >/dev/null && command -v docker >/dev/null; then
     dk=(docker -H "unix://$work/docker.sock")
     for _ in $(seq 150); do "${dk[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
     if "${dk[@]}" load -i "$image_tar" >/dev/null 2>&1; then
-        measure_engine docker "${dk[@]}"
-        sleep 12
-        docker_pids="$docker_pid $(pgrep -P "$docker_pid" -x containerd || true)"
-        docker_rss=0; docker_pss=0
-        for p in $docker_pids; do
-            docker_rss=$(( docker_rss + $(rss_kib "$p") )); docker_pss=$(( docker_pss + $(pss_kib "$p") ))
-            docker_anon=$(( docker_anon + $(anon_kib "$p") ))
-        done
-        "${dk[@]}" run -d --name bench-shim busybox sleep 1000 >/dev/null
-        sleep 2
-        dshim=$(pgrep -f containerd-shim | head -1 || true)
-        docker_shim=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$dshim/smaps_rollup" 2>/dev/null || echo 0)
-        "${dk[@]}" rm -f bench-shim >/dev/null
-        # Image archives round-trip both ways.
-        roundtrip="failed"
-        if "$bin/berth" save busybox | "${dk[@]}" load >/dev/null \
-            && "${dk[@]}" tag busybox bench-rt:1 && "${dk[@]}" save bench-rt:1 | "$bin/berth" load >/dev/null \
-            && [[ $("$bin/berth" run --rm bench-rt:1 cat /etc/berth-release) == "berth test image" ]]; then
-            roundtrip="passed: \`berth save | docker load\` and \`docker save | berth load\` (then \`berth run\`)"
+        if [[ $only != pull ]]; then
+            measure_engine docker "${dk[@]}"
+            sleep 12
+            docker_pids="$docker_pid $(pgrep -P "$docker_pid" -x containerd || true)"
+            docker_rss=0; docker_pss=0
+            for p in $docker_pids; do
+                docker_rss=$(( docker_rss + $(rss_kib "$p") )); docker_pss=$(( docker_pss + $(pss_kib "$p") ))
+                docker_anon=$(( docker_anon + $(anon_kib "$p") ))
+            done
+            "${dk[@]}" run -d --name bench-shim busybox sleep 1000 >/dev/null
+            sleep 2
+            dshim=$(pgrep -f containerd-shim | head -1 || true)
+            docker_shim=$(awk '/^Private/ {s+=$2} END {print s+0}' "/proc/$dshim/smaps_rollup" 2>/dev/null || echo 0)
+            "${dk[@]}" rm -f bench-shim >/dev/null
+            # Image archives round-trip both ways.
+            roundtrip="failed"
+            if "$bin/berth" save busybox | "${dk[@]}" load >/dev/null \
+                && "${dk[@]}" tag busybox bench-rt:1 && "${dk[@]}" save bench-rt:1 | "$bin/berth" load >/dev/null \
+                && [[ $("$bin/berth" run --rm bench-rt:1 cat /etc/berth-release) == "berth test image" ]]; then
+                roundtrip="passed: \`berth save | docker load\` and \`docker save | berth load\` (then \`berth run\`)"
+            fi
         fi
         docker_note="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network, containerd and runc)."
     else
         docker_note="dockerd is installed but could not load the test image; see its log. Only berth's figures are shown."
     fi
 fi
+
+# Pull: a 5-layer ~100 MB image from a registry on loopback, cold and warm.
+pull_note=""
+measure_pull() {
+    if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then
+        pull_note="docker-registry or skopeo is missing (deploy/install-deps.sh installs both): no pull figures."
+        return
+    fi
+    "$top/deploy/bench/pull-image.sh" "$image_tar" "$work/pull-image" >/dev/null
+    pull_mib=$(du -sb "$work/pull-image/blobs" | awk '{printf "%.0f", $1/1048576}')
+    # The registry: a free loopback port, its own config and storage (never the default config,
+    # which listens on every interface). The port may be taken before it binds: try a few.
+    mkdir -p "$work/registry"
+    local port="" ref
+    for _ in 1 2 3 4 5; do
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        printf '%s\n' "version: 0.1" "log:" "  level: error" "  accesslog:" "    disabled: true" \
+            "storage:" "  filesystem:" "    rootdirectory: $work/registry/data" \
+            "http:" "  addr: 127.0.0.1:$port" "  secret: berth-bench-$$" >"$work/registry/config.yml"
+        docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
+        registry_pid=$!
+        for _ in $(seq 100); do
+            curl -sf "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+            kill -0 "$registry_pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        curl -sf "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+        kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true
+        registry_pid=""
+    done
+    if [[ -z $registry_pid ]]; then
+        pull_note="docker-registry did not start: $(tail -3 "$work/registry/log")"
+        return
+    fi
+    ref=127.0.0.1:$port/bench/pull:1
+    skopeo copy --quiet --dest-tls-verify=false "oci:$work/pull-image:bench:pull" "docker://$ref"
+
+    local samples=""
+    berth_cold() { berth rmi "$ref" >/dev/null 2>&1 || true; berth image prune -a -f >/dev/null; }
+    for _ in $(seq "$pull_runs"); do
+        berth_cold
+        samples+=" $(time_ms berth pull "$ref")"
+    done
+    result[berth.pull]=$(echo "$samples" | stats)
+    samples=""
+    for _ in $(seq "$pull_runs"); do samples+=" $(time_ms berth pull "$ref")"; done
+    result[berth.pull2]=$(echo "$samples" | stats)
+    # The pulled image is whole: every layer's file is there.
+    [[ $(berth run --rm "$ref" sh -c 'cat /bench/*.bin | wc -c') -eq $(( ${PULL_LAYERS:-5} * ${PULL_LAYER_MB:-20} * 1048576 )) ]] \
+        || { echo "berth pulled an incomplete image" >&2; exit 1; }
+
+    # Where berth's time goes: one more cold pull, its progress lines stamped as they arrive,
+    # and the image store's CPU time (user+sys) over it.
+    berth_cold
+    local store_pid t0 t line dl=0 ex=0 dg=0 cpu0 cpu1
+    store_pid=$(cat "$BERTH_RUN/image-store.pid")
+    cpu0=$(awk '{print $14 + $15}' "/proc/$store_pid/stat")
+    t0=$EPOCHREALTIME
+    while IFS= read -r line; do
+        t=$EPOCHREALTIME
+        case $line in
+            *": Download complete") dl=$t ;;
+            *": Pull complete") ex=$t ;;
+            "Digest: "*) dg=$t ;;
+        esac
+    done < <(berth pull "$ref")
+    t=$EPOCHREALTIME
+    cpu1=$(awk '{print $14 + $15}' "/proc/$store_pid/stat")
+    pull_profile=$(awk -v t0="$t0" -v dl="$dl" -v ex="$ex" -v dg="$dg" -v t="$t" \
+        -v cpu="$(( (cpu1 - cpu0) * 1000 / $(getconf CLK_TCK) ))" 'BEGIN {
+        if (dl == 0 || ex == 0 || dg == 0) { printf "total %.0f ms (no per-layer progress lines to split it by)", (t-t0)*1000; exit }
+        printf "%.0f ms until the last layer was downloaded and its digest checked, %.0f ms more until the last layer was unpacked, %.0f ms to commit (total %.0f ms), with %d ms of CPU time (user+sys) in the image store",
+            (dl-t0)*1000, (ex-dl)*1000, (dg-ex)*1000, (t-t0)*1000, cpu }')
+
+    if [[ -n $docker_pid ]]; then
+        samples=""
+        for _ in $(seq "$pull_runs"); do
+            "${dk[@]}" rmi "$ref" >/dev/null 2>&1 || true
+            samples+=" $(time_ms "${dk[@]}" pull "$ref")"
+        done
+        result[docker.pull]=$(echo "$samples" | stats)
+        samples=""
+        for _ in $(seq "$pull_runs"); do samples+=" $(time_ms "${dk[@]}" pull "$ref")"; done
+        result[docker.pull2]=$(echo "$samples" | stats)
+        "${dk[@]}" rmi "$ref" >/dev/null 2>&1 || true
+    fi
+
+    samples=""
+    for _ in $(seq "$pull_runs"); do
+        rm -rf "$work/skopeo-out"
+        samples+=" $(time_ms skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/skopeo-out:bench")"
+    done
+    rm -rf "$work/skopeo-out"
+    result[skopeo.pull]=$(echo "$samples" | stats)
+    berth_cold
+}
+measure_pull
 
 row() { # label key unit
     local b=${result[berth.$2]:-} d=${result[docker.$2]:-}
@@ -137,6 +250,62 @@ row() { # label key unit
         echo "| $1 | $bm $3 ($bmin–$bmax) | — | — |"
     fi
 }
+pull_section() {
+    echo "## Pull"
+    echo
+    if [[ -z ${result[berth.pull]:-} ]]; then
+        echo "$pull_note"
+        return
+    fi
+    local dnote="Docker is not installed on this machine, so its column is empty."
+    [[ -n $docker_pid ]] && dnote="Docker $("${dk[@]}" version --format '{{.Server.Version}}') pulled from the same registry in the same run (a registry on 127.0.0.0/8 is insecure to dockerd by default)."
+    local by="\`just bench\`"
+    [[ $only == pull ]] && by="\`BENCH_ONLY=pull deploy/bench/run.sh\`"
+    echo "Written by $by on $(date -u +%Y-%m-%d) ($(nproc) cores, kernel $(uname -r)). A ${PULL_LAYERS:-5}-layer image of"
+    echo "$pull_mib MiB (gzip layers of random, incompressible data; deploy/bench/pull-image.sh), pushed with"
+    echo "skopeo $(skopeo --version | awk '{print $3}') to Debian's docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1, then pulled over plain HTTP."
+    echo "Median of $pull_runs runs (min–max). Cold: the image and its layers are removed before each run"
+    echo "(\`berth rmi\` and \`berth image prune -a -f\`; \`docker rmi\`; skopeo's output directory). $dnote"
+    echo
+    echo "| figure | berth | Docker | skopeo | berth / Docker | berth / skopeo |"
+    echo "|---|---|---|---|---|---|"
+    prow() { # label key
+        local cells="" ratios="" bm v m lo hi
+        read -r bm _ _ <<<"${result[berth.$2]}"
+        for tool in berth docker skopeo; do
+            v=${result[$tool.$2]:-}
+            if [[ -z $v ]]; then
+                cells+=" — |"
+                if [[ $tool != berth ]]; then ratios+=" — |"; fi
+                continue
+            fi
+            read -r m lo hi <<<"$v"
+            cells+=" $m ms ($lo–$hi) |"
+            if [[ $tool != berth ]]; then
+                ratios+=" $(awk -v a="$bm" -v b="$m" 'BEGIN {printf "%.2f×", (b>0)?a/b:0}') |"
+            fi
+        done
+        echo "| $1 |$cells$ratios"
+    }
+    prow "cold pull (\`berth pull\`, \`docker pull\`, \`skopeo copy docker://… oci:DIR\`)" pull
+    prow "second pull, image present" pull2
+    echo
+    echo "skopeo only downloads and verifies the blobs into an OCI layout (it unpacks nothing); berth and"
+    echo "Docker also unpack every layer into a snapshot and record the image. Where berth's cold pull"
+    echo "goes (one more cold pull, timed by its progress lines): $pull_profile."
+    echo
+    echo "Targets (issue 4): the cold pull faster than both Docker and skopeo; the second pull ≤ 50 ms."
+}
+# BENCH_ONLY=pull: replace the page's "## Pull" section (or add one) and keep the rest.
+if [[ $only == pull ]]; then
+    doc=$top/docs/benchmarks.md
+    rest=$( [[ -f $doc ]] && awk '/^## Pull$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    pull_section >"$work/pull.md"
+    { printf '%s\n\n' "$rest"; cat "$work/pull.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/pull.md"
+    exit 0
+fi
 {
     echo "# Benchmarks"
     echo
@@ -173,5 +342,7 @@ row() { # label key unit
     echo "anonymous memory only. The services are measured idle, after the run above and past"
     echo "their periodic heap trim. The shim returns its clean code pages to the page cache after"
     echo "a second of quiet (one shim runs per container); the services do not."
+    echo
+    pull_section
 } >"$top/docs/benchmarks.md"
 cat "$top/docs/benchmarks.md"

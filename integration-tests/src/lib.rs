@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod skopeo;
+
 pub const SERVICES: [&str; 6] = [
     "image-store",
     "supervisor",
@@ -57,6 +59,9 @@ pub fn busybox_image() -> PathBuf {
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The address pool of every test engine (`BERTH_ADDRESS_POOL`): /24s in 10.213.0.0/16.
+pub const TEST_ADDRESS_POOL: &str = "10.213.0.0/16/24";
 
 /// One berth engine: six service processes with their own root, sockets and instance name.
 pub struct Engine {
@@ -111,6 +116,11 @@ impl Engine {
             // Registry credentials: never the user's own (tests override it per command).
             .env("BERTH_CONFIG", self.dir.path().join("config"))
             .env_remove("BERTH_HOST")
+            // Small subnets for test engines: IPAM skips the ones other engines hold.
+            .env("BERTH_ADDRESS_POOL", TEST_ADDRESS_POOL)
+            // Names the embedded DNS does not know go to a closed loopback port (answered
+            // SERVFAIL at once), never to a resolver outside this machine.
+            .env("BERTH_DNS_UPSTREAMS", "127.0.0.1:9")
             .env("RUST_LOG", "info");
     }
 
@@ -356,6 +366,7 @@ impl Engine {
             let c = std::ffi::CString::new(mount).unwrap();
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
+        self.remove_network_objects();
         for hierarchy in cgroup_hierarchies() {
             let parent = hierarchy.join(&self.instance);
             for dir in list_paths(&parent) {
@@ -368,6 +379,46 @@ impl Engine {
             }
         }
     }
+}
+
+impl Engine {
+    /// Network interfaces of this instance (bridges, veths), by its link prefix.
+    pub fn links(&self) -> Vec<String> {
+        instance_links(&self.instance)
+    }
+
+    /// Deletes every link and the nft table of this instance; the services are stopped
+    /// first, so nothing recreates them.
+    fn remove_network_objects(&self) {
+        for link in self.links() {
+            // A veth's peer goes with it: "Cannot find device" then is fine.
+            let _ = Command::new("ip")
+                .args(["link", "delete", &link])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let table = berth_common::Config {
+            instance: self.instance.clone(),
+            ..Default::default()
+        }
+        .nft_table();
+        // "No such file or directory" when the instance never made its table.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Links whose name starts with the instance's link prefix.
+pub fn instance_links(instance: &str) -> Vec<String> {
+    let prefix = berth_common::config::link_prefix(instance);
+    let mut links: Vec<String> = list(Path::new("/sys/class/net"))
+        .into_iter()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    links.sort();
+    links
 }
 
 impl Drop for Engine {

@@ -13,8 +13,10 @@ fn run_it_gives_a_shell_with_a_tty_and_exit_ends_it() {
         "berth run -it --name {name} busybox sh; echo code=$((100+$?))"
     ));
     term.wait_for("/ #");
-    term.line("tty; echo $((6*7))");
-    term.wait_for("42");
+    // Markers that neither the typed line nor a generated name can contain: a bare number
+    // could match the test's PID inside a container name and race ahead.
+    term.line("tty; echo ans-$((6*7))-wer");
+    term.wait_for("ans-42-wer");
     assert!(term.screen().contains("/dev/pts/0"), "{}", term.screen());
     term.line("exit 3");
     term.wait_for("code=103");
@@ -36,8 +38,9 @@ fn ctrl_p_ctrl_q_detaches_and_attach_comes_back() {
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");
 
     term.line(&format!("berth attach {name}; echo again=$((300+$?))"));
-    term.line("echo $((50+5))");
-    term.wait_for("55");
+    term.line("echo back-$((50+5))-again");
+    // Printed by the container's shell, so the attach is in raw mode before the keys go.
+    term.wait_for("back-55-again");
     term.send(&["C-p", "C-q"]);
     term.wait_for("again=300");
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");

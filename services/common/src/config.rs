@@ -1,10 +1,20 @@
-//! Where each service keeps its state and its socket.
+//! Where each service keeps its state and its socket, and the engine configuration file.
 //!
 //! Defaults work with no configuration: state under `/var/lib/berth/<service>/`, sockets
 //! at `/run/berth/<service>.sock`, kernel objects named after the instance `berth`.
-//! Environment overrides: `BERTH_ROOT`, `BERTH_RUN`, `BERTH_INSTANCE`, and
-//! `BERTH_<SERVICE>_SOCKET` (e.g. `BERTH_ENGINE_SOCKET`) for one socket.
-use std::path::{Path, PathBuf};
+//! The file `/etc/berth/berth.toml` (`BERTH_CONFIG_FILE` names another) may set `root`,
+//! `run`, `instance` and a `[registries]` section ([`FileConfig`]); a missing file means
+//! defaults, a malformed one is an error naming the file, line and key.
+//! Environment overrides win over the file: `BERTH_ROOT`, `BERTH_RUN`, `BERTH_INSTANCE`,
+//! and `BERTH_<SERVICE>_SOCKET` (e.g. `BERTH_ENGINE_SOCKET`) for one socket;
+//! `BERTH_INSECURE_REGISTRIES` (comma-separated) adds to the file's insecure registries.
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
 
 /// The six services, each its own binary, socket and state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,9 +75,36 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults with the `BERTH_*` environment overrides applied.
+    /// The configuration file (if any) with the `BERTH_*` environment overrides applied.
+    /// Daemons should call this: a malformed file stops them with an error naming it.
+    pub fn load() -> Result<Config, ConfigError> {
+        Ok(Config::from_file(&FileConfig::load()?))
+    }
+
+    /// Like [`Config::load`], for callers that cannot fail (the CLI finding a socket): a
+    /// malformed file is reported on stderr and ignored (defaults plus environment).
     pub fn from_env() -> Config {
+        match FileConfig::load() {
+            Ok(file) => Config::from_file(&file),
+            Err(e) => {
+                eprintln!("berth: ignoring the configuration file: {e}");
+                Config::from_file(&FileConfig::default())
+            }
+        }
+    }
+
+    /// The file's settings, then the environment overrides.
+    pub fn from_file(file: &FileConfig) -> Config {
         let mut config = Config::default();
+        if let Some(root) = &file.root {
+            config.root = root.clone();
+        }
+        if let Some(run) = &file.run {
+            config.run_dir = run.clone();
+        }
+        if let Some(instance) = file.instance.as_ref().filter(|i| !i.is_empty()) {
+            config.instance = instance.clone();
+        }
         if let Some(root) = env_path("BERTH_ROOT") {
             config.root = root;
         }
@@ -110,6 +147,431 @@ impl Config {
     /// Parent cgroup of every container of this instance.
     pub fn cgroup_parent(&self) -> &str {
         &self.instance
+    }
+
+    /// Prefix of every network interface this instance makes (bridges, veths, macvlans).
+    /// Interface names have at most 15 bytes, so a long instance name is replaced by `b`
+    /// and six hex digits of its hash; a short one (≤ 6 bytes, e.g. `berth`) is used as is.
+    pub fn link_prefix(&self) -> String {
+        link_prefix(&self.instance)
+    }
+
+    /// Name of the nftables table (family `ip`) that holds every rule of this instance.
+    pub fn nft_table(&self) -> String {
+        self.instance
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_")
+    }
+}
+
+/// See [`Config::link_prefix`].
+pub fn link_prefix(instance: &str) -> String {
+    let short = instance.len() <= 6 && instance.bytes().all(|b| b.is_ascii_alphanumeric());
+    if short && !instance.is_empty() {
+        return instance.to_string();
+    }
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in instance.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    format!("b{:06x}", hash & 0x00ff_ffff)
+}
+
+#[cfg(test)]
+mod link_prefix_tests {
+    #[test]
+    fn short_names_stay_and_long_ones_hash_to_seven_bytes() {
+        assert_eq!(super::link_prefix("berth"), "berth");
+        let long = super::link_prefix("berth-t1234-5");
+        assert_eq!(long.len(), 7);
+        assert!(long.starts_with('b'));
+        assert_eq!(long, super::link_prefix("berth-t1234-5"));
+        assert_ne!(long, super::link_prefix("berth-t1234-6"));
+    }
+}
+
+/// Default path of the engine configuration file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/berth.toml";
+
+/// The registry the `mirrors` list applies to, like Docker's `registry-mirrors`.
+pub const DOCKER_HUB: &str = "docker.io";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The engine configuration file (`/etc/berth/berth.toml`). Unknown keys are errors, so a
+/// typo is reported rather than silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// State root (`BERTH_ROOT` overrides).
+    pub root: Option<PathBuf>,
+    /// Sockets and runtime files (`BERTH_RUN` overrides).
+    pub run: Option<PathBuf>,
+    /// Instance name (`BERTH_INSTANCE` overrides).
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub registries: RegistriesConfig,
+}
+
+/// `[registries]`: which registries may be reached over plain HTTP, and pull mirrors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesConfig {
+    /// `host`, `host:port` or a CIDR (`10.0.0.0/8`), like Docker's `insecure-registries`.
+    /// Loopback registries are always allowed over HTTP.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// Pull mirrors of Docker Hub (`http://host:port`), tried in order before it.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Pull mirrors of other registries: `"host:port" = ["https://mirror"]`.
+    #[serde(default)]
+    pub mirror: BTreeMap<String, Vec<String>>,
+}
+
+impl FileConfig {
+    /// Reads `BERTH_CONFIG_FILE` or [`DEFAULT_CONFIG_FILE`]; a missing file is the
+    /// defaults. `BERTH_INSECURE_REGISTRIES` is added to `registries.insecure`.
+    pub fn load() -> Result<FileConfig, ConfigError> {
+        let path = env_path("BERTH_CONFIG_FILE").unwrap_or_else(|| DEFAULT_CONFIG_FILE.into());
+        let mut file = match std::fs::read_to_string(&path) {
+            Ok(text) => FileConfig::parse(&text, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let env = std::env::var("BERTH_INSECURE_REGISTRIES").unwrap_or_default();
+        for entry in env.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            validate_insecure(entry).map_err(|m| ConfigError::Invalid {
+                path: "BERTH_INSECURE_REGISTRIES".into(),
+                message: m,
+            })?;
+            if !file.registries.insecure.iter().any(|i| i == entry) {
+                file.registries.insecure.push(entry.to_string());
+            }
+        }
+        Ok(file)
+    }
+
+    /// Parses and checks the file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let at = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {col}: ")
+            })
+            .unwrap_or_default()
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            // Type errors ("expected a sequence") do not name the key: add it.
+            let key = e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .filter(|k| {
+                    let last = k.rsplit('.').next().unwrap_or(k);
+                    !e.message().contains(&format!("`{last}`"))
+                })
+                .map(|k| format!(" (key {k})"))
+                .unwrap_or_default();
+            invalid(format!("{}{}{key}", at(e.span()), e.message().trim_end()))
+        })?;
+        let r = raw.registries.unwrap_or_default();
+        for entry in &r.insecure {
+            validate_insecure(entry.get_ref()).map_err(|m| {
+                invalid(format!(
+                    "{}registries.insecure: {m}",
+                    at(Some(entry.span()))
+                ))
+            })?;
+        }
+        for entry in &r.mirrors {
+            validate_mirror(entry.get_ref()).map_err(|m| {
+                invalid(format!("{}registries.mirrors: {m}", at(Some(entry.span()))))
+            })?;
+        }
+        for (registry, list) in &r.mirror {
+            for entry in list {
+                validate_mirror(entry.get_ref()).map_err(|m| {
+                    invalid(format!(
+                        "{}registries.mirror.\"{registry}\": {m}",
+                        at(Some(entry.span()))
+                    ))
+                })?;
+            }
+        }
+        let plain = |v: Vec<toml::Spanned<String>>| v.into_iter().map(|s| s.into_inner()).collect();
+        Ok(FileConfig {
+            root: raw.root,
+            run: raw.run,
+            instance: raw.instance,
+            registries: RegistriesConfig {
+                insecure: plain(r.insecure),
+                mirrors: plain(r.mirrors),
+                mirror: r.mirror.into_iter().map(|(k, v)| (k, plain(v))).collect(),
+            },
+        })
+    }
+}
+
+impl RegistriesConfig {
+    /// Whether `domain` (`host[:port]` as a reference names it) may be reached over plain
+    /// HTTP: listed as is or without its port, or an IP address inside a listed CIDR.
+    /// Hostnames are not resolved to match CIDRs (Docker resolves them).
+    pub fn is_insecure(&self, domain: &str) -> bool {
+        let host = host_of(domain);
+        let ip = host.parse::<IpAddr>().ok();
+        self.insecure.iter().any(|entry| {
+            if entry == domain || entry == host {
+                return true;
+            }
+            match (ip, parse_cidr(entry)) {
+                (Some(ip), Some((net, bits))) => in_cidr(ip, net, bits),
+                _ => false,
+            }
+        })
+    }
+
+    /// The pull mirrors of `registry` (`docker.io` or `host[:port]`), in order.
+    pub fn mirrors_of(&self, registry: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if registry == DOCKER_HUB {
+            out.extend(self.mirrors.iter().cloned());
+        }
+        if let Some(list) = self.mirror.get(registry) {
+            out.extend(
+                list.iter()
+                    .filter(|m| !out.contains(m))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        out
+    }
+}
+
+/// What the file holds, with positions for checking values.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    root: Option<PathBuf>,
+    run: Option<PathBuf>,
+    instance: Option<String>,
+    registries: Option<RawRegistries>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistries {
+    #[serde(default)]
+    insecure: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    mirrors: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    mirror: BTreeMap<String, Vec<toml::Spanned<String>>>,
+}
+
+/// The dotted key whose `key = value` line holds `offset` (`registries.insecure`), by the
+/// last `[table]` header above it; for error messages only.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+fn validate_insecure(entry: &str) -> Result<(), String> {
+    if entry.contains("://") {
+        return Err(format!(
+            "{entry:?} must not contain \"://\" (write host[:port] or a CIDR)"
+        ));
+    }
+    if entry.contains('/') && parse_cidr(entry).is_none() {
+        return Err(format!("{entry:?} is not a valid CIDR"));
+    }
+    if entry.is_empty() || entry.contains(char::is_whitespace) {
+        return Err(format!("{entry:?} is not a host[:port] or a CIDR"));
+    }
+    Ok(())
+}
+
+/// A mirror is `http://` or `https://` then `host[:port]`, with no path.
+fn validate_mirror(entry: &str) -> Result<(), String> {
+    let rest = entry
+        .strip_prefix("http://")
+        .or_else(|| entry.strip_prefix("https://"))
+        .ok_or_else(|| format!("{entry:?} must start with http:// or https://"))?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "{entry:?} must be scheme://host[:port], without a path"
+        ));
+    }
+    Ok(())
+}
+
+/// The host without a port (`[::1]:5000` → `::1`, `reg:5000` → `reg`).
+fn host_of(domain: &str) -> &str {
+    if let Some(rest) = domain.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match domain.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => domain,
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, bits) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((addr, bits))
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    let (ip, net, width) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(u32::from(a)), u128::from(u32::from(n)), 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
+        _ => return false,
+    };
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - u32::from(bits);
+    (ip >> shift) == (net >> shift)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(text, Path::new("/etc/berth/berth.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), FileConfig::default());
+        let c = Config::from_file(&FileConfig::default());
+        assert_eq!(c.instance, "berth");
+    }
+
+    #[test]
+    fn reads_paths_and_registries() {
+        let f = parse(
+            r#"
+root = "/srv/berth"
+instance = "b2"
+
+[registries]
+insecure = ["reg.lan:5000", "10.0.0.0/8", "fd00::/8"]
+mirrors = ["http://127.0.0.1:5001", "https://mirror.example.com/"]
+
+[registries.mirror]
+"quay.io" = ["http://127.0.0.1:5002"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.root.as_deref(), Some(Path::new("/srv/berth")));
+        assert_eq!(f.instance.as_deref(), Some("b2"));
+        let r = &f.registries;
+        assert!(r.is_insecure("reg.lan:5000"));
+        assert!(!r.is_insecure("reg.lan:5001"));
+        assert!(r.is_insecure("10.1.2.3:5000"));
+        assert!(r.is_insecure("10.1.2.3"));
+        assert!(!r.is_insecure("11.1.2.3:5000"));
+        assert!(r.is_insecure("[fd12::1]:5000"));
+        assert!(!r.is_insecure("example.com"));
+        assert_eq!(
+            r.mirrors_of("docker.io"),
+            vec!["http://127.0.0.1:5001", "https://mirror.example.com/"]
+        );
+        assert_eq!(r.mirrors_of("quay.io"), vec!["http://127.0.0.1:5002"]);
+        assert!(r.mirrors_of("ghcr.io").is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = parse("[registries]\ninsecure = []\ninsecur = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/berth/berth.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("insecur"), "{err}");
+        assert!(!err.contains("(key"), "the message names it already: {err}");
+
+        let err = parse("[registries]\nmirrors = [\n  \"127.0.0.1:5001\",\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("registries.mirrors"), "{err}");
+        assert!(err.contains("http://"), "{err}");
+
+        let err = parse("[registries]\ninsecure = [\"http://reg:5000\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("registries.insecure"),
+            "{err}"
+        );
+
+        let err = parse("[registries]\ninsecure = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.to_string().contains("CIDR"), "{err}");
+        let err = parse("root = 1\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1") && err.contains("(key root)"),
+            "{err}"
+        );
+        let err = parse("[registries]\ninsecure = \"10.0.0.0/8\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("(key registries.insecure)"),
+            "{err}"
+        );
+        let err = parse("[registry]\n").unwrap_err().to_string();
+        assert!(err.contains("registry"), "{err}");
+    }
+
+    #[test]
+    fn cidrs() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_cidr(ip("192.168.1.7"), ip("192.168.0.0"), 16));
+        assert!(!in_cidr(ip("192.169.1.7"), ip("192.168.0.0"), 16));
+        assert!(in_cidr(ip("8.8.8.8"), ip("0.0.0.0"), 0));
+        assert!(in_cidr(ip("10.0.0.1"), ip("10.0.0.1"), 32));
+        assert!(!in_cidr(ip("10.0.0.1"), ip("::"), 0));
+        assert_eq!(parse_cidr("10.0.0.0/8"), Some((ip("10.0.0.0"), 8)));
+        assert_eq!(parse_cidr("10.0.0.0"), None);
     }
 }
 

@@ -11,7 +11,7 @@ use berth_proto::{
     engine::v1::{run_input, run_output, CreateContainerRequest, RunInput, RunOutput, RunStart},
     image::v1::{GetImageRequest, PrepareSnapshotRequest, RemoveSnapshotRequest},
     logs::v1::{CloseLogRequest, OpenLogRequest, OpenLogResponse},
-    network::v1::{AttachContainerRequest, DetachContainerRequest},
+    network::v1::{AttachContainerRequest, DetachContainerRequest, EndpointConfig},
     supervisor::v1::{
         attach_input, attach_output, AttachInput, AttachStart, Container, ContainerStatus,
         CreateContainerRequest as SupervisorCreate, GetContainerRequest, ListContainersRequest,
@@ -25,6 +25,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::{
     clients::Clients,
+    ports,
     saga::{Failures, UndoStack},
     spec,
 };
@@ -129,6 +130,16 @@ impl Engine {
             }
             None => req.network.clone(),
         };
+        let ports =
+            ports::bindings(&req, &config).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The supervisor names an unnamed container only when it records it: link
+        // variables then use the short ID where Docker has the generated name.
+        let own_name = if req.name.is_empty() {
+            id.get(..12).unwrap_or(&id)
+        } else {
+            req.name.as_str()
+        };
+        let links = self.resolve_links(&req.links, own_name, &mode).await?;
 
         let mut undo = UndoStack::new();
         // Registered first: the attach may have happened even when its reply is lost.
@@ -140,6 +151,14 @@ impl Engine {
                 container_id: id.clone(),
                 mode,
                 hostname: req.hostname.clone(),
+                container_name: req.name.clone(),
+                endpoint: Some(EndpointConfig {
+                    aliases: req.network_aliases.clone(),
+                    ipv4_address: req.ipv4_address.clone(),
+                    mac_address: req.mac_address.clone(),
+                }),
+                ports,
+                links: links.links,
             })
             .await
         {
@@ -213,7 +232,7 @@ impl Engine {
             Err(s) => return Err(undo.fail(upstream("prepare snapshot")(s)).await),
         };
 
-        let spec = match spec::build(&req, &image, &snapshot, &mounts, &attachment) {
+        let spec = match spec::build(&req, &image, &snapshot, &mounts, &attachment, &links.env) {
             Ok(spec) => spec,
             Err(s) => return Err(undo.fail(s).await),
         };

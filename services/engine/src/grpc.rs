@@ -18,7 +18,12 @@ use berth_proto::{
         TagImageResponse, UploadChunk,
     },
     logs::v1::{LogEntry, ReadLogsRequest},
-    network::v1::{GetAttachmentRequest, ListNetworksRequest, ListNetworksResponse},
+    network::v1::{
+        Attachment, ConnectContainerRequest, CreateNetworkRequest, DisconnectContainerRequest,
+        GetAttachmentRequest, GetNetworkRequest, ListNetworksRequest, ListNetworksResponse,
+        NetworkInfo, PruneNetworksRequest, PruneNetworksResponse, RemoveNetworkRequest,
+        RemoveNetworkResponse,
+    },
     supervisor::v1::{
         attach_input, exec_input, AttachInput, AttachOutput, Container, ContainerStatus, ExecInput,
         ExitStatus, KillContainerRequest, ListContainersRequest, ListContainersResponse,
@@ -708,7 +713,7 @@ impl EngineApi for Engine {
             .map_err(upstream("remove volume"))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(filters = ?request.get_ref().filters))]
     async fn list_networks(
         &self,
         request: Request<ListNetworksRequest>,
@@ -719,6 +724,78 @@ impl EngineApi for Engine {
             .list_networks(request.into_inner())
             .await
             .map_err(upstream("list networks"))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %request.get_ref().name))]
+    async fn inspect_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<NetworkInfo>, Status> {
+        self.clients
+            .network
+            .clone()
+            .get_network(request.into_inner())
+            .await
+            .map_err(upstream("inspect network"))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %request.get_ref().name, driver = %request.get_ref().driver))]
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<NetworkInfo>, Status> {
+        self.clients
+            .network
+            .clone()
+            .create_network(request.into_inner())
+            .await
+            .map_err(upstream("create network"))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %request.get_ref().name))]
+    async fn remove_network(
+        &self,
+        request: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        self.clients
+            .network
+            .clone()
+            .remove_network(request.into_inner())
+            .await
+            .map_err(upstream("remove network"))
+    }
+
+    #[tracing::instrument(skip_all, fields(filters = ?request.get_ref().filters))]
+    async fn prune_networks(
+        &self,
+        request: Request<PruneNetworksRequest>,
+    ) -> Result<Response<PruneNetworksResponse>, Status> {
+        self.clients
+            .network
+            .clone()
+            .prune_networks(request.into_inner())
+            .await
+            .map_err(upstream("prune networks"))
+    }
+
+    // The span is in Engine::connect_network.
+    async fn connect_network(
+        &self,
+        request: Request<ConnectContainerRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        Ok(Response::new(
+            Engine::connect_network(self, request.into_inner()).await?,
+        ))
+    }
+
+    // The span is in Engine::disconnect_network.
+    async fn disconnect_network(
+        &self,
+        request: Request<DisconnectContainerRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        Ok(Response::new(
+            Engine::disconnect_network(self, request.into_inner()).await?,
+        ))
     }
 }
 

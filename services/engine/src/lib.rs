@@ -2,11 +2,17 @@
 //!
 //! Layout: [`clients`] (lazy channels to the five services), [`spec`] (pure rules that turn
 //! an image and the user's flags into a container spec), [`saga`] (the undo stack and
-//! the teardown collector), [`engine`] (the operations), [`grpc`] (the thin gRPC skin).
+//! the teardown collector), [`engine`] (the operations), [`grpc`] (the thin gRPC skin),
+//! [`network`] (links, connect/disconnect) with its pure parts in [`ports`], [`links`]
+//! and [`netsettings`].
 //! The engine owns no durable state.
 pub mod clients;
 pub mod engine;
 pub mod grpc;
+pub mod links;
+pub mod netsettings;
+pub mod network;
+pub mod ports;
 pub mod saga;
 pub mod spec;
 

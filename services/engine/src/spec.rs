@@ -6,7 +6,7 @@ use berth_proto::{
     engine::v1::{CreateContainerRequest, StringList},
     image::v1::{Image, ImageConfig, SnapshotMounts},
     network::v1::Attachment,
-    supervisor::v1::{ContainerSpec, LogConfig, Mount, NetworkSettings, RestartPolicy, RootFs},
+    supervisor::v1::{ContainerSpec, LogConfig, Mount, RestartPolicy, RootFs},
     volume::v1::{MountSpec, MountType, ResolvedMount},
 };
 use tonic::Status;
@@ -166,20 +166,17 @@ pub fn build(
     snapshot: &SnapshotMounts,
     mounts: &[ResolvedMount],
     attachment: &Attachment,
+    link_env: &[String],
 ) -> Result<ContainerSpec, Status> {
     let config = image.config.clone().unwrap_or_default();
     let (entrypoint, cmd) = command(&config, req.entrypoint.as_ref(), req.cmd.as_ref())?;
-    let dns_servers = if req.dns_servers.is_empty() {
-        attachment.dns_servers.clone()
-    } else {
-        req.dns_servers.clone()
-    };
     Ok(ContainerSpec {
         image: req.image.clone(),
         image_id: image.id.clone(),
         entrypoint,
         cmd,
-        env: merge_env(&config.env, &req.env),
+        // Link variables sit between the image's and the user's, as in Docker.
+        env: merge_env(&merge_env(&config.env, link_env), &req.env),
         working_dir: or_image(&req.working_dir, &config.working_dir),
         user: or_image(&req.user, &config.user),
         hostname: req.hostname.clone(),
@@ -195,15 +192,7 @@ pub fn build(
             work_dir: snapshot.work_dir.clone(),
         }),
         mounts: mounts.iter().map(mount).collect(),
-        network: Some(NetworkSettings {
-            mode: attachment.mode.clone(),
-            netns_path: attachment.netns_path.clone(),
-            extra_hosts: req.extra_hosts.clone(),
-            dns_servers,
-            dns_search: attachment.dns_search.clone(),
-            dns_options: attachment.dns_options.clone(),
-            ip_addresses: attachment.ip_addresses.clone(),
-        }),
+        network: Some(crate::netsettings::initial(req, attachment)),
         log_config: Some(req.log_config.clone().unwrap_or_else(|| LogConfig {
             driver: "json-file".into(),
             options: HashMap::new(),
@@ -213,6 +202,11 @@ pub fn build(
         runtime: req.runtime.clone(),
         restart_policy: Some(restart_policy(req)?),
         init: req.init,
+        exposed_ports: crate::ports::exposed(&config, &req.exposed_ports, &req.ports)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.proto))
+            .collect(),
     })
 }
 
@@ -372,7 +366,7 @@ mod tests {
             netns_path: "/run/netns/x".into(),
             ..Default::default()
         };
-        let spec = build(&req, &image, &snap, &mounts, &att).unwrap();
+        let spec = build(&req, &image, &snap, &mounts, &att, &[]).unwrap();
         assert_eq!(
             (spec.image.as_str(), spec.image_id.as_str()),
             ("busybox", "sha256:abc")
@@ -399,6 +393,22 @@ mod tests {
         assert!(spec.auto_remove);
         assert_eq!(spec.restart_policy.unwrap().name, "no");
         assert!(!spec.init);
+        assert!(spec.exposed_ports.is_empty());
+
+        // Link variables go between the image's environment and the user's.
+        let linked = build(
+            &req,
+            &image,
+            &snap,
+            &mounts,
+            &att,
+            &strings(&["DB_NAME=/web/db"]),
+        )
+        .unwrap();
+        assert_eq!(
+            linked.env,
+            strings(&["PATH=/bin", "X=2", "DB_NAME=/web/db"])
+        );
 
         let req = CreateContainerRequest {
             image: "busybox".into(),
@@ -410,7 +420,7 @@ mod tests {
             init: true,
             ..Default::default()
         };
-        let spec = build(&req, &image, &snap, &mounts, &att).unwrap();
+        let spec = build(&req, &image, &snap, &mounts, &att, &[]).unwrap();
         assert_eq!(
             spec.restart_policy,
             Some(RestartPolicy {

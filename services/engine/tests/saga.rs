@@ -6,7 +6,10 @@ use std::{
     collections::HashMap,
     path::Path,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -536,6 +539,21 @@ impl Supervisor for Super {
         self.set_status(&r.id, sup::ContainerStatus::Running);
         Ok(Response::new(self.find(&r.id)?))
     }
+    async fn update_network(
+        &self,
+        r: Request<sup::UpdateNetworkRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        let r = r.into_inner();
+        log(&self.0, format!("UpdateNetwork {}", short(&r.id)));
+        let mut all = self.1.containers.lock().unwrap();
+        let c = all
+            .get_mut(&r.id)
+            .ok_or_else(|| Status::not_found("no such container"))?;
+        if let Some(spec) = c.spec.as_mut() {
+            spec.network = r.network;
+        }
+        Ok(Response::new(c.clone()))
+    }
 }
 
 /// The exec fake's output after its first line: each stdin chunk echoed, then exit 7.
@@ -671,6 +689,7 @@ struct Fixture {
     state: SupervisorState,
     client: EngineClient<tonic::transport::Channel>,
     network: berth_network::NetworkService,
+    nft_table: String,
 }
 
 fn serve(socket: &Path, router: tonic::transport::server::Router) {
@@ -687,7 +706,13 @@ impl Fixture {
         let config = Config {
             root: dir.path().join("root"),
             run_dir: dir.path().join("run"),
-            instance: "berth-et".into(),
+            // One instance per fixture: the network service makes a default bridge and an
+            // nftables table named after it, removed again in Drop.
+            instance: format!(
+                "et{:04x}",
+                (std::process::id() as usize * 16 + FIXTURES.fetch_add(1, Ordering::SeqCst))
+                    & 0xffff
+            ),
         };
         let calls: Calls = Arc::default();
         let state = SupervisorState::default();
@@ -725,11 +750,30 @@ impl Fixture {
             state,
             client,
             network,
+            nft_table: config.nft_table(),
         }
     }
 
     fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+static FIXTURES: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Fixture {
+    /// Removes the kernel objects of this fixture's instance (its default bridge and its
+    /// nftables table), so that runs do not use up the address pools.
+    fn drop(&mut self) {
+        let prefix = self.network.link_prefix().to_string();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &format!("{prefix}0")])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.nft_table])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -882,7 +926,7 @@ async fn a_failed_create_undoes_every_step_in_reverse() {
     let e = f.client.create_container(req).await.unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
-        (Code::InvalidArgument, "network foo not found")
+        (Code::NotFound, "network foo not found")
     );
     let e = f
         .client

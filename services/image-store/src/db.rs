@@ -57,6 +57,16 @@ pub const MIGRATIONS: &[&str] = &[
         gzip        TEXT NOT NULL              -- sha256:<hex> of its gzip copy (in blobs/)
     );
     ",
+    // 4: where a blob is known to exist remotely (pulled from or pushed to), so a push to
+    // another repository of the same registry can mount it instead of uploading it.
+    "
+    CREATE TABLE blob_sources (
+        blob        TEXT NOT NULL,             -- sha256:<hex> as the registry has it
+        registry    TEXT NOT NULL,             -- host[:port]; docker.io for Docker Hub
+        repository  TEXT NOT NULL,             -- path in the registry: library/busybox
+        PRIMARY KEY (blob, registry, repository)
+    );
+    ",
 ];
 
 /// Opens settings every connection needs.

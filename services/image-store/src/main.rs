@@ -2,13 +2,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_common::{Config, Service};
+use berth_common::{config::FileConfig, Config, Service};
 use berth_image_store::{service::ImageStoreService, Store, SERVICE_NAME};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::from_env();
+    // A malformed configuration file stops the service with the file, line and key.
+    let file = FileConfig::load()?;
+    let config = Config::from_file(&file);
     let state = config.state_dir(Service::ImageStore);
     berth_common::config::ensure_private_dir(&state)
         .with_context(|| format!("create {}", state.display()))?;
@@ -16,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("open image store")?
         .context("open image store")?;
-    let service = ImageStoreService::new(Arc::new(store));
+    let service = ImageStoreService::new(Arc::new(store)).with_registries(file.registries);
     let routes = tonic::service::Routes::new(service.into_server());
     berth_common::serve::serve_unix(&config.socket(Service::ImageStore), routes, &[SERVICE_NAME])
         .await

@@ -2,6 +2,7 @@
 //! file, and runs the blocking store work off the async runtime.
 use std::{path::PathBuf, sync::Arc};
 
+use berth_common::config::RegistriesConfig;
 use berth_proto::image::v1::{
     self as pb, image_store_server::ImageStore, upload_chunk::Part, UploadChunk, UploadHeader,
 };
@@ -18,6 +19,7 @@ use crate::{
 pub struct ImageStoreService {
     store: Arc<Store>,
     inflight: Arc<Inflight>,
+    registries: Arc<RegistriesConfig>,
 }
 
 fn creds(a: Option<pb::RegistryAuth>) -> Credentials {
@@ -34,7 +36,15 @@ impl ImageStoreService {
         ImageStoreService {
             store,
             inflight: Arc::default(),
+            registries: Arc::default(),
         }
+    }
+
+    /// Insecure registries and mirrors (the configuration file's `[registries]`); none by
+    /// default.
+    pub fn with_registries(mut self, registries: RegistriesConfig) -> Self {
+        self.registries = Arc::new(registries);
+        self
     }
 
     pub fn into_server(self) -> pb::image_store_server::ImageStoreServer<Self> {
@@ -235,6 +245,7 @@ impl ImageStore for ImageStoreService {
             reference: r.reference,
             creds: creds(r.auth),
             platform: r.platform,
+            registries: self.registries.clone(),
         };
         let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::PullProgress>(64);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PullProgress, Status>>(64);
@@ -270,8 +281,9 @@ impl ImageStore for ImageStoreService {
         let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::PushProgress>(64);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PushProgress, Status>>(64);
         let store = self.store.clone();
+        let registries = self.registries.clone();
         let work = tokio::spawn(async move {
-            registry::push::push(store, r.reference, creds(r.auth), ptx).await
+            registry::push::push(store, r.reference, creds(r.auth), registries, ptx).await
         });
         tokio::spawn(async move {
             while let Some(m) = prx.recv().await {
@@ -300,7 +312,8 @@ impl ImageStore for ImageStoreService {
         request: Request<pb::CheckRegistryAuthRequest>,
     ) -> Result<Response<pb::CheckRegistryAuthResponse>, Status> {
         let r = request.into_inner();
-        let status = registry::push::check_auth(&r.registry, creds(r.auth)).await?;
+        let status =
+            registry::push::check_auth(&r.registry, creds(r.auth), &self.registries).await?;
         Ok(Response::new(pb::CheckRegistryAuthResponse { status }))
     }
 

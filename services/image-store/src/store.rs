@@ -18,7 +18,7 @@ use std::{
     fs, io,
     os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     time::SystemTime,
 };
 
@@ -79,6 +79,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Serializes every operation that writes (files or rows).
     write: Mutex<()>,
+    /// Layer chains running pulls rely on; deletions keep them (see [`Lease`]).
+    leases: Arc<LeaseSet>,
     /// An exclusive `flock` on `<root>/lock`: one store process per state dir.
     _lock: fs::File,
 }
@@ -181,6 +183,7 @@ impl Store {
             root,
             conn: Mutex::new(conn),
             write: Mutex::new(()),
+            leases: Arc::default(),
             _lock: lock,
         };
         store.recover()?;
@@ -242,6 +245,15 @@ impl Store {
         let tmp = self.root.join("tmp");
         for entry in read_dir(&tmp)? {
             remove_any(&entry)?;
+        }
+        // Snapshots no image uses were kept for a pull that never finished (no lease
+        // survives a restart): their rows go here, their files with the sweep below.
+        let orphans = self.delete_orphan_rows()?;
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "removing layers left by an unfinished pull"
+            );
         }
         let conn = self.conn();
         let strings = |sql: &str| -> Result<HashSet<String>> {
@@ -637,6 +649,129 @@ impl Store {
         Ok(self.existing_snapshot(chain, &Op::default())?.is_some())
     }
 
+    /// Holds `chains` (layer chain IDs) until the lease is dropped: `rmi`, prune and every
+    /// other deletion keep their snapshots and blobs, so a pull that found a layer present
+    /// can still use it when it commits. A snapshot kept this way and no longer used is
+    /// removed by [`Store::collect_orphans`] (the pull calls it when done) or at the next
+    /// open.
+    pub fn lease(&self, chains: impl IntoIterator<Item = String>) -> Lease {
+        let keys: Vec<String> = chains.into_iter().collect();
+        let mut held = self.leases.lock();
+        for k in &keys {
+            *held.entry(k.clone()).or_default() += 1;
+        }
+        Lease {
+            set: self.leases.clone(),
+            keys,
+        }
+    }
+
+    /// Whether a deletion kept a leased snapshot since the last collection.
+    pub fn has_orphans(&self) -> bool {
+        self.leases
+            .deferred
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Removes the snapshots no image uses and no lease holds (kept for a pull that has
+    /// finished or failed since). Returns the chain IDs removed.
+    pub fn collect_orphans(&self) -> Result<Vec<String>> {
+        let _w = self.write_lock();
+        self.leases
+            .deferred
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let gone = self.delete_orphan_rows()?;
+        let mut doomed = Vec::new();
+        let mut chains = Vec::new();
+        for (chain, dir, blobs) in gone {
+            doomed.push(self.committed_dir(&dir));
+            doomed.extend(blobs.iter().map(|b| self.blob_path(b)));
+            chains.push(chain);
+        }
+        remove_files(doomed);
+        Ok(chains)
+    }
+
+    /// Deletes the rows of unused, unleased snapshots (under the write lock); the caller
+    /// removes their files.
+    fn delete_orphan_rows(&self) -> Result<Vec<DeletedLayer>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let orphans: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT chain_id FROM snapshots
+                 WHERE chain_id NOT IN (SELECT chain_id FROM image_layers)",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut gone = Vec::new();
+        let mut kept = false;
+        for chain in orphans {
+            if self.leases.holds(&chain) {
+                kept = true;
+                continue;
+            }
+            gone.push(delete_snapshot_row(&tx, chain)?);
+        }
+        tx.commit()?;
+        if kept {
+            self.leases
+                .deferred
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(gone)
+    }
+
+    /// Records that `blobs` exist in `repository` of `registry` (pulled from or pushed
+    /// to), for cross-repository mounts.
+    pub fn record_blob_sources(
+        &self,
+        blobs: &[String],
+        registry: &str,
+        repository: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        // Read first: a pull of an image that is up to date then writes nothing.
+        let mut missing = Vec::new();
+        for b in blobs {
+            let known = conn
+                .query_row(
+                    "SELECT 1 FROM blob_sources WHERE blob = ?1 AND registry = ?2 AND repository = ?3",
+                    params![b, registry, repository],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !known {
+                missing.push(b);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        for b in missing {
+            tx.execute(
+                "INSERT OR IGNORE INTO blob_sources (blob, registry, repository) VALUES (?1, ?2, ?3)",
+                params![b, registry, repository],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The repositories of `registry` known to hold `blob`, most recently recorded first.
+    pub fn blob_sources(&self, blob: &str, registry: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT repository FROM blob_sources WHERE blob = ?1 AND registry = ?2
+             ORDER BY rowid DESC",
+        )?;
+        let rows = stmt.query_map([blob, registry], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Stores a pulled image: `layers` are the verified blob files (under tmp/) with their
     /// digests, base first; `on_layer(i)` is called before layer `i` is brought in and
     /// `done(i)` after. Records `tag` (if any) and `repo_digest`.
@@ -779,6 +914,57 @@ impl Store {
             params![blob, digest],
         )?;
         found(digest)
+    }
+
+    /// Names an image a pull found complete here: `tag` (if any) and `repo_digest`. Writes
+    /// only what is missing, so an up-to-date pull costs no disk sync. The flag says
+    /// whether a name was added or moved (Docker's "Downloaded newer image").
+    pub fn name_pulled(
+        &self,
+        image_id: &str,
+        tag: Option<String>,
+        repo_digest: &str,
+    ) -> Result<(ImageInfo, bool)> {
+        let tag = tag.map(|t| tag_reference(&t)).transpose()?;
+        let _w = self.write_lock();
+        let mut conn = self.conn();
+        let points_to = |conn: &Connection, table: &str, reference: &str| -> Result<bool> {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT 1 FROM {table} WHERE reference = ?1 AND image_id = ?2"),
+                    [reference, image_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        };
+        let tag_done = match &tag {
+            Some(t) => points_to(&conn, "tags", t)?,
+            None => true,
+        };
+        let changed = !tag_done || !points_to(&conn, "repo_digests", repo_digest)?;
+        if changed {
+            let tx = conn.transaction()?;
+            let exists = tx
+                .query_row("SELECT 1 FROM images WHERE id = ?1", [image_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(Error::ImageNotFound(image_id.to_string()));
+            }
+            if let Some(t) = &tag {
+                tx.execute(
+                    "INSERT OR REPLACE INTO tags (reference, image_id) VALUES (?1, ?2)",
+                    params![t, image_id],
+                )?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO repo_digests (reference, image_id) VALUES (?1, ?2)",
+                params![repo_digest, image_id],
+            )?;
+            tx.commit()?;
+        }
+        Ok((image_info(&conn, image_id)?, changed))
     }
 
     /// Records `repo@sha256:…` for an image (after a push).
@@ -927,7 +1113,16 @@ impl Store {
     ) -> Result<Vec<String>> {
         doomed.push(self.blob_path(id));
         let mut chains = Vec::new();
-        for (chain, dir, blobs) in delete_image(tx, id)? {
+        let leased = |c: &str| {
+            let held = self.leases.holds(c);
+            if held {
+                self.leases
+                    .deferred
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            held
+        };
+        for (chain, dir, blobs) in delete_image(tx, id, &leased)? {
             doomed.push(self.committed_dir(&dir));
             doomed.extend(blobs.iter().map(|b| self.blob_path(b)));
             chains.push(chain);
@@ -1271,12 +1466,7 @@ impl Store {
         for img in &images {
             let mut layer_descs = Vec::new();
             for (digest, path, size) in &img.layers {
-                let gzip = {
-                    let mut magic = [0u8; 2];
-                    let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
-                    io::Read::read(&mut f, &mut magic).map_err(Error::io("read", path))? == 2
-                        && magic == [0x1f, 0x8b]
-                };
+                let compression = unpack::Compression::of_file(path)?;
                 if written.insert(digest.clone()) {
                     let mut h = tar::Header::new_ustar();
                     h.set_entry_type(tar::EntryType::Regular);
@@ -1287,10 +1477,10 @@ impl Store {
                     b.append_data(&mut h, blob_name(digest), f).map_err(werr)?;
                 }
                 layer_descs.push(json!({
-                    "mediaType": if gzip {
-                        "application/vnd.oci.image.layer.v1.tar+gzip"
-                    } else {
-                        "application/vnd.oci.image.layer.v1.tar"
+                    "mediaType": match compression {
+                        unpack::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+                        unpack::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+                        unpack::Compression::None => "application/vnd.oci.image.layer.v1.tar",
                     },
                     "digest": digest,
                     "size": size,
@@ -1476,6 +1666,45 @@ impl Store {
 /// A layer's stored blob: (path, digest, size).
 pub type LayerBlob = (PathBuf, String, u64);
 
+/// Chain IDs held by running pulls, with a count each (two pulls may hold one). In memory
+/// only: no pull survives a restart, and `open` removes what an unfinished one left.
+#[derive(Default)]
+struct LeaseSet {
+    held: Mutex<HashMap<String, usize>>,
+    /// A deletion kept a leased snapshot that may now be unused.
+    deferred: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseSet {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holds(&self, chain: &str) -> bool {
+        self.lock().contains_key(chain)
+    }
+}
+
+/// What [`Store::lease`] returns; dropping it releases the chains.
+pub struct Lease {
+    set: Arc<LeaseSet>,
+    keys: Vec<String>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut held = self.set.lock();
+        for k in &self.keys {
+            if let Some(n) = held.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(k);
+                }
+            }
+        }
+    }
+}
+
 /// (chain ID, snapshot dir, blobs to delete).
 type DeletedLayer = (String, String, Vec<String>);
 
@@ -1642,7 +1871,11 @@ fn repository_of(tag: &str) -> &str {
     }
 }
 
-fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
+fn delete_image(
+    tx: &Transaction<'_>,
+    id: &str,
+    leased: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DeletedLayer>> {
     let chains: Vec<String> = {
         let mut stmt =
             tx.prepare("SELECT chain_id FROM image_layers WHERE image_id = ?1 ORDER BY idx DESC")?;
@@ -1653,6 +1886,7 @@ fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
     tx.execute("DELETE FROM tags WHERE image_id = ?1", [id])?;
     tx.execute("DELETE FROM repo_digests WHERE image_id = ?1", [id])?;
     tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM blob_sources WHERE blob = ?1", [id])?;
     let mut gone = Vec::new();
     for chain in chains {
         let used: bool = tx
@@ -1666,36 +1900,49 @@ fn delete_image(tx: &Transaction<'_>, id: &str) -> Result<Vec<DeletedLayer>> {
         if used {
             continue;
         }
-        let (blob, dir): (String, String) = tx.query_row(
-            "SELECT blob, dir FROM snapshots WHERE chain_id = ?1",
-            [&chain],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        tx.execute("DELETE FROM snapshots WHERE chain_id = ?1", [&chain])?;
-        let shared: bool = tx
-            .query_row(
-                "SELECT 1 FROM snapshots WHERE blob = ?1 LIMIT 1",
-                [&blob],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        let mut blobs = Vec::new();
-        if !shared {
-            let gzip: Option<String> = tx
-                .query_row(
-                    "SELECT gzip FROM push_blobs WHERE blob = ?1",
-                    [&blob],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute("DELETE FROM push_blobs WHERE blob = ?1", [&blob])?;
-            blobs.push(blob);
-            blobs.extend(gzip);
+        if leased(&chain) {
+            // A running pull relies on it: it stays until that pull is done.
+            continue;
         }
-        gone.push((chain, dir, blobs));
+        gone.push(delete_snapshot_row(tx, chain)?);
     }
     Ok(gone)
+}
+
+/// Deletes one snapshot's row, its blob's row data when no other snapshot shares the blob
+/// (with the push copy and the known remote sources), and says which files to remove.
+fn delete_snapshot_row(tx: &Transaction<'_>, chain: String) -> Result<DeletedLayer> {
+    let (blob, dir): (String, String) = tx.query_row(
+        "SELECT blob, dir FROM snapshots WHERE chain_id = ?1",
+        [&chain],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute("DELETE FROM snapshots WHERE chain_id = ?1", [&chain])?;
+    let shared: bool = tx
+        .query_row(
+            "SELECT 1 FROM snapshots WHERE blob = ?1 LIMIT 1",
+            [&blob],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    let mut blobs = Vec::new();
+    if !shared {
+        let gzip: Option<String> = tx
+            .query_row(
+                "SELECT gzip FROM push_blobs WHERE blob = ?1",
+                [&blob],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute("DELETE FROM push_blobs WHERE blob = ?1", [&blob])?;
+        for b in std::iter::once(&blob).chain(gzip.iter()) {
+            tx.execute("DELETE FROM blob_sources WHERE blob = ?1", [b])?;
+        }
+        blobs.push(blob);
+        blobs.extend(gzip);
+    }
+    Ok((chain, dir, blobs))
 }
 
 // ---- uploaded archives ----------------------------------------------------------------

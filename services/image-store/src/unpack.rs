@@ -70,20 +70,144 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The uncompressed stream of a layer blob (gzip detected by its magic; plain otherwise).
+/// How a layer blob is compressed, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&GZIP_MAGIC) {
+            Compression::Gzip
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The first bytes of the file at `path`.
+    pub fn of_file(path: &Path) -> Result<Compression> {
+        let mut head = [0u8; 4];
+        let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]).map_err(Error::io("read", path))? {
+                0 => break,
+                r => n += r,
+            }
+        }
+        Ok(Compression::detect(&head[..n]))
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The uncompressed stream of a layer blob (gzip or zstd detected by its magic, as
+/// containerd does; plain otherwise).
 pub fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>> {
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let head = reader
         .fill_buf()
         .map_err(|e| Error::InvalidArchive(format!("read layer: {e}")))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(Error::InvalidArchive(
-            "zstd-compressed layers are not supported".into(),
-        ))
-    } else {
-        Ok(Box::new(reader))
+    match Compression::detect(head) {
+        Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(reader))),
+        Compression::Zstd => Ok(Box::new(ZstdReader::new(reader))),
+        Compression::None => Ok(Box::new(reader)),
+    }
+}
+
+/// Decodes every zstd frame of a stream in turn (ruzstd's `StreamingDecoder` stops after
+/// one; parallel compressors write several), skipping skippable frames and checking each
+/// frame's content checksum when it has one.
+pub struct ZstdReader<R: BufRead> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// A frame is being decoded (its header was read).
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdReader<R> {
+    pub fn new(source: R) -> Self {
+        ZstdReader {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+
+    /// Starts the next frame; false at the end of the stream.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => return Ok(true),
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut io::sink(),
+                    )?;
+                    if skipped != u64::from(length) {
+                        return Err(zstd_error("truncated skippable frame"));
+                    }
+                }
+                Err(e) => return Err(zstd_error(e)),
+            }
+        }
+    }
+}
+
+fn zstd_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
+}
+
+impl<R: BufRead> Read for ZstdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if !self.next_frame()? {
+                    return Ok(0);
+                }
+                self.in_frame = true;
+            }
+            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                let want = buf.len() - self.decoder.can_collect();
+                self.decoder
+                    .decode_blocks(
+                        &mut self.source,
+                        ruzstd::decoding::BlockDecodingStrategy::UptoBytes(want),
+                    )
+                    .map_err(zstd_error)?;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.decoder.is_finished() {
+                if let (Some(stored), Some(computed)) = (
+                    self.decoder.get_checksum_from_data(),
+                    self.decoder.get_calculated_checksum(),
+                ) {
+                    if stored != computed {
+                        return Err(zstd_error("frame checksum mismatch"));
+                    }
+                }
+                self.in_frame = false;
+            }
+        }
     }
 }
 

@@ -118,7 +118,13 @@ async fn do_push(
     creds: Credentials,
 ) -> (Result<String, Error>, Vec<pb::PushProgress>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(push(store.clone(), reference.to_string(), creds, tx));
+    let task = tokio::spawn(push(
+        store.clone(),
+        reference.to_string(),
+        creds,
+        Default::default(),
+        tx,
+    ));
     let mut msgs = Vec::new();
     while let Some(m) = rx.recv().await {
         msgs.push(m);
@@ -143,6 +149,7 @@ async fn do_pull(
             reference: reference.to_string(),
             creds,
             platform: String::new(),
+            ..Default::default()
         },
         tx,
     ));
@@ -338,15 +345,21 @@ async fn basic_auth_login_push_and_pull() {
         ..Default::default()
     };
     assert_eq!(
-        check_auth(&reg.host, good.clone()).await.unwrap(),
+        check_auth(&reg.host, good.clone(), &Default::default())
+            .await
+            .unwrap(),
         "Login Succeeded"
     );
-    let err = tonic::Status::from(check_auth(&reg.host, bad.clone()).await.unwrap_err());
+    let err = tonic::Status::from(
+        check_auth(&reg.host, bad.clone(), &Default::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains(&reg.host), "{}", err.message());
     assert!(err.message().contains("incorrect username or password"));
     let err = tonic::Status::from(
-        check_auth(&reg.host, Credentials::default())
+        check_auth(&reg.host, Credentials::default(), &Default::default())
             .await
             .unwrap_err(),
     );
@@ -448,13 +461,20 @@ async fn bearer_token_login() {
         password: "pw".into(),
         ..Default::default()
     };
-    assert_eq!(check_auth(&host, good).await.unwrap(), "Login Succeeded");
+    assert_eq!(
+        check_auth(&host, good, &Default::default()).await.unwrap(),
+        "Login Succeeded"
+    );
     let bad = Credentials {
         username: "alice".into(),
         password: "nope".into(),
         ..Default::default()
     };
-    let err = tonic::Status::from(check_auth(&host, bad).await.unwrap_err());
+    let err = tonic::Status::from(
+        check_auth(&host, bad, &Default::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains(&host), "{}", err.message());
 }
@@ -496,7 +516,7 @@ async fn pulls_the_platform_from_an_index() {
     let body = bytes::Bytes::from(serde_json::to_vec(&list).unwrap());
     let list_digest = sha256_digest(&body);
     let client = Registry::new(
-        Endpoint::for_domain(&reg.host, &[]),
+        Endpoint::for_domain(&reg.host, &Default::default()),
         Credentials::default(),
         None,
     )
@@ -524,6 +544,7 @@ async fn pulls_the_platform_from_an_index() {
             reference: multi.clone(),
             creds: Credentials::default(),
             platform: "linux/s390x".into(),
+            ..Default::default()
         },
         tx,
     ));

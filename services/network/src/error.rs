@@ -10,6 +10,11 @@ pub enum Error {
     /// AttachContainer with a mode that names no network.
     #[error("network {0} not found")]
     UnknownMode(String),
+    /// A missing object other than a network (an endpoint, an attachment).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     InvalidArgument(String),
     /// A state conflict (joining a container that has no network, re-attaching with
@@ -38,7 +43,8 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let msg = e.to_string();
         match e {
-            Error::NetworkNotFound(_) => Status::not_found(msg),
+            Error::NetworkNotFound(_) | Error::NotFound(_) => Status::not_found(msg),
+            Error::AlreadyExists(_) => Status::already_exists(msg),
             Error::UnknownMode(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Db(_) | Error::Sys { .. } => Status::internal(msg),
@@ -60,5 +66,7 @@ mod tests {
         );
         let s: Status = Error::InvalidArgument("bad".into()).into();
         assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = Error::AlreadyExists("network with name a already exists".into()).into();
+        assert_eq!(s.code(), Code::AlreadyExists);
     }
 }

@@ -1,8 +1,10 @@
 //! The gRPC skin over [`NetworkService`]: translation only.
 use berth_proto::network::v1::{
-    network_server::Network, AttachContainerRequest, Attachment, DetachContainerRequest,
-    DetachContainerResponse, GetAttachmentRequest, GetNetworkRequest, ListNetworksRequest,
-    ListNetworksResponse, NetworkInfo,
+    network_server::Network, AttachContainerRequest, Attachment, ConnectContainerRequest,
+    CreateNetworkRequest, DetachContainerRequest, DetachContainerResponse,
+    DisconnectContainerRequest, GetAttachmentRequest, GetNetworkRequest, ListNetworksRequest,
+    ListNetworksResponse, NetworkInfo, PruneNetworksRequest, PruneNetworksResponse,
+    RemoveNetworkRequest, RemoveNetworkResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -15,10 +17,7 @@ impl Network for NetworkService {
         &self,
         request: Request<AttachContainerRequest>,
     ) -> Result<Response<Attachment>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(
-            self.attach(&r.container_id, &r.mode, &r.hostname).await?,
-        ))
+        Ok(Response::new(self.attach_with(request.get_ref()).await?))
     }
 
     #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
@@ -44,10 +43,10 @@ impl Network for NetworkService {
     #[tracing::instrument(skip_all)]
     async fn list_networks(
         &self,
-        _request: Request<ListNetworksRequest>,
+        request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
         Ok(Response::new(ListNetworksResponse {
-            networks: NetworkService::list_networks(self)?,
+            networks: self.list_networks_filtered(&request.get_ref().filters)?,
         }))
     }
 
@@ -60,5 +59,49 @@ impl Network for NetworkService {
             self,
             &request.into_inner().name,
         )?))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %request.get_ref().name, driver = %request.get_ref().driver))]
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<NetworkInfo>, Status> {
+        Ok(Response::new(
+            NetworkService::create_network(self, request.get_ref()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %request.get_ref().name))]
+    async fn remove_network(
+        &self,
+        request: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        let id = NetworkService::remove_network(self, &request.get_ref().name).await?;
+        Ok(Response::new(RemoveNetworkResponse { id }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn prune_networks(
+        &self,
+        request: Request<PruneNetworksRequest>,
+    ) -> Result<Response<PruneNetworksResponse>, Status> {
+        let deleted = NetworkService::prune_networks(self, &request.get_ref().filters).await?;
+        Ok(Response::new(PruneNetworksResponse { deleted }))
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id, network = %request.get_ref().network))]
+    async fn connect_container(
+        &self,
+        request: Request<ConnectContainerRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        Ok(Response::new(self.connect(request.get_ref()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id, network = %request.get_ref().network))]
+    async fn disconnect_container(
+        &self,
+        request: Request<DisconnectContainerRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        Ok(Response::new(self.disconnect(request.get_ref()).await?))
     }
 }

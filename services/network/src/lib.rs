@@ -1,15 +1,31 @@
-//! The network service: the networks `none` and `host`, and per-container network
-//! namespaces (`none`: a new namespace with only `lo`, up; `host`: the host's;
-//! `container:<id>`: another container's).
+//! The network service: networks (`none`, `host`, the default `bridge`, user-defined
+//! bridge and macvlan networks), IPAM, per-container network namespaces and endpoints,
+//! published ports, the firewall and the embedded DNS.
 //!
-//! Layout: [`netns`] does the kernel work (on dedicated OS threads, never on a tokio
-//! worker), [`store`] keeps the attachments in SQLite, [`service`] is the logic and
-//! [`grpc`] the thin gRPC skin.
+//! Layout: [`netns`] and [`link`] do the kernel work (on dedicated OS threads, never on a
+//! tokio worker), [`endpoint`] builds one container link, [`ipam`] and [`names`] are pure
+//! rules, [`store`] keeps the records in SQLite and [`state`] derives views from them,
+//! [`service`], [`networks`] and [`reconcile`] are the logic, and [`grpc`] the thin skin.
+pub mod dns;
+pub mod endpoint;
 pub mod error;
+pub mod firewall;
 pub mod grpc;
+pub mod hosts_lock;
+pub mod ipam;
+pub mod link;
+pub mod names;
 pub mod netns;
+pub mod networks;
+pub mod proxy;
+mod reconcile;
 pub mod service;
+pub mod state;
 pub mod store;
+pub mod sysctl;
 
 pub use error::{Error, Result};
-pub use service::NetworkService;
+pub use service::{NetworkService, Options};
+
+#[cfg(test)]
+mod root_tests;

@@ -111,7 +111,9 @@ pub fn in_namespace<T: Send + 'static>(
 }
 
 /// Runs `f` on a new OS thread and waits for it.
-fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) fn on_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     std::thread::Builder::new()
         .name("berth-netns".into())
         .spawn(f)

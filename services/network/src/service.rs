@@ -1,49 +1,96 @@
-//! The network service's logic, independent of gRPC.
-use std::{path::PathBuf, sync::Arc, time::SystemTime};
+//! The network service's logic, independent of gRPC: attachments, endpoints, ports.
+//! Network CRUD lives in [`crate::networks`], start-up repair in [`crate::reconcile`].
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
 
-use berth_common::{ids, Config, Service};
-use berth_proto::network::v1::{Attachment, NetworkInfo};
+use berth_common::{Config, Service};
+use berth_proto::network::v1::{
+    AttachContainerRequest, Attachment, ConnectContainerRequest, DisconnectContainerRequest,
+    EndpointConfig, PortBinding,
+};
 
 use crate::{
-    netns,
-    store::{AttachmentRow, NetworkRow, Store},
+    dns::DnsServer,
+    endpoint::{self, Kind},
+    firewall::FirewallDriver,
+    ipam::{self, Pool},
+    names, netns,
+    proxy::{PortProxy, ProxyRequest},
+    state::{self, addressing, State},
+    store::{AttachmentRow, EndpointRow, LinkRow, NetworkRow, PortRow, Store},
     Error, Result,
 };
 
-/// The built-in networks: (name, driver).
-const BUILTIN: [(&str, &str); 2] = [("none", "null"), ("host", "host")];
-
-#[derive(Clone)]
-pub struct NetworkService {
-    inner: Arc<Inner>,
+/// What the service is built with besides its [`Config`]; tests swap pieces.
+pub struct Options {
+    pub firewall: Box<dyn FirewallDriver>,
+    /// Pools new subnets are carved from.
+    pub pools: Vec<Pool>,
+    /// The host-wide IPAM lock file.
+    pub ipam_lock: PathBuf,
+    /// Resolvers the embedded DNS forwards to.
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
-struct Inner {
-    netns_dir: PathBuf,
-    store: Store,
-    /// Serialises attach/detach so that concurrent calls for one container stay idempotent.
-    lock: tokio::sync::Mutex<()>,
+impl Options {
+    /// nftables in the instance's table, pools from `BERTH_ADDRESS_POOL` (else Docker's),
+    /// the host's resolvers.
+    pub fn from_config(config: &Config) -> Result<Options> {
+        Ok(Options {
+            firewall: Box::new(crate::firewall::Nftables::new(config.nft_table())),
+            pools: ipam::pools_from_env().map_err(Error::InvalidArgument)?,
+            ipam_lock: crate::hosts_lock::ipam_lock_path(),
+            dns_upstreams: crate::dns::default_upstreams(),
+        })
+    }
+}
+
+/// The nameservers of the host's /etc/resolv.conf, port 53.
+#[derive(Clone)]
+pub struct NetworkService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub netns_dir: PathBuf,
+    /// Start of every interface name this instance makes.
+    pub prefix: String,
+    pub pools: Vec<Pool>,
+    pub ipam_lock: PathBuf,
+    pub store: Store,
+    /// Serialises every change, so the store, the kernel and the helpers move together.
+    pub lock: tokio::sync::Mutex<()>,
+    pub firewall: Box<dyn FirewallDriver>,
+    pub proxy: PortProxy,
+    pub dns: DnsServer,
 }
 
 /// What a mode asks for, parsed.
 #[derive(Debug, PartialEq, Eq)]
-enum Mode<'a> {
+pub(crate) enum Mode<'a> {
     None,
     Host,
     Container(&'a str),
+    /// A network by name, ID or ID prefix.
+    Network(&'a str),
 }
 
-fn parse_mode(mode: &str) -> Result<Mode<'_>> {
+pub(crate) fn parse_mode(mode: &str) -> Result<Mode<'_>> {
     match mode {
-        // "default" is Docker's name for the default network, `none` until bridges exist.
-        "" | "default" | "none" => Ok(Mode::None),
+        // Docker's default network is the bridge.
+        "" | "default" => Ok(Mode::Network(state::DEFAULT_NETWORK)),
+        "none" => Ok(Mode::None),
         "host" => Ok(Mode::Host),
         _ => match mode.strip_prefix("container:") {
             Some("") => Err(Error::InvalidArgument(
                 "network mode container: needs a container ID".into(),
             )),
             Some(target) => Ok(Mode::Container(target)),
-            None => Err(Error::UnknownMode(mode.to_string())),
+            None => Ok(Mode::Network(mode)),
         },
     }
 }
@@ -63,225 +110,690 @@ fn check_container_id(id: &str) -> Result<()> {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn attachment(row: &AttachmentRow) -> Attachment {
-    Attachment {
-        container_id: row.container_id.clone(),
-        mode: row.mode.clone(),
-        netns_path: row.netns_path.clone(),
-        ..Default::default()
-    }
+/// A mode resolved against the store.
+enum Resolved {
+    None,
+    Host,
+    Container(String),
+    Network(Box<NetworkRow>),
+}
+
+/// Kernel and store changes made so far by a multi-step operation, undone in reverse
+/// when a later step fails.
+#[derive(Default)]
+struct Undo(Vec<Step>);
+
+enum Step {
+    Netns(PathBuf),
+    Endpoint {
+        netns: PathBuf,
+        ifname: String,
+        host_ifname: String,
+    },
+    Proxy(String),
+    Rows(String),
 }
 
 impl NetworkService {
-    /// Opens the state in `config`, records the built-in networks and reconciles namespace
-    /// files with the attachments (after a crash or a reboot).
+    /// Opens the state in `config` with the default [`Options`]; see [`Self::open_with`].
     pub async fn open(config: &Config) -> Result<NetworkService> {
+        NetworkService::open_with(config, Options::from_config(config)?).await
+    }
+
+    /// Opens the state, records the built-in networks, makes the default bridge and
+    /// reconciles the kernel and the helpers with the records (after a crash or reboot).
+    pub async fn open_with(config: &Config, options: Options) -> Result<NetworkService> {
         let state = config.state_dir(Service::Network);
         berth_common::config::ensure_private_dir(&state)
             .map_err(|e| Error::sys(format!("create {}", state.display()), e))?;
         let store = Store::open(&state.join("meta.db"))?;
-        for (name, driver) in BUILTIN {
+        let prefix = config.link_prefix();
+        for (name, driver) in state::BUILTIN {
+            let interface = if name == state::DEFAULT_NETWORK {
+                names::default_bridge(&prefix)
+            } else {
+                String::new()
+            };
             store.ensure_network(&NetworkRow {
                 name: name.into(),
-                id: ids::random_id(),
+                id: berth_common::ids::random_id(),
                 driver: driver.into(),
                 created: now_rfc3339(),
+                interface,
+                ..Default::default()
             })?;
         }
         let service = NetworkService {
             inner: Arc::new(Inner {
                 netns_dir: config.netns_dir(),
+                prefix,
+                pools: options.pools,
+                ipam_lock: options.ipam_lock,
                 store,
                 lock: Default::default(),
+                firewall: options.firewall,
+                proxy: PortProxy::new(),
+                dns: DnsServer::new(options.dns_upstreams),
             }),
         };
         service.reconcile().await?;
         Ok(service)
     }
 
+    /// The prefix of every interface this service makes.
+    pub fn link_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     fn netns_path(&self, container_id: &str) -> PathBuf {
         self.inner.netns_dir.join(container_id)
     }
 
-    /// Removes namespace files no attachment owns (a crash between creating one and
-    /// recording it) and recreates owned namespaces whose file is gone (a reboot cleared
-    /// the run directory).
-    async fn reconcile(&self) -> Result<()> {
-        let _guard = self.inner.lock.lock().await;
-        let rows = self.inner.store.attachments()?;
-        if let Ok(entries) = std::fs::read_dir(&self.inner.netns_dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let owned = rows.iter().any(|r| r.owns_netns && r.container_id == name);
-                if !owned {
-                    tracing::info!(container_id = %name, "removing an orphaned network namespace");
-                    let path = entry.path();
-                    blocking(move || netns::remove(&path)).await?;
-                }
-            }
-        }
-        for row in rows.iter().filter(|r| r.owns_netns) {
-            let path = PathBuf::from(&row.netns_path);
-            if !netns::is_namespace(&path) {
-                tracing::warn!(container_id = %row.container_id, "network namespace missing, recreating it");
-                blocking(move || netns::create(&path)).await?;
-            }
-        }
-        Ok(())
+    pub(crate) fn state(&self) -> Result<State> {
+        State::load(&self.inner.store)
     }
 
-    /// Gives `container_id` its network; idempotent per container ID.
+    /// Replaces the firewall's rules with the state of the store.
+    pub(crate) async fn apply_firewall(&self) -> Result<()> {
+        let desired = self.state()?.firewall_state();
+        let inner = self.inner.clone();
+        blocking(move || inner.firewall.apply(&desired)).await
+    }
+
+    /// Hands the embedded DNS the current names of a user-defined network.
+    pub(crate) fn refresh_dns(&self, state: &State, network_id: &str) {
+        if let Some(n) = state.network_by_id(network_id) {
+            if state.is_user(n) {
+                self.inner
+                    .dns
+                    .set_entries(network_id, state.dns_entries(network_id));
+            }
+        }
+    }
+
+    /// Gives `container_id` its network; idempotent per container ID. Convenience form of
+    /// [`Self::attach_with`] without name, endpoint settings, ports or links.
     pub async fn attach(
         &self,
         container_id: &str,
         mode: &str,
         hostname: &str,
     ) -> Result<Attachment> {
-        check_container_id(container_id)?;
-        let parsed = parse_mode(mode)?;
+        self.attach_with(&AttachContainerRequest {
+            container_id: container_id.into(),
+            mode: mode.into(),
+            hostname: hostname.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Gives a container its network (AttachContainer): all of it or, on any failure,
+    /// nothing. Idempotent per container ID.
+    pub async fn attach_with(&self, req: &AttachContainerRequest) -> Result<Attachment> {
+        let id = req.container_id.as_str();
+        check_container_id(id)?;
+        let parsed = parse_mode(&req.mode)?;
         let _guard = self.inner.lock.lock().await;
-        let store = &self.inner.store;
-        if let Some(row) = store.attachment(container_id)? {
-            let same = match parsed {
-                Mode::None => row.mode == "none",
-                Mode::Host => row.mode == "host",
-                Mode::Container(target) => row.mode == format!("container:{target}"),
-            };
-            if !same {
+        let state = self.state()?;
+        // A network named by mode that is really none or host acts as that mode.
+        let resolved = match parsed {
+            Mode::Network(name) => {
+                let n = state
+                    .find_network(name)
+                    .ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
+                match n.driver.as_str() {
+                    "null" => Resolved::None,
+                    "host" => Resolved::Host,
+                    _ => Resolved::Network(Box::new(n.clone())),
+                }
+            }
+            Mode::None => Resolved::None,
+            Mode::Host => Resolved::Host,
+            Mode::Container(t) => Resolved::Container(t.to_string()),
+        };
+        let mode_name = match &resolved {
+            Resolved::None => "none".to_string(),
+            Resolved::Host => "host".to_string(),
+            Resolved::Container(t) => format!("container:{t}"),
+            Resolved::Network(n) => n.name.clone(),
+        };
+        if let Some(row) = state.attachment(id) {
+            if row.mode != mode_name {
                 return Err(Error::FailedPrecondition(format!(
-                    "container {container_id} is already attached with network mode {}",
+                    "container {id} is already attached with network mode {}",
                     row.mode
                 )));
             }
-            return Ok(attachment(&row));
+            return Ok(state.attachment_view(row));
         }
         let mut row = AttachmentRow {
-            container_id: container_id.to_string(),
-            mode: String::new(),
+            container_id: id.to_string(),
+            mode: mode_name,
             network: String::new(),
             netns_path: String::new(),
             owns_netns: false,
-            hostname: hostname.to_string(),
+            hostname: req.hostname.clone(),
             created: now_rfc3339(),
+            container_name: req.container_name.clone(),
         };
-        match parsed {
-            Mode::None => {
-                let path = self.netns_path(container_id);
-                let create = path.clone();
-                blocking(move || netns::create(&create)).await?;
-                row.mode = "none".into();
-                row.network = "none".into();
-                row.netns_path = path.to_string_lossy().into_owned();
-                row.owns_netns = true;
-                if let Err(e) = store.insert_attachment(&row) {
-                    // Leave nothing behind: the namespace is not recorded, so remove it.
-                    let _ = blocking(move || netns::remove(&path)).await;
-                    return Err(e);
-                }
+        let mut undo = Undo::default();
+        let result = match &resolved {
+            Resolved::Network(n) => {
+                self.attach_network(&state, req, &mut row, n, &mut undo)
+                    .await
             }
-            Mode::Host => {
-                row.mode = "host".into();
+            Resolved::None => self.attach_none(&mut row, &mut undo).await,
+            Resolved::Host => {
                 row.network = "host".into();
-                store.insert_attachment(&row)?;
+                self.inner.store.insert_attachment(&row)
             }
-            Mode::Container(target) => {
-                if target == container_id {
-                    return Err(Error::InvalidArgument(format!(
-                        "cannot join the network namespace of container {target} itself"
-                    )));
-                }
-                let owner = store.attachment(target)?.ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
-                        "cannot join the network of container {target}: it has no network attachment"
-                    ))
-                })?;
-                row.mode = format!("container:{target}");
-                row.netns_path = owner.netns_path;
-                store.insert_attachment(&row)?;
+            Resolved::Container(target) => {
+                self.attach_container_mode(&state, req, &mut row, target)
+            }
+        };
+        if let Err(e) = result {
+            self.undo(undo).await;
+            return Err(e);
+        }
+        for p in &req.ports {
+            if !matches!(resolved, Resolved::Network(_)) {
+                tracing::warn!(container_id = id, port = p.container_port, mode = %row.mode, "published ports are discarded in this network mode");
             }
         }
-        tracing::info!(container_id, mode = %row.mode, netns = %row.netns_path, "attached");
-        Ok(attachment(&row))
+        tracing::info!(container_id = id, mode = %row.mode, netns = %row.netns_path, "attached");
+        Ok(self.state()?.attachment_view(&row))
     }
 
-    /// Releases what [`attach`](Self::attach) made; unknown containers succeed.
+    async fn attach_none(&self, row: &mut AttachmentRow, undo: &mut Undo) -> Result<()> {
+        let path = self.netns_path(&row.container_id);
+        let create = path.clone();
+        blocking(move || netns::create(&create)).await?;
+        undo.0.push(Step::Netns(path.clone()));
+        row.network = "none".into();
+        row.netns_path = path.to_string_lossy().into_owned();
+        row.owns_netns = true;
+        self.inner.store.insert_attachment(row)
+    }
+
+    fn attach_container_mode(
+        &self,
+        state: &State,
+        req: &AttachContainerRequest,
+        row: &mut AttachmentRow,
+        target: &str,
+    ) -> Result<()> {
+        if target == row.container_id {
+            return Err(Error::InvalidArgument(format!(
+                "cannot join the network namespace of container {target} itself"
+            )));
+        }
+        if !req.ports.is_empty() {
+            return Err(Error::InvalidArgument(
+                "conflicting options: port publishing and the container type network mode".into(),
+            ));
+        }
+        let owner = state.attachment(target).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "cannot join the network of container {target}: it has no network attachment"
+            ))
+        })?;
+        row.netns_path = owner.netns_path.clone();
+        self.inner.store.insert_attachment(row)
+    }
+
+    /// The bridge/macvlan path of attach: namespace, endpoint, ports, records, firewall,
+    /// DNS; each step registers its undo.
+    async fn attach_network(
+        &self,
+        state: &State,
+        req: &AttachContainerRequest,
+        row: &mut AttachmentRow,
+        n: &NetworkRow,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let id = row.container_id.clone();
+        let cfg = req.endpoint.clone().unwrap_or_default();
+        check_endpoint_config(state, n, &cfg)?;
+        let links = resolve_links(state, &id, n, &req.links)?;
+        check_ports(&req.ports)?;
+
+        let path = self.netns_path(&id);
+        let create = path.clone();
+        blocking(move || netns::create(&create)).await?;
+        undo.0.push(Step::Netns(path.clone()));
+        row.network = n.name.clone();
+        row.netns_path = path.to_string_lossy().into_owned();
+        row.owns_netns = true;
+
+        let ep = self
+            .create_endpoint(state, &id, &path, n, &cfg, "eth0", !n.internal)
+            .await?;
+        undo.0.push(Step::Endpoint {
+            netns: path.clone(),
+            ifname: ep.ifname.clone(),
+            host_ifname: ep.host_ifname.clone(),
+        });
+
+        let ip: Ipv4Addr = ep
+            .ip
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("invalid address {}", ep.ip)))?;
+        let requests = proxy_requests(&req.ports, ip)?;
+        let bindings = if requests.is_empty() {
+            Vec::new()
+        } else {
+            undo.0.push(Step::Proxy(id.clone()));
+            self.inner.proxy.open(&id, &requests).await?
+        };
+        let ports: Vec<PortRow> = bindings
+            .iter()
+            .map(|b| PortRow {
+                container_id: id.clone(),
+                protocol: protocol_name(b.protocol).into(),
+                host_ip: b.host.ip().to_string(),
+                host_port: b.host.port(),
+                container_ip: b.target.ip().to_string(),
+                container_port: b.target.port(),
+            })
+            .collect();
+
+        self.inner
+            .store
+            .insert_container(row, std::slice::from_ref(&ep), &ports, &links)?;
+        undo.0.push(Step::Rows(id.clone()));
+        if !ports.is_empty() {
+            self.apply_firewall().await?;
+        }
+        let now = self.state()?;
+        self.refresh_dns(&now, &n.id);
+        self.inner.dns.set_links(&id, now.dns_links(&id));
+        Ok(())
+    }
+
+    /// Allocates an address and builds the endpoint of `container_id` on `n` as `ifname`.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_endpoint(
+        &self,
+        state: &State,
+        container_id: &str,
+        netns: &Path,
+        n: &NetworkRow,
+        cfg: &EndpointConfig,
+        ifname: &str,
+        default_route: bool,
+    ) -> Result<EndpointRow> {
+        let a = addressing(n).ok_or_else(|| {
+            Error::FailedPrecondition(format!("network {} has no subnet", n.name))
+        })?;
+        let taken = state.taken(&n.id);
+        let ip = if cfg.ipv4_address.is_empty() {
+            ipam::allocate(a.subnet, a.range, a.gateway, &taken).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no available IPv4 addresses on network {}",
+                    n.name
+                ))
+            })?
+        } else {
+            let ip = parse_ip(&cfg.ipv4_address)?;
+            ipam::check_fixed(a.subnet, a.gateway, &taken, ip).map_err(Error::InvalidArgument)?;
+            ip
+        };
+        let mac = endpoint::mac(&cfg.mac_address, ip)?;
+        let kind = match n.driver.as_str() {
+            "bridge" => Kind::Bridge {
+                bridge: n.interface.clone(),
+                host_ifname: names::host_veth(&self.inner.prefix),
+            },
+            "macvlan" => Kind::Macvlan {
+                parent: n.interface.clone(),
+            },
+            other => {
+                return Err(Error::FailedPrecondition(format!(
+                    "network {} with driver {other} has no endpoints",
+                    n.name
+                )))
+            }
+        };
+        let host_ifname = match &kind {
+            Kind::Bridge { host_ifname, .. } => host_ifname.clone(),
+            Kind::Macvlan { .. } => String::new(),
+        };
+        let route_via = if default_route { a.gateway } else { None };
+        let spec = endpoint::Spec {
+            netns: netns.to_path_buf(),
+            ifname: ifname.to_string(),
+            ip,
+            subnet: a.subnet,
+            mac,
+            route_via,
+            kind,
+        };
+        let prefix = self.inner.prefix.clone();
+        blocking(move || endpoint::create(&prefix, &spec)).await?;
+        Ok(EndpointRow {
+            container_id: container_id.to_string(),
+            network_id: n.id.clone(),
+            ip: ip.to_string(),
+            mac: names::format_mac(&mac),
+            aliases: cfg.aliases.clone(),
+            ifname: ifname.to_string(),
+            host_ifname,
+            default_route: route_via.is_some(),
+            created: now_rfc3339(),
+        })
+    }
+
+    async fn undo(&self, undo: Undo) {
+        for step in undo.0.into_iter().rev() {
+            let result = match step {
+                Step::Rows(id) => self.inner.store.delete_attachment(&id),
+                Step::Proxy(id) => {
+                    // Waits for the sockets to close, so a retry can bind the same ports.
+                    self.inner.proxy.close_wait(&id).await;
+                    Ok(())
+                }
+                Step::Endpoint {
+                    netns,
+                    ifname,
+                    host_ifname,
+                } => blocking(move || endpoint::remove(&netns, &ifname, &host_ifname)).await,
+                Step::Netns(path) => blocking(move || netns::remove(&path)).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "undoing a failed attach");
+            }
+        }
+    }
+
+    /// Releases everything [`attach`](Self::attach) and connect made; unknown containers
+    /// succeed.
     pub async fn detach(&self, container_id: &str) -> Result<()> {
         check_container_id(container_id)?;
         let _guard = self.inner.lock.lock().await;
-        let Some(row) = self.inner.store.attachment(container_id)? else {
+        let state = self.state()?;
+        let Some(row) = state.attachment(container_id) else {
             return Ok(());
         };
+        let had_ports = state.ports.iter().any(|p| p.container_id == container_id);
+        // Waits for the sockets to close: `rm` then `run -p` on the same port must work.
+        self.inner.proxy.close_wait(container_id).await;
+        let endpoints: Vec<EndpointRow> = state
+            .endpoints_of(container_id)
+            .into_iter()
+            .cloned()
+            .collect();
+        for e in &endpoints {
+            let (netns, ifname, host) = (
+                PathBuf::from(&row.netns_path),
+                e.ifname.clone(),
+                e.host_ifname.clone(),
+            );
+            blocking(move || endpoint::remove(&netns, &ifname, &host)).await?;
+        }
         if row.owns_netns {
             let path = PathBuf::from(&row.netns_path);
             blocking(move || netns::remove(&path)).await?;
         }
         self.inner.store.delete_attachment(container_id)?;
+        self.inner.dns.set_links(container_id, Vec::new());
+        let now = self.state()?;
+        for e in &endpoints {
+            self.refresh_dns(&now, &e.network_id);
+        }
+        if had_ports {
+            self.apply_firewall().await?;
+        }
         tracing::info!(container_id, mode = %row.mode, "detached");
         Ok(())
     }
 
-    pub fn get_attachment(&self, container_id: &str) -> Result<Option<Attachment>> {
-        Ok(self
-            .inner
-            .store
-            .attachment(container_id)?
-            .as_ref()
-            .map(attachment))
+    /// Adds an endpoint on one more network to an attached container (`network connect`).
+    pub async fn connect(&self, req: &ConnectContainerRequest) -> Result<Attachment> {
+        let id = req.container_id.as_str();
+        check_container_id(id)?;
+        let _guard = self.inner.lock.lock().await;
+        let state = self.state()?;
+        let row = state
+            .attachment(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} has no network attachment")))?
+            .clone();
+        let n = state
+            .find_network(&req.network)
+            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?
+            .clone();
+        if !matches!(n.driver.as_str(), "bridge" | "macvlan") {
+            return Err(Error::FailedPrecondition(format!(
+                "container cannot be connected to network {}: only bridge and macvlan networks can be added",
+                n.name
+            )));
+        }
+        if !row.owns_netns || row.mode == "none" {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} cannot be connected to network {}: its network mode is {}",
+                n.name, row.mode
+            )));
+        }
+        let mine = state.endpoints_of(id);
+        if mine.iter().any(|e| e.network_id == n.id) {
+            return Err(Error::AlreadyExists(format!(
+                "endpoint with name {} already exists in network {}",
+                if row.container_name.is_empty() {
+                    id
+                } else {
+                    &row.container_name
+                },
+                n.name
+            )));
+        }
+        let cfg = req.endpoint.clone().unwrap_or_default();
+        check_endpoint_config(&state, &n, &cfg)?;
+        let ifname = names::next_container_ifname(mine.iter().map(|e| e.ifname.as_str()));
+        let route = !n.internal && !mine.iter().any(|e| e.default_route);
+        let netns = PathBuf::from(&row.netns_path);
+        let ep = self
+            .create_endpoint(&state, id, &netns, &n, &cfg, &ifname, route)
+            .await?;
+        if let Err(e) = self.inner.store.insert_endpoint(&ep) {
+            let (host, name) = (ep.host_ifname.clone(), ep.ifname.clone());
+            let _ = blocking(move || endpoint::remove(&netns, &name, &host)).await;
+            return Err(e);
+        }
+        let now = self.state()?;
+        self.refresh_dns(&now, &n.id);
+        tracing::info!(container_id = id, network = %n.name, ip = %ep.ip, ifname = %ep.ifname, "connected");
+        Ok(now.attachment_view(&row))
     }
 
-    pub fn list_networks(&self) -> Result<Vec<NetworkInfo>> {
-        let attachments = self.inner.store.attachments()?;
-        Ok(self
-            .inner
-            .store
-            .networks()?
+    /// Removes a container's endpoint on one network (`network disconnect`). Ports that
+    /// forwarded to that endpoint are closed.
+    pub async fn disconnect(&self, req: &DisconnectContainerRequest) -> Result<Attachment> {
+        let id = req.container_id.as_str();
+        check_container_id(id)?;
+        let _guard = self.inner.lock.lock().await;
+        let state = self.state()?;
+        let row = state
+            .attachment(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} has no network attachment")))?
+            .clone();
+        let n = state
+            .find_network(&req.network)
+            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?
+            .clone();
+        let ep = state
+            .endpoints_of(id)
             .into_iter()
-            .map(|n| network_info(n, &attachments))
-            .collect())
+            .find(|e| e.network_id == n.id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "container {id} is not connected to network {}",
+                    n.name
+                ))
+            })?;
+        let (netns, name, host) = (
+            PathBuf::from(&row.netns_path),
+            ep.ifname.clone(),
+            ep.host_ifname.clone(),
+        );
+        blocking(move || endpoint::remove(&netns, &name, &host)).await?;
+        self.inner.store.delete_endpoint(id, &n.id)?;
+        let forwarded = state
+            .ports
+            .iter()
+            .any(|p| p.container_id == id && p.container_ip == ep.ip);
+        if forwarded {
+            self.inner.proxy.close_wait(id).await;
+            self.inner.store.delete_ports(id)?;
+            self.apply_firewall().await?;
+        }
+        let now = self.state()?;
+        self.refresh_dns(&now, &n.id);
+        tracing::info!(container_id = id, network = %n.name, "disconnected");
+        Ok(now.attachment_view(&row))
     }
 
-    /// By name, full ID or unique ID prefix.
-    pub fn get_network(&self, name: &str) -> Result<NetworkInfo> {
-        let networks = self.inner.store.networks()?;
-        let found = networks
-            .iter()
-            .find(|n| n.name == name || n.id == name)
-            .cloned()
-            .or_else(|| {
-                let mut by_prefix = networks
-                    .iter()
-                    .filter(|n| !name.is_empty() && n.id.starts_with(name));
-                match (by_prefix.next(), by_prefix.next()) {
-                    (Some(n), None) => Some(n.clone()),
-                    _ => None,
-                }
-            })
-            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
-        Ok(network_info(found, &self.inner.store.attachments()?))
+    pub fn get_attachment(&self, container_id: &str) -> Result<Option<Attachment>> {
+        let state = self.state()?;
+        Ok(state
+            .attachment(container_id)
+            .map(|row| state.attachment_view(row)))
     }
 }
 
-fn network_info(n: NetworkRow, attachments: &[AttachmentRow]) -> NetworkInfo {
-    NetworkInfo {
-        containers: attachments
-            .iter()
-            .filter(|a| a.network == n.name)
-            .map(|a| a.container_id.clone())
-            .collect(),
-        id: n.id,
-        name: n.name,
-        driver: n.driver,
-        scope: "local".into(),
-        created: n.created,
+/// Checks `--alias`, `--ip` and `--mac-address` against the network before any work.
+fn check_endpoint_config(state: &State, n: &NetworkRow, cfg: &EndpointConfig) -> Result<()> {
+    let user = state.is_user(n);
+    if !cfg.aliases.is_empty() && !user {
+        return Err(Error::InvalidArgument(
+            "network-scoped aliases are only supported for user-defined networks".into(),
+        ));
+    }
+    if !cfg.ipv4_address.is_empty() {
+        if !user {
+            return Err(Error::InvalidArgument(format!(
+                "user specified IP address {} is supported on user defined networks only",
+                cfg.ipv4_address
+            )));
+        }
+        parse_ip(&cfg.ipv4_address)?;
+    }
+    if !cfg.mac_address.is_empty() {
+        names::parse_mac(&cfg.mac_address).map_err(Error::InvalidArgument)?;
+    }
+    Ok(())
+}
+
+fn parse_ip(s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| Error::InvalidArgument(format!("invalid IPv4 address {s:?}")))
+}
+
+/// `--link` targets: attached, with an address (on `n` when they share it).
+fn resolve_links(
+    state: &State,
+    container_id: &str,
+    n: &NetworkRow,
+    links: &[berth_proto::network::v1::Link],
+) -> Result<Vec<LinkRow>> {
+    links
+        .iter()
+        .map(|l| {
+            let label = if l.name.is_empty() {
+                &l.container_id
+            } else {
+                &l.name
+            };
+            let target = state.attachment(&l.container_id).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "cannot link to {label}: it has no network attachment"
+                ))
+            })?;
+            let owner = target
+                .mode
+                .strip_prefix("container:")
+                .unwrap_or(&target.container_id);
+            let eps = state.endpoints_of(owner);
+            let ep = eps
+                .iter()
+                .find(|e| e.network_id == n.id)
+                .or(eps.first())
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "cannot link to {label}: it has no network address"
+                    ))
+                })?;
+            Ok(LinkRow {
+                container_id: container_id.to_string(),
+                target_id: l.container_id.clone(),
+                name: l.name.clone(),
+                alias: l.alias.clone(),
+                ip: ep.ip.clone(),
+            })
+        })
+        .collect()
+}
+
+fn check_ports(ports: &[PortBinding]) -> Result<()> {
+    proxy_requests(ports, Ipv4Addr::UNSPECIFIED).map(drop)
+}
+
+/// The proxy's requests for `ports`, forwarding to `ip`; errors name the bad value.
+pub(crate) fn proxy_requests(ports: &[PortBinding], ip: Ipv4Addr) -> Result<Vec<ProxyRequest>> {
+    ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                &p.protocol
+            };
+            let protocol = state::protocol(proto).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "invalid protocol {:?}: want tcp or udp",
+                    p.protocol
+                ))
+            })?;
+            let container_port = u16::try_from(p.container_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("invalid container port {}", p.container_port))
+                })?;
+            let host_port = u16::try_from(p.host_port).map_err(|_| {
+                Error::InvalidArgument(format!("invalid host port {}", p.host_port))
+            })?;
+            let host_ip = if p.host_ip.is_empty() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                p.host_ip.parse().map_err(|_| {
+                    Error::InvalidArgument(format!("invalid host IP {:?}", p.host_ip))
+                })?
+            };
+            Ok(ProxyRequest {
+                protocol,
+                host: SocketAddrV4::new(host_ip, host_port),
+                target: SocketAddrV4::new(ip, container_port),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn protocol_name(p: crate::proxy::Protocol) -> &'static str {
+    match p {
+        crate::proxy::Protocol::Tcp => "tcp",
+        crate::proxy::Protocol::Udp => "udp",
     }
 }
 
 /// Runs blocking kernel work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         Error::sys(
             "network namespace task",
@@ -296,18 +808,17 @@ mod tests {
 
     #[test]
     fn modes_parse() {
-        assert_eq!(parse_mode("").unwrap(), Mode::None);
+        assert_eq!(parse_mode("").unwrap(), Mode::Network("bridge"));
+        assert_eq!(parse_mode("default").unwrap(), Mode::Network("bridge"));
+        assert_eq!(parse_mode("bridge").unwrap(), Mode::Network("bridge"));
         assert_eq!(parse_mode("none").unwrap(), Mode::None);
-        assert_eq!(parse_mode("default").unwrap(), Mode::None);
         assert_eq!(parse_mode("host").unwrap(), Mode::Host);
         assert_eq!(parse_mode("container:abc").unwrap(), Mode::Container("abc"));
+        assert_eq!(parse_mode("appnet").unwrap(), Mode::Network("appnet"));
         assert!(matches!(
             parse_mode("container:"),
             Err(Error::InvalidArgument(_))
         ));
-        let e = parse_mode("foo").unwrap_err();
-        assert_eq!(e.to_string(), "network foo not found");
-        assert!(matches!(e, Error::UnknownMode(_)));
     }
 
     #[test]
@@ -315,6 +826,46 @@ mod tests {
         assert!(check_container_id(&"a".repeat(64)).is_ok());
         for bad in ["", "..", "a/b", ".x"] {
             assert!(check_container_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_bindings_are_checked_and_errors_name_the_value() {
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let ok = PortBinding {
+            protocol: "udp".into(),
+            container_port: 53,
+            host_ip: "127.0.0.1".into(),
+            host_port: 0,
+        };
+        let r = proxy_requests(std::slice::from_ref(&ok), ip).unwrap();
+        assert_eq!(r[0].target, SocketAddrV4::new(ip, 53));
+        assert_eq!(r[0].host, "127.0.0.1:0".parse().unwrap());
+        for (bad, word) in [
+            (
+                PortBinding {
+                    protocol: "sctp".into(),
+                    ..ok.clone()
+                },
+                "sctp",
+            ),
+            (
+                PortBinding {
+                    container_port: 70000,
+                    ..ok.clone()
+                },
+                "70000",
+            ),
+            (
+                PortBinding {
+                    host_ip: "nope".into(),
+                    ..ok.clone()
+                },
+                "nope",
+            ),
+        ] {
+            let e = proxy_requests(&[bad], ip).unwrap_err().to_string();
+            assert!(e.contains(word), "{e}");
         }
     }
 }

@@ -1,13 +1,15 @@
-//! The network service's metadata in `<state>/meta.db` (SQLite, WAL): the built-in
-//! networks (so their IDs are stable) and one attachment per container.
-use std::{path::Path, sync::Mutex};
+//! The network service's metadata in `<state>/meta.db` (SQLite, WAL): networks (built-in
+//! and user-defined), one attachment per container, its endpoints (one per network), its
+//! published ports and its links.
+use std::{collections::BTreeMap, path::Path, sync::Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::Result;
 
 /// The schema, one migration per entry, applied in order; `user_version` counts them.
-const MIGRATIONS: &[&str] = &["CREATE TABLE networks (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE networks (
         name TEXT PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         driver TEXT NOT NULL,
@@ -24,17 +26,72 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE networks (
         owns_netns INTEGER NOT NULL,
         hostname TEXT NOT NULL,
         created TEXT NOT NULL
-    );"];
+    );",
+    // Bridge and macvlan networks: addressing, endpoints, published ports, links.
+    "ALTER TABLE networks ADD COLUMN subnet TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN gateway TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN ip_range TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN internal INTEGER NOT NULL DEFAULT 0;
+    -- JSON objects
+    ALTER TABLE networks ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE networks ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    -- the bridge, or the macvlan parent
+    ALTER TABLE networks ADD COLUMN interface TEXT NOT NULL DEFAULT '';
+    ALTER TABLE attachments ADD COLUMN container_name TEXT NOT NULL DEFAULT '';
+    CREATE TABLE endpoints (
+        container_id TEXT NOT NULL,
+        network_id TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        -- JSON array
+        aliases TEXT NOT NULL,
+        -- eth0, eth1, ... inside the container
+        ifname TEXT NOT NULL,
+        -- the veth's host end (bridge), empty for macvlan
+        host_ifname TEXT NOT NULL,
+        -- 1 when the container's default route goes through this endpoint
+        default_route INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (container_id, network_id),
+        UNIQUE (network_id, ip)
+    );
+    CREATE TABLE ports (
+        container_id TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        host_ip TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        container_ip TEXT NOT NULL,
+        container_port INTEGER NOT NULL
+    );
+    CREATE INDEX ports_by_container ON ports (container_id);
+    CREATE TABLE links (
+        container_id TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        -- the target's address when the link was made (the hosts entry)
+        ip TEXT NOT NULL
+    );
+    CREATE INDEX links_by_container ON links (container_id);",
+];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkRow {
     pub name: String,
     pub id: String,
     pub driver: String,
     pub created: String,
+    /// `a.b.c.d/n`; empty for none/host.
+    pub subnet: String,
+    pub gateway: String,
+    pub ip_range: String,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub interface: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttachmentRow {
     pub container_id: String,
     pub mode: String,
@@ -43,11 +100,53 @@ pub struct AttachmentRow {
     pub owns_netns: bool,
     pub hostname: String,
     pub created: String,
+    pub container_name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointRow {
+    pub container_id: String,
+    pub network_id: String,
+    pub ip: String,
+    pub mac: String,
+    pub aliases: Vec<String>,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub default_route: bool,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortRow {
+    pub container_id: String,
+    pub protocol: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_ip: String,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkRow {
+    pub container_id: String,
+    pub target_id: String,
+    pub name: String,
+    pub alias: String,
+    pub ip: String,
 }
 
 pub struct Store {
     conn: Mutex<Connection>,
 }
+
+const NETWORK_COLS: &str =
+    "name, id, driver, created, subnet, gateway, ip_range, internal, options, labels, interface";
+const ATTACHMENT_COLS: &str =
+    "container_id, mode, network, netns_path, owns_netns, hostname, created, container_name";
+const ENDPOINT_COLS: &str =
+    "container_id, network_id, ip, mac, aliases, ifname, host_ifname, default_route, created";
+const PORT_COLS: &str = "container_id, protocol, host_ip, host_port, container_ip, container_port";
+const LINK_COLS: &str = "container_id, target_id, name, alias, ip";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
@@ -74,21 +173,37 @@ impl Store {
     /// Inserts the network unless one with that name exists; returns the stored one.
     pub fn ensure_network(&self, row: &NetworkRow) -> Result<NetworkRow> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT OR IGNORE INTO networks (name, id, driver, created) VALUES (?1, ?2, ?3, ?4)",
-            params![row.name, row.id, row.driver, row.created],
-        )?;
+        insert_network(&conn, row, true)?;
         Ok(conn.query_row(
-            "SELECT name, id, driver, created FROM networks WHERE name = ?1",
+            &format!("SELECT {NETWORK_COLS} FROM networks WHERE name = ?1"),
             params![row.name],
             network_row,
         )?)
     }
 
+    /// Inserts a new network; fails when the name or ID exists.
+    pub fn insert_network(&self, row: &NetworkRow) -> Result<()> {
+        insert_network(&self.conn(), row, false)
+    }
+
+    /// Replaces the addressing of a network (the default bridge gets it at first start).
+    pub fn update_network(&self, row: &NetworkRow) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM networks WHERE id = ?1", params![row.id])?;
+        insert_network(&conn, row, false)
+    }
+
+    pub fn delete_network(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM networks WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
     pub fn networks(&self) -> Result<Vec<NetworkRow>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, id, driver, created FROM networks ORDER BY name")?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {NETWORK_COLS} FROM networks ORDER BY name"
+        ))?;
         let rows = stmt
             .query_map([], network_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -99,8 +214,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT container_id, mode, network, netns_path, owns_netns, hostname, created
-                 FROM attachments WHERE container_id = ?1",
+                &format!("SELECT {ATTACHMENT_COLS} FROM attachments WHERE container_id = ?1"),
                 params![container_id],
                 attachment_row,
             )
@@ -109,10 +223,9 @@ impl Store {
 
     pub fn attachments(&self) -> Result<Vec<AttachmentRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT container_id, mode, network, netns_path, owns_netns, hostname, created
-             FROM attachments ORDER BY created, container_id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ATTACHMENT_COLS} FROM attachments ORDER BY created, container_id"
+        ))?;
         let rows = stmt
             .query_map([], attachment_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -120,9 +233,21 @@ impl Store {
     }
 
     pub fn insert_attachment(&self, row: &AttachmentRow) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO attachments (container_id, mode, network, netns_path, owns_netns, hostname, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        self.insert_container(row, &[], &[], &[])
+    }
+
+    /// Records a container's attachment with its endpoints, ports and links, atomically.
+    pub fn insert_container(
+        &self,
+        row: &AttachmentRow,
+        endpoints: &[EndpointRow],
+        ports: &[PortRow],
+        links: &[LinkRow],
+    ) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            &format!("INSERT INTO attachments ({ATTACHMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 row.container_id,
                 row.mode,
@@ -130,19 +255,172 @@ impl Store {
                 row.netns_path,
                 row.owns_netns,
                 row.hostname,
-                row.created
+                row.created,
+                row.container_name
             ],
+        )?;
+        for e in endpoints {
+            insert_endpoint(&tx, e)?;
+        }
+        for p in ports {
+            tx.execute(
+                &format!("INSERT INTO ports ({PORT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    p.container_id,
+                    p.protocol,
+                    p.host_ip,
+                    p.host_port,
+                    p.container_ip,
+                    p.container_port
+                ],
+            )?;
+        }
+        for l in links {
+            tx.execute(
+                &format!("INSERT INTO links ({LINK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                params![l.container_id, l.target_id, l.name, l.alias, l.ip],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a container: attachment, endpoints, ports, links.
+    pub fn delete_attachment(&self, container_id: &str) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        for table in ["attachments", "endpoints", "ports", "links"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE container_id = ?1"),
+                params![container_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn insert_endpoint(&self, row: &EndpointRow) -> Result<()> {
+        insert_endpoint(&self.conn(), row)
+    }
+
+    pub fn delete_endpoint(&self, container_id: &str, network_id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM endpoints WHERE container_id = ?1 AND network_id = ?2",
+            params![container_id, network_id],
         )?;
         Ok(())
     }
 
-    pub fn delete_attachment(&self, container_id: &str) -> Result<()> {
+    /// Every endpoint, in creation order.
+    pub fn endpoints(&self) -> Result<Vec<EndpointRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ENDPOINT_COLS} FROM endpoints ORDER BY created, rowid"
+        ))?;
+        let rows = stmt
+            .query_map([], endpoint_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn ports(&self) -> Result<Vec<PortRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {PORT_COLS} FROM ports ORDER BY rowid"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PortRow {
+                    container_id: r.get(0)?,
+                    protocol: r.get(1)?,
+                    host_ip: r.get(2)?,
+                    host_port: r.get(3)?,
+                    container_ip: r.get(4)?,
+                    container_port: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_ports(&self, container_id: &str) -> Result<()> {
         self.conn().execute(
-            "DELETE FROM attachments WHERE container_id = ?1",
+            "DELETE FROM ports WHERE container_id = ?1",
             params![container_id],
         )?;
         Ok(())
     }
+
+    pub fn links(&self) -> Result<Vec<LinkRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {LINK_COLS} FROM links ORDER BY rowid"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LinkRow {
+                    container_id: r.get(0)?,
+                    target_id: r.get(1)?,
+                    name: r.get(2)?,
+                    alias: r.get(3)?,
+                    ip: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn insert_network(conn: &Connection, row: &NetworkRow, or_ignore: bool) -> Result<()> {
+    let verb = if or_ignore {
+        "INSERT OR IGNORE"
+    } else {
+        "INSERT"
+    };
+    conn.execute(
+        &format!(
+            "{verb} INTO networks ({NETWORK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ),
+        params![
+            row.name,
+            row.id,
+            row.driver,
+            row.created,
+            row.subnet,
+            row.gateway,
+            row.ip_range,
+            row.internal,
+            to_json(&row.options),
+            to_json(&row.labels),
+            row.interface
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_endpoint(conn: &Connection, e: &EndpointRow) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO endpoints ({ENDPOINT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
+        params![
+            e.container_id,
+            e.network_id,
+            e.ip,
+            e.mac,
+            to_json(&e.aliases),
+            e.ifname,
+            e.host_ifname,
+            e.default_route,
+            e.created
+        ],
+    )?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A JSON column; a damaged value reads as empty rather than failing every query.
+fn from_json<T: serde::de::DeserializeOwned + Default>(s: String) -> T {
+    serde_json::from_str(&s).unwrap_or_default()
 }
 
 fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NetworkRow> {
@@ -151,6 +429,13 @@ fn network_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NetworkRow> {
         id: r.get(1)?,
         driver: r.get(2)?,
         created: r.get(3)?,
+        subnet: r.get(4)?,
+        gateway: r.get(5)?,
+        ip_range: r.get(6)?,
+        internal: r.get(7)?,
+        options: from_json(r.get(8)?),
+        labels: from_json(r.get(9)?),
+        interface: r.get(10)?,
     })
 }
 
@@ -163,6 +448,21 @@ fn attachment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttachmentRow> {
         owns_netns: r.get(4)?,
         hostname: r.get(5)?,
         created: r.get(6)?,
+        container_name: r.get(7)?,
+    })
+}
+
+fn endpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointRow> {
+    Ok(EndpointRow {
+        container_id: r.get(0)?,
+        network_id: r.get(1)?,
+        ip: r.get(2)?,
+        mac: r.get(3)?,
+        aliases: from_json(r.get(4)?),
+        ifname: r.get(5)?,
+        host_ifname: r.get(6)?,
+        default_route: r.get(7)?,
+        created: r.get(8)?,
     })
 }
 
@@ -179,6 +479,7 @@ mod tests {
             owns_netns: true,
             hostname: String::new(),
             created: "2026-01-01T00:00:00Z".into(),
+            container_name: String::new(),
         }
     }
 
@@ -191,6 +492,7 @@ mod tests {
             id: "a".repeat(64),
             driver: "null".into(),
             created: "t".into(),
+            ..Default::default()
         };
         {
             let store = Store::open(&path).unwrap();
@@ -208,5 +510,97 @@ mod tests {
         store.delete_attachment("c1").unwrap();
         store.delete_attachment("c1").unwrap();
         assert_eq!(store.attachment("c1").unwrap(), None);
+    }
+
+    /// A database written by the first schema opens, and keeps its rows, under the new one.
+    #[test]
+    fn version_one_databases_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO networks VALUES ('none', 'n1', 'null', 't')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let nets = store.networks().unwrap();
+        assert_eq!(nets[0].id, "n1");
+        assert!(nets[0].options.is_empty() && !nets[0].internal);
+    }
+
+    #[test]
+    fn containers_are_recorded_and_forgotten_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.db")).unwrap();
+        let mut options = BTreeMap::new();
+        options.insert("parent".to_string(), "veth0".to_string());
+        let net = NetworkRow {
+            name: "appnet".into(),
+            id: "n2".into(),
+            driver: "macvlan".into(),
+            subnet: "10.1.0.0/24".into(),
+            gateway: "10.1.0.1".into(),
+            internal: true,
+            options,
+            ..Default::default()
+        };
+        store.insert_network(&net).unwrap();
+        assert!(store.insert_network(&net).is_err(), "names are unique");
+        assert_eq!(store.networks().unwrap(), vec![net]);
+
+        let ep = EndpointRow {
+            container_id: "c1".into(),
+            network_id: "n2".into(),
+            ip: "10.1.0.2".into(),
+            mac: "02:42:0a:01:00:02".into(),
+            aliases: vec!["db".into()],
+            ifname: "eth0".into(),
+            default_route: true,
+            ..Default::default()
+        };
+        let port = PortRow {
+            container_id: "c1".into(),
+            protocol: "tcp".into(),
+            host_ip: "0.0.0.0".into(),
+            host_port: 8080,
+            container_ip: "10.1.0.2".into(),
+            container_port: 80,
+        };
+        let link = LinkRow {
+            container_id: "c1".into(),
+            target_id: "c0".into(),
+            name: "web".into(),
+            alias: "w".into(),
+            ip: "10.1.0.3".into(),
+        };
+        store
+            .insert_container(
+                &row("c1"),
+                std::slice::from_ref(&ep),
+                std::slice::from_ref(&port),
+                std::slice::from_ref(&link),
+            )
+            .unwrap();
+        // The same address twice on one network is refused, and nothing of c2 is kept.
+        let dup = EndpointRow {
+            container_id: "c2".into(),
+            ..ep.clone()
+        };
+        assert!(store
+            .insert_container(&row("c2"), &[dup], &[], &[])
+            .is_err());
+        assert_eq!(store.attachment("c2").unwrap(), None);
+        assert_eq!(store.endpoints().unwrap(), vec![ep]);
+        assert_eq!(store.ports().unwrap(), vec![port]);
+        assert_eq!(store.links().unwrap(), vec![link]);
+        store.delete_attachment("c1").unwrap();
+        assert!(store.endpoints().unwrap().is_empty());
+        assert!(store.ports().unwrap().is_empty());
+        assert!(store.links().unwrap().is_empty());
     }
 }

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use berth_common::{ids, Config};
-use berth_network::{netns, NetworkService};
+use berth_network::{
+    firewall::{FirewallDriver, Nftables},
+    ipam, link, names, netns, NetworkService, Options,
+};
 
 /// A private root, run dir and instance; removes whatever a test left on drop.
 struct Env {
@@ -21,13 +24,30 @@ impl Env {
         let config = Config {
             root: dir.path().join("root"),
             run_dir: dir.path().join("run"),
-            instance: format!("berth-nt{}", std::process::id()),
+            // One instance per test: each has its own bridge and nft table to remove.
+            instance: format!("berth-nt{}-{}", std::process::id(), {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            }),
         };
         Env {
             _dir: dir,
             config,
             ids: Vec::new(),
         }
+    }
+
+    /// The service on a small test pool (so the default bridge never takes 172.17/16).
+    async fn open(&self) -> NetworkService {
+        let options = Options {
+            firewall: Box::new(Nftables::new(self.config.nft_table())),
+            pools: ipam::parse_pools("10.213.0.0/16/24").unwrap(),
+            ipam_lock: berth_network::hosts_lock::ipam_lock_path(),
+            dns_upstreams: Vec::new(),
+        };
+        NetworkService::open_with(&self.config, options)
+            .await
+            .unwrap()
     }
 
     fn id(&mut self) -> String {
@@ -42,6 +62,14 @@ impl Drop for Env {
         for id in &self.ids {
             let _ = netns::remove(&self.config.netns_dir().join(id));
         }
+        // The default bridge (and anything else) this instance made, and its nft table.
+        let prefix = self.config.link_prefix();
+        let links =
+            link::run(None, |h| async move { link::link_names(&h).await }).unwrap_or_default();
+        for l in links.into_iter().filter(|l| names::is_own_link(&prefix, l)) {
+            let _ = link::run(None, move |h| async move { link::delete(&h, &l).await });
+        }
+        let _ = Nftables::new(self.config.nft_table()).remove_all();
     }
 }
 
@@ -64,9 +92,9 @@ async fn none_makes_a_namespace_with_lo_up_and_detach_removes_it() {
         return;
     }
     let mut env = Env::new();
-    let service = NetworkService::open(&env.config).await.unwrap();
+    let service = env.open().await;
     let id = env.id();
-    let a = service.attach(&id, "", "").await.unwrap();
+    let a = service.attach(&id, "none", "").await.unwrap();
     assert_eq!(a.mode, "none");
     let path = PathBuf::from(&a.netns_path);
     assert_eq!(path, env.config.netns_dir().join(&id));
@@ -109,7 +137,7 @@ async fn host_and_container_modes_share_namespaces() {
         return;
     }
     let mut env = Env::new();
-    let service = NetworkService::open(&env.config).await.unwrap();
+    let service = env.open().await;
     let (owner, joiner, host, via_host) = (env.id(), env.id(), env.id(), env.id());
     let a = service.attach(&owner, "none", "").await.unwrap();
     let b = service
@@ -140,7 +168,7 @@ async fn host_and_container_modes_share_namespaces() {
     let s: tonic::Status = e.into();
     assert_eq!(
         (s.code(), s.message()),
-        (tonic::Code::InvalidArgument, "network foo not found")
+        (tonic::Code::NotFound, "network foo not found")
     );
     let missing = ids::random_id();
     let s: tonic::Status = service
@@ -165,14 +193,14 @@ async fn attachments_survive_a_restart_and_orphans_are_removed() {
     let id = env.id();
     let orphan = env.id();
     let path = {
-        let service = NetworkService::open(&env.config).await.unwrap();
+        let service = env.open().await;
         service.attach(&id, "none", "").await.unwrap().netns_path
     };
     // A namespace made but never recorded (a crash in between).
     let orphan_path = env.config.netns_dir().join(&orphan);
     netns::create(&orphan_path).unwrap();
 
-    let service = NetworkService::open(&env.config).await.unwrap();
+    let service = env.open().await;
     let a = service
         .get_attachment(&id)
         .unwrap()

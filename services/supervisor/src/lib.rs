@@ -25,6 +25,9 @@
 //!   supervisor restart is not a daemon boot.
 //! - Exec files (`exec-<eid>.*` in the bundle, `<run>/shim/<eid>.sock`) are removed ~2 s
 //!   after the exec's shim has gone, whether attached or detached.
+//! - UpdateNetwork (network connect/disconnect) rewrites the bundle's `hosts` and
+//!   `resolv.conf` in place (open, truncate, write): the shim bind-mounts them by inode,
+//!   so a renamed file would not be seen by a running container. Mode and netns are fixed.
 pub mod attach;
 pub mod cgroup;
 pub mod error;

@@ -11,7 +11,7 @@ use std::{
 
 use berth_common::{ids, Config, Service};
 use berth_proto::supervisor::v1::{
-    Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus,
+    Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus, NetworkSettings,
 };
 use tokio::{sync::watch, task::AbortHandle};
 
@@ -952,6 +952,33 @@ impl Supervisor {
         tracing::info!(id = %id, old = %rec.name, new = %name, "renamed");
         self.notify();
         Ok(self.to_proto(&self.get_id(&id)?))
+    }
+
+    /// Replaces the container's network settings (after a network connect/disconnect) and
+    /// rewrites its `hosts` and `resolv.conf` in place, so a running container sees them.
+    pub async fn update_network(
+        &self,
+        reference: &str,
+        network: Option<NetworkSettings>,
+    ) -> Result<Container> {
+        let network =
+            network.ok_or_else(|| Error::InvalidArgument("missing network settings".into()))?;
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.get_id(&id)?;
+        let old = rec.spec.network.clone().unwrap_or_default();
+        spec::check_network_update(&old, &network)?;
+        rec.spec.network = Some(network);
+        let host_resolv =
+            std::fs::read_to_string(&self.inner.opts.host_resolv_conf).unwrap_or_default();
+        spec::rewrite_network_files(&self.bundle_dir(&id), &rec.spec, &id, &host_resolv)?;
+        if !self.inner.store.set_spec(&id, &rec.spec)? {
+            return Err(Error::NotFound(reference.to_string()));
+        }
+        tracing::info!(id = %id, "network settings updated");
+        self.notify();
+        Ok(self.to_proto(&rec))
     }
 
     /// Stop (if running, with `timeout_seconds`) then start.

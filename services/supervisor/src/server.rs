@@ -7,7 +7,7 @@ use berth_proto::supervisor::v1::{
     ListContainersRequest, ListContainersResponse, PauseContainerRequest, RemoveContainerRequest,
     RemoveContainerResponse, RenameContainerRequest, RestartContainerRequest,
     StartContainerRequest, StopContainerRequest, TopContainerRequest, TopContainerResponse,
-    TopProcess, UnpauseContainerRequest, WaitContainerRequest,
+    TopProcess, UnpauseContainerRequest, UpdateNetworkRequest, WaitContainerRequest,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -209,6 +209,17 @@ impl supervisor_server::Supervisor for Service {
         let r = request.into_inner();
         Ok(Response::new(
             self.sup.restart(&r.id, r.timeout_seconds).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn update_network(
+        &self,
+        request: Request<UpdateNetworkRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.sup.update_network(&r.id, r.network).await?,
         ))
     }
 }

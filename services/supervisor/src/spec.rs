@@ -444,7 +444,7 @@ pub fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
          ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     let net = spec.network.clone().unwrap_or_default();
-    for h in &net.extra_hosts {
+    for h in net.extra_hosts.iter().chain(&net.network_hosts) {
         out.push_str(&format!("{}\t{}\n", h.ip, h.hostname));
     }
     let names = if spec.domainname.is_empty() {
@@ -526,6 +526,55 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).ctx(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("rename {}", path.display()))
+}
+
+/// Rewrites a file through its existing inode (open, truncate, write). The shim bind-mounts
+/// `hosts` and `resolv.conf` by inode, so a rename would leave the container reading the
+/// old file.
+pub fn write_in_place(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .ctx(|| format!("open {}", path.display()))?;
+    f.write_all(contents)
+        .ctx(|| format!("write {}", path.display()))
+}
+
+/// Checks that `new` keeps the mode and namespace of `old`: the container's namespaces
+/// are fixed once it exists, only names, addresses and DNS settings can follow a
+/// connect/disconnect.
+pub fn check_network_update(old: &NetworkSettings, new: &NetworkSettings) -> Result<()> {
+    if old.mode != new.mode {
+        return Err(Error::InvalidArgument(format!(
+            "network mode cannot change (from {:?} to {:?})",
+            old.mode, new.mode
+        )));
+    }
+    if old.netns_path != new.netns_path {
+        return Err(Error::InvalidArgument(format!(
+            "network namespace cannot change (from {:?} to {:?})",
+            old.netns_path, new.netns_path
+        )));
+    }
+    Ok(())
+}
+
+/// Rewrites `hosts` and `resolv.conf` of an existing bundle in place for `spec`.
+pub fn rewrite_network_files(
+    dir: &Path,
+    spec: &ContainerSpec,
+    id: &str,
+    host_resolv: &str,
+) -> Result<()> {
+    let hostname = hostname(spec, id);
+    write_in_place(&dir.join("hosts"), hosts_file(spec, &hostname).as_bytes())?;
+    let net = spec.network.clone().unwrap_or_default();
+    write_in_place(
+        &dir.join("resolv.conf"),
+        resolv_conf(host_resolv, &net).as_bytes(),
+    )
 }
 
 /// Writes `config.json`, `hostname`, `hosts`, `resolv.conf` and the empty `rootfs/` into `dir`.
@@ -925,6 +974,92 @@ mod tests {
             resolv_conf(host, &given),
             "search a.example b.example\nnameserver 1.1.1.1\noptions ndots:2\n"
         );
+    }
+
+    #[test]
+    fn network_hosts_follow_extra_hosts() {
+        let mut s = base();
+        s.network = Some(NetworkSettings {
+            extra_hosts: vec![HostEntry {
+                hostname: "added".into(),
+                ip: "10.0.0.9".into(),
+            }],
+            network_hosts: vec![HostEntry {
+                hostname: "database db".into(),
+                ip: "172.17.0.2".into(),
+            }],
+            ip_addresses: vec!["172.17.0.3/16".into()],
+            ..Default::default()
+        });
+        let hosts = hosts_file(&s, "web");
+        let added = hosts.find("10.0.0.9\tadded\n").unwrap();
+        let linked = hosts.find("172.17.0.2\tdatabase db\n").unwrap();
+        let own = hosts.find("172.17.0.3\tweb\n").unwrap();
+        assert!(added < linked && linked < own, "{hosts}");
+    }
+
+    #[test]
+    fn network_update_keeps_mode_and_namespace() {
+        let old = NetworkSettings {
+            mode: "bridge".into(),
+            netns_path: "/run/netns/a".into(),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        new.dns_servers = vec!["1.1.1.1".into()];
+        assert!(check_network_update(&old, &new).is_ok());
+        new.mode = "host".into();
+        assert!(matches!(
+            check_network_update(&old, &new),
+            Err(Error::InvalidArgument(_))
+        ));
+        new.mode = old.mode.clone();
+        new.netns_path = "/run/netns/b".into();
+        assert!(matches!(
+            check_network_update(&old, &new),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn network_files_are_rewritten_through_the_same_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = Context {
+            bundle: dir.path().to_path_buf(),
+            ..ctx()
+        };
+        let mut s = base();
+        s.network = Some(NetworkSettings {
+            netns_path: "/run/netns/x".into(),
+            ..Default::default()
+        });
+        write_bundle(dir.path(), &s, ID, &c, "nameserver 10.0.0.1\n").unwrap();
+        let ino = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().ino();
+        let (hosts_ino, resolv_ino) = (ino("hosts"), ino("resolv.conf"));
+        if let Some(net) = s.network.as_mut() {
+            net.network_hosts = vec![HostEntry {
+                hostname: "db".into(),
+                ip: "10.1.0.2".into(),
+            }];
+            net.dns_servers = vec!["10.1.0.1".into()];
+            net.dns_search = vec!["example.org".into()];
+        }
+        rewrite_network_files(dir.path(), &s, ID, "nameserver 10.0.0.1\n").unwrap();
+        assert_eq!((ino("hosts"), ino("resolv.conf")), (hosts_ino, resolv_ino));
+        let hosts = std::fs::read_to_string(dir.path().join("hosts")).unwrap();
+        assert!(hosts.contains("10.1.0.2\tdb\n"), "{hosts}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("resolv.conf")).unwrap(),
+            "search example.org\nnameserver 10.1.0.1\n"
+        );
+        // Shorter contents leave nothing of the old file behind.
+        if let Some(net) = s.network.as_mut() {
+            net.network_hosts.clear();
+        }
+        rewrite_network_files(dir.path(), &s, ID, "").unwrap();
+        let hosts = std::fs::read_to_string(dir.path().join("hosts")).unwrap();
+        assert!(!hosts.contains("10.1.0.2"), "{hosts}");
     }
 
     #[test]

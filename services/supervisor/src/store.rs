@@ -308,6 +308,14 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the stored spec (network settings changed by connect/disconnect).
+    pub fn set_spec(&self, id: &str, spec: &ContainerSpec) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE containers SET spec = ?2 WHERE id = ?1",
+            params![id, spec.encode_to_vec()],
+        )? > 0)
+    }
+
     /// Records with the given status.
     pub fn with_status(&self, status: ContainerStatus) -> Result<Vec<Record>> {
         let conn = self.conn();

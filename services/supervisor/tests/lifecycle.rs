@@ -15,7 +15,7 @@ use std::{
 use berth_common::Config;
 use berth_proto::supervisor::v1::{
     attach_input, attach_output, exec_input, AttachInput, AttachStart, ContainerSpec,
-    ContainerStatus, ExecInput, ExecStart, RestartPolicy, RootFs,
+    ContainerStatus, ExecInput, ExecStart, HostEntry, NetworkSettings, RestartPolicy, RootFs,
 };
 use berth_supervisor::{attach, exec, store::Store, watch, Error, Options, Supervisor};
 use berth_wire::{kind, read_frame, write_frame, LogRecord};
@@ -1307,4 +1307,56 @@ async fn restart_policies() {
     assert!(sup.get(&a.id).unwrap().restart_count >= 1);
     sup.remove("forever", true).await.unwrap();
     sup.remove("flaky", false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_network_rewrites_hosts_and_resolv_conf_of_a_running_container() {
+    let Some(env) = Env::new("update_network") else {
+        return;
+    };
+    let sup = env.sup();
+    let mut spec = env.spec(&["sleep", "300"]);
+    let net = NetworkSettings {
+        mode: "host".into(),
+        dns_servers: vec!["10.9.0.1".into()],
+        ..Default::default()
+    };
+    spec.network = Some(net.clone());
+    sup.create("", "netup", Some(spec)).await.unwrap();
+    sup.start("netup").await.unwrap();
+
+    let mut changed = net.clone();
+    changed.network_hosts = vec![HostEntry {
+        ip: "10.9.0.7".into(),
+        hostname: "database db".into(),
+    }];
+    changed.dns_servers = vec!["10.9.0.2".into()];
+    let c = sup.update_network("netup", Some(changed)).await.unwrap();
+    let stored = c.spec.unwrap().network.unwrap();
+    assert_eq!(stored.dns_servers, vec!["10.9.0.2".to_string()]);
+
+    let (_tx, input) = exec_channel();
+    let start = exec_start("netup", &["cat", "/etc/hosts", "/etc/resolv.conf"]);
+    let out = collect(exec::exec(sup, start, input).await.unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10.9.0.7\tdatabase db\n"), "{text}");
+    assert!(text.contains("nameserver 10.9.0.2\n"), "{text}");
+    assert!(!text.contains("10.9.0.1"), "{text}");
+
+    let mut other_mode = net;
+    other_mode.mode = "none".into();
+    let err = sup
+        .update_network("netup", Some(other_mode))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+    let err = sup.update_network("nosuch", None).await.unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+    sup.remove("netup", true).await.unwrap();
 }

@@ -179,8 +179,9 @@ pub struct Registry {
     http: Http,
     pub endpoint: Endpoint,
     creds: Credentials,
-    /// The scope asked for with bearer tokens (`repository:a/b:pull,push`), if any.
-    scope: Option<String>,
+    /// The scopes asked for with bearer tokens (`repository:a/b:pull,push`); empty: the
+    /// challenge's.
+    scopes: Vec<String>,
     auth: Mutex<Option<String>>,
 }
 
@@ -199,9 +200,25 @@ impl Registry {
             http,
             endpoint,
             creds,
-            scope,
+            scopes: scope.into_iter().collect(),
             auth: Mutex::new(None),
         })
+    }
+
+    /// Asks for `scope` too (a cross-repository mount needs pull on the source).
+    pub fn add_scope(&mut self, scope: String) {
+        if !self.scopes.contains(&scope) {
+            self.scopes.push(scope);
+        }
+    }
+
+    /// The scopes for a token request: ours, else the challenge's.
+    fn token_scopes<'a>(&'a self, challenge: Option<&'a str>) -> Vec<&'a str> {
+        if self.scopes.is_empty() {
+            challenge.into_iter().collect()
+        } else {
+            self.scopes.iter().map(String::as_str).collect()
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -355,8 +372,8 @@ impl Registry {
         if let Some(s) = service {
             query.push(format!("service={}", urlencode(s)));
         }
-        // Ask for the scope this session needs (push needs more than the challenge says).
-        if let Some(s) = self.scope.as_deref().or(scope) {
+        // Ask for the scopes this session needs (push needs more than the challenge says).
+        for s in self.token_scopes(scope) {
             query.push(format!("scope={}", urlencode(s)));
         }
         let url = if query.is_empty() {
@@ -380,8 +397,10 @@ impl Registry {
             if let Some(s) = service {
                 form.push(format!("service={}", urlencode(s)));
             }
-            if let Some(s) = self.scope.as_deref().or(scope) {
-                form.push(format!("scope={}", urlencode(s)));
+            // OAuth2 takes several scopes space-separated.
+            let scopes = self.token_scopes(scope);
+            if !scopes.is_empty() {
+                form.push(format!("scope={}", urlencode(&scopes.join(" "))));
             }
             self.raw(
                 &Method::POST,

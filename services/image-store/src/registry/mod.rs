@@ -26,6 +26,16 @@ pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MT_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// containerd's name for a zstd layer in a Docker manifest (not in Docker's own spec).
+pub const MT_DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+pub const MT_DOCKER_LAYER_FOREIGN: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const MT_OCI_LAYER_NONDIST_TAR: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const MT_OCI_LAYER_NONDIST_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const MT_OCI_LAYER_NONDIST_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Descriptor {

@@ -9,12 +9,17 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::{io::AsyncWriteExt, sync::mpsc};
 
+use berth_common::config::RegistriesConfig;
+
 use super::{
     client::{auth_error, Credentials, Registry},
     parse_platform,
-    reference::{insecure_from_env, RemoteRef},
+    reference::{Endpoint, RemoteRef},
     select_platform, sha256_digest, short_digest, Descriptor, Inflight, ManifestDoc, TempFile,
-    Throttle, Verifier, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
+    Throttle, Verifier, MT_DOCKER_LAYER_FOREIGN, MT_DOCKER_LAYER_GZIP, MT_DOCKER_LAYER_ZSTD,
+    MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_NONDIST_GZIP,
+    MT_OCI_LAYER_NONDIST_TAR, MT_OCI_LAYER_NONDIST_ZSTD, MT_OCI_LAYER_TAR, MT_OCI_LAYER_ZSTD,
+    MT_OCI_MANIFEST,
 };
 use crate::{
     config::ConfigDoc,
@@ -27,10 +32,13 @@ const PARALLEL: usize = 3;
 
 pub type Progress = mpsc::Sender<pb::PullProgress>;
 
+#[derive(Default)]
 pub struct PullRequest {
     pub reference: String,
     pub creds: Credentials,
     pub platform: String,
+    /// Insecure registries and mirrors (the configuration file's `[registries]`).
+    pub registries: Arc<RegistriesConfig>,
 }
 
 fn msg(id: &str, status: impl Into<String>, current: i64, total: i64) -> pb::PullProgress {
@@ -213,13 +221,8 @@ pub async fn pull(
     req: PullRequest,
     tx: Progress,
 ) -> Result<ImageInfo> {
-    let r = RemoteRef::parse(&req.reference, &insecure_from_env())?;
+    let r = RemoteRef::parse(&req.reference, &req.registries)?;
     let want = parse_platform(&req.platform)?;
-    let reg = Arc::new(Registry::new(
-        r.endpoint.clone(),
-        req.creds,
-        Some(format!("repository:{}:pull", r.repository)),
-    )?);
     let _ = tx
         .send(msg(
             r.tag
@@ -230,12 +233,46 @@ pub async fn pull(
             0,
         ))
         .await;
+    // Mirrors first, in order, like Docker's registry-mirrors: any failure there falls
+    // back to the next one and finally to the registry itself. Credentials are for that
+    // registry only, so mirrors are asked anonymously.
+    for mirror in req.registries.mirrors_of(&r.reference.domain) {
+        let endpoint = Endpoint::for_mirror(&mirror)?;
+        let session = Registry::new(
+            endpoint,
+            Credentials::default(),
+            Some(format!("repository:{}:pull", r.repository)),
+        )?;
+        match pull_from(&store, &inflight, &r, session, &want, &tx).await {
+            Ok(info) => return Ok(info),
+            Err(e) => {
+                tracing::warn!(%mirror, error = %e, "pull from mirror failed, trying the next source");
+            }
+        }
+    }
+    let session = Registry::new(
+        r.endpoint.clone(),
+        req.creds,
+        Some(format!("repository:{}:pull", r.repository)),
+    )?;
+    pull_from(&store, &inflight, &r, session, &want, &tx).await
+}
 
-    let (body, top_digest, ct) = fetch_manifest(&reg, &r, &r.manifest_ref()).await?;
+/// Pulls `r` through `reg` (the registry or one of its mirrors).
+async fn pull_from(
+    store: &Arc<Store>,
+    inflight: &Inflight,
+    r: &RemoteRef,
+    reg: Registry,
+    want: &super::Platform,
+    tx: &Progress,
+) -> Result<ImageInfo> {
+    let reg = Arc::new(reg);
+    let (body, top_digest, ct) = fetch_manifest(&reg, r, &r.manifest_ref()).await?;
     let mut doc: ManifestDoc = serde_json::from_slice(&body)
         .map_err(|e| Error::Unavailable(format!("invalid manifest for {}: {e}", r.shown())))?;
     if doc.is_index(&ct) {
-        let chosen = select_platform(&doc.manifests, &want).ok_or_else(|| {
+        let chosen = select_platform(&doc.manifests, want).ok_or_else(|| {
             Error::NotFound(format!(
                 "no matching manifest for {}/{}{} in the manifest list entries of {}",
                 want.os,
@@ -247,7 +284,7 @@ pub async fn pull(
                 r.shown()
             ))
         })?;
-        let (body, _, _) = fetch_manifest(&reg, &r, &chosen.digest).await?;
+        let (body, _, _) = fetch_manifest(&reg, r, &chosen.digest).await?;
         doc = serde_json::from_slice(&body)
             .map_err(|e| Error::Unavailable(format!("invalid manifest {}: {e}", chosen.digest)))?;
     }
@@ -258,14 +295,22 @@ pub async fn pull(
         ))
     })?;
     for l in &doc.layers {
-        if l.media_type.contains("zstd") {
+        if !is_layer_media_type(&l.media_type) {
             return Err(Error::InvalidArgument(format!(
-                "layer {} is zstd-compressed, which is not supported",
-                l.digest
+                "layer {} of {} has the unsupported media type {:?}",
+                l.digest,
+                r.shown(),
+                l.media_type
             )));
         }
     }
-    let config = fetch_blob_bytes(&reg, &r, &config_desc).await?;
+    // An image stored already is known by its config digest (its ID): its config is the
+    // stored, verified one, so an up-to-date pull costs one manifest GET.
+    let stored = store.get_image(&config_desc.digest).ok();
+    let config: Bytes = match &stored {
+        Some(info) => Bytes::from(info.config_json.clone()),
+        None => fetch_blob_bytes(&reg, r, &config_desc).await?,
+    };
     let cfg = ConfigDoc::parse(&config)?;
     if cfg.rootfs.diff_ids.len() != doc.layers.len() {
         return Err(Error::Unavailable(format!(
@@ -290,10 +335,88 @@ pub async fn pull(
         chains.push(c);
     }
     let image_id = sha256_digest(&config);
-    let existed = store.get_image(&image_id).is_ok();
 
     let digests: Vec<String> = doc.layers.iter().map(|l| l.digest.clone()).collect();
     let _guards = inflight.lock_all(&digests).await;
+    // Taken before looking: a layer found here stays until this pull has committed, even
+    // if a concurrent rmi or prune removes the last image using it.
+    let lease = store.lease(chains.iter().cloned());
+    let result = fetch_and_commit(
+        store,
+        &reg,
+        r,
+        &doc,
+        &chains,
+        config,
+        stored.is_some(),
+        &top_digest,
+        tx,
+    )
+    .await;
+    drop(lease);
+    if store.has_orphans() {
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.collect_orphans() {
+                tracing::warn!(error = %e, "removing layers no image uses");
+            }
+        })
+        .await;
+    }
+    let (info, changed) = result?;
+    {
+        // Remember where the blobs are, for cross-repository mounts on push.
+        let s = store.clone();
+        let mut blobs = digests;
+        blobs.push(image_id);
+        let (registry, repository) = (r.endpoint_name(), r.repository.clone());
+        tokio::task::spawn_blocking(move || s.record_blob_sources(&blobs, &registry, &repository))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+    }
+    let _ = tx
+        .send(msg("", format!("Digest: {top_digest}"), 0, 0))
+        .await;
+    let status = if changed == 0 && stored.is_some() {
+        format!("Status: Image is up to date for {}", r.shown())
+    } else {
+        format!("Status: Downloaded newer image for {}", r.shown())
+    };
+    let _ = tx.send(msg("", status, 0, 0)).await;
+    Ok(info)
+}
+
+/// Layer media types berth unpacks (compression is detected from the content).
+fn is_layer_media_type(mt: &str) -> bool {
+    mt.is_empty()
+        || matches!(
+            mt,
+            MT_DOCKER_LAYER_GZIP
+                | MT_DOCKER_LAYER_ZSTD
+                | MT_DOCKER_LAYER_FOREIGN
+                | MT_OCI_LAYER_TAR
+                | MT_OCI_LAYER_GZIP
+                | MT_OCI_LAYER_ZSTD
+                | MT_OCI_LAYER_NONDIST_TAR
+                | MT_OCI_LAYER_NONDIST_GZIP
+                | MT_OCI_LAYER_NONDIST_ZSTD
+        )
+}
+
+/// Downloads the missing layers and stores the image; returns it with the number of
+/// layers downloaded (for an image here already: 1 when a name was added, else 0).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_and_commit(
+    store: &Arc<Store>,
+    reg: &Arc<Registry>,
+    r: &RemoteRef,
+    doc: &ManifestDoc,
+    chains: &[String],
+    config: Bytes,
+    stored: bool,
+    top_digest: &str,
+    tx: &Progress,
+) -> Result<(ImageInfo, usize)> {
     let mut needed = Vec::new();
     for (i, l) in doc.layers.iter().enumerate() {
         let id = short_digest(&l.digest);
@@ -310,6 +433,22 @@ pub async fn pull(
             let _ = tx.send(msg(&id, "Pulling fs layer", 0, 0)).await;
             needed.push(i);
         }
+    }
+    let tag = if r.digest.is_none() {
+        r.tag.as_ref().map(|t| format!("{}:{t}", r.familiar_name()))
+    } else {
+        None
+    };
+    let repo_digest = format!("{}@{top_digest}", r.familiar_name());
+    if needed.is_empty() && stored {
+        // Nothing to download or unpack: only the names, in one small transaction.
+        let s = store.clone();
+        let id = sha256_digest(&config);
+        let (info, renamed) =
+            tokio::task::spawn_blocking(move || s.name_pulled(&id, tag, &repo_digest))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+        return Ok((info, usize::from(renamed)));
     }
 
     // Download in parallel (bounded); any failure aborts the others and keeps nothing.
@@ -333,17 +472,18 @@ pub async fn pull(
     }
     let mut files: Vec<Option<TempFile>> = (0..doc.layers.len()).map(|_| None).collect();
     while let Some(res) = set.join_next().await {
-        let (i, f) = res.map_err(|e| Error::Internal(format!("download task: {e}")))??;
-        files[i] = Some(f);
+        match res.map_err(|e| Error::Internal(format!("download task: {e}"))) {
+            Ok(Ok((i, f))) => files[i] = Some(f),
+            Ok(Err(e)) | Err(e) => {
+                // Wait for the other downloads to stop, so their temp files are gone
+                // when the error is reported ("keeps nothing").
+                set.shutdown().await;
+                return Err(e);
+            }
+        }
     }
 
     // Unpack (once) and commit.
-    let tag = if r.digest.is_none() {
-        r.tag.as_ref().map(|t| format!("{}:{t}", r.familiar_name()))
-    } else {
-        None
-    };
-    let repo_digest = format!("{}@{top_digest}", r.familiar_name());
     let layers: Vec<(Option<std::path::PathBuf>, String)> = files
         .iter()
         .zip(&doc.layers)
@@ -369,14 +509,5 @@ pub async fn pull(
         .map_err(|e| Error::Internal(e.to_string()))??
     };
     drop(files);
-    let _ = tx
-        .send(msg("", format!("Digest: {top_digest}"), 0, 0))
-        .await;
-    let status = if needed.is_empty() && existed {
-        format!("Status: Image is up to date for {}", r.shown())
-    } else {
-        format!("Status: Downloaded newer image for {}", r.shown())
-    };
-    let _ = tx.send(msg("", status, 0, 0)).await;
-    Ok(info)
+    Ok((info, needed.len()))
 }

@@ -7,14 +7,17 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use tokio::{io::AsyncReadExt, sync::mpsc};
 
+use berth_common::config::RegistriesConfig;
+
 use super::{
     client::{auth_error, urlencode, Credentials, Registry},
-    reference::{insecure_from_env, Endpoint, RemoteRef},
+    reference::{Endpoint, RemoteRef},
     sha256_digest, short_digest, Throttle, MT_DOCKER_CONFIG, MT_DOCKER_LAYER_GZIP,
-    MT_DOCKER_MANIFEST,
+    MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
 };
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::unpack::Compression;
 
 pub type Progress = mpsc::Sender<pb::PushProgress>;
 
@@ -73,28 +76,68 @@ fn upload_error(reg: &Registry, repo: &str, what: &str, status: StatusCode, m: &
     }
 }
 
-/// Uploads `path` (or `data` when given) as blob `digest`: POST, PATCH chunks, PUT.
-/// `progress(current)` after each chunk.
+/// What `POST /v2/<repo>/blobs/uploads/` gave.
+enum Started {
+    /// `?mount=` worked (201): the blob is in the repository now.
+    Mounted,
+    /// An upload session at this response's Location (202).
+    Session(super::client::Response),
+}
+
+/// Starts an upload of `digest`, asking the registry to mount it from `from` (another
+/// repository of the same registry) when given.
+async fn start_upload(
+    reg: &Registry,
+    repo: &str,
+    digest: &str,
+    from: Option<&str>,
+) -> Result<Started> {
+    let path = match from {
+        Some(from) => format!(
+            "/v2/{repo}/blobs/uploads/?mount={}&from={}",
+            urlencode(digest),
+            urlencode(from)
+        ),
+        None => format!("/v2/{repo}/blobs/uploads/"),
+    };
+    let resp = reg
+        .send(
+            Method::POST,
+            &path,
+            &[("content-length", "0".into())],
+            Bytes::new(),
+        )
+        .await?;
+    match resp.status {
+        StatusCode::CREATED if from.is_some() => {
+            let _ = resp.bytes().await;
+            Ok(Started::Mounted)
+        }
+        StatusCode::ACCEPTED => Ok(Started::Session(resp)),
+        status => {
+            let m = resp.error_message().await;
+            Err(upload_error(reg, repo, "starting an upload", status, &m))
+        }
+    }
+}
+
+/// Uploads `path` (or `data` when given) as blob `digest`: POST (unless `session` is one
+/// already started), PATCH chunks, PUT. `progress(current)` after each chunk.
 async fn upload_blob(
     reg: &Registry,
     repo: &str,
     digest: &str,
     source: BlobSource<'_>,
+    session: Option<super::client::Response>,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<()> {
-    let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[("content-length", "0".into())],
-            Bytes::new(),
-        )
-        .await?;
-    let status = resp.status;
-    if status != StatusCode::ACCEPTED {
-        let m = resp.error_message().await;
-        return Err(upload_error(reg, repo, "starting an upload", status, &m));
-    }
+    let resp = match session {
+        Some(resp) => resp,
+        None => match start_upload(reg, repo, digest, None).await? {
+            Started::Session(resp) => resp,
+            Started::Mounted => return Ok(()),
+        },
+    };
     let base = reg.url(&format!("/v2/{repo}/blobs/uploads/"));
     let next_location = |resp: &super::client::Response| -> Result<String> {
         let loc = resp.header("location").ok_or_else(|| {
@@ -204,26 +247,17 @@ enum BlobSource<'a> {
     Bytes(Bytes),
 }
 
-/// The media type of a stored layer blob, from its first bytes.
-fn layer_kind(head: &[u8]) -> Result<bool> {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(true)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(Error::InvalidArgument(
-            "zstd layers cannot be pushed".into(),
-        ))
-    } else {
-        Ok(false)
-    }
-}
+/// Mount attempts per layer (Docker tries up to 3 candidate repositories).
+const MOUNT_CANDIDATES: usize = 3;
 
 pub async fn push(
     store: Arc<Store>,
     reference: String,
     creds: Credentials,
+    registries: Arc<RegistriesConfig>,
     tx: Progress,
 ) -> Result<String> {
-    let r = RemoteRef::parse(&reference, &insecure_from_env())?;
+    let r = RemoteRef::parse(&reference, &registries)?;
     if r.digest.is_some() {
         return Err(Error::InvalidArgument(format!(
             "cannot push a digest reference: {reference}"
@@ -244,7 +278,7 @@ pub async fn push(
                 e => e,
             })?
     };
-    let reg = Registry::new(
+    let mut reg = Registry::new(
         r.endpoint.clone(),
         creds,
         Some(format!("repository:{}:pull,push", r.repository)),
@@ -254,7 +288,7 @@ pub async fn push(
             "",
             format!(
                 "The push refers to repository [{}]",
-                if r.endpoint == Endpoint::for_domain("docker.io", &[]) {
+                if r.endpoint == Endpoint::for_domain("docker.io", &RegistriesConfig::default()) {
                     r.reference.full_name()
                 } else {
                     r.familiar_name()
@@ -267,30 +301,44 @@ pub async fn push(
     for (_, d, _) in layers.iter().rev() {
         let _ = tx.send(msg(&short_digest(d), "Preparing", 0, 0)).await;
     }
-    let reg = Arc::new(reg);
-    // Blobs kept from a pull or load are pushed as they are; uncompressed layers (import,
-    // plain-tar OCI layers) as a gzip copy made once and remembered by the store.
+    // Blobs kept from a pull or load are pushed as they are (gzip or zstd); uncompressed
+    // layers (import, plain-tar OCI layers) as a gzip copy made once and remembered by the
+    // store.
     let mut descs = Vec::new();
     let mut pushed_layers = Vec::new();
     for (path, digest, size) in layers {
-        let mut head = [0u8; 4];
-        let n = {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
-            f.read(&mut head).map_err(Error::io("read", &path))?
-        };
-        let (path, digest, size) = if layer_kind(&head[..n])? {
-            (path, digest, size)
-        } else {
+        let compression = Compression::of_file(&path)?;
+        let (path, digest, size) = if compression == Compression::None {
             let s = store.clone();
             tokio::task::spawn_blocking(move || s.gzip_layer_blob(&digest))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??
+        } else {
+            (path, digest, size)
         };
-        descs.push((digest.clone(), size as i64));
+        let zstd = compression == Compression::Zstd;
+        descs.push((digest.clone(), size as i64, zstd));
         pushed_layers.push((path, digest, size));
     }
     let layers = pushed_layers;
+    // Other repositories of this registry known to hold each layer: mounted from there
+    // rather than uploaded. A bearer token must allow pulling from them too.
+    let registry_name = r.endpoint_name();
+    let mut mounts: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (_, digest, _) in &layers {
+        let s = store.clone();
+        let (d, name) = (digest.clone(), registry_name.clone());
+        let mut from = tokio::task::spawn_blocking(move || s.blob_sources(&d, &name))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        from.retain(|repo| *repo != r.repository);
+        from.truncate(MOUNT_CANDIDATES);
+        for repo in &from {
+            reg.add_scope(format!("repository:{repo}:pull"));
+        }
+        mounts.insert(digest.clone(), from);
+    }
+    let reg = Arc::new(reg);
     let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut set = tokio::task::JoinSet::new();
     let mut seen = std::collections::HashSet::new();
@@ -301,12 +349,33 @@ pub async fn push(
         let (reg, sem, tx) = (reg.clone(), sem.clone(), tx.clone());
         let (path, digest, size) = (path.clone(), digest.clone(), *size);
         let repo = r.repository.clone();
+        let candidates = mounts.remove(&digest).unwrap_or_default();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let id = short_digest(&digest);
             if blob_exists(&reg, &repo, &digest).await? {
                 let _ = tx.send(msg(&id, "Layer already exists", 0, 0)).await;
-                return Ok::<_, Error>(());
+                return Ok::<_, Error>(digest);
+            }
+            // Cross-repository mount: 201 means done; 202 means the registry could not
+            // mount and opened an ordinary upload, which we use.
+            let mut session = None;
+            for from in &candidates {
+                match start_upload(&reg, &repo, &digest, Some(from)).await {
+                    Ok(Started::Mounted) => {
+                        let _ = tx
+                            .send(msg(&id, format!("Mounted from {from}"), 0, 0))
+                            .await;
+                        return Ok(digest);
+                    }
+                    Ok(Started::Session(resp)) => {
+                        session = Some(resp);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%from, error = %e, "cross-repository mount refused");
+                    }
+                }
             }
             let _ = tx.send(msg(&id, "Pushing", 0, size as i64)).await;
             let mut throttle = Throttle::new(Duration::from_millis(100));
@@ -317,13 +386,22 @@ pub async fn push(
                     let _ = ptx.try_send(msg(&pid, "Pushing", cur as i64, size as i64));
                 }
             };
-            upload_blob(&reg, &repo, &digest, BlobSource::File(&path), &mut progress).await?;
+            upload_blob(
+                &reg,
+                &repo,
+                &digest,
+                BlobSource::File(&path),
+                session,
+                &mut progress,
+            )
+            .await?;
             let _ = tx.send(msg(&id, "Pushed", 0, 0)).await;
-            Ok(())
+            Ok(digest)
         });
     }
+    let mut present = Vec::new();
     while let Some(res) = set.join_next().await {
-        res.map_err(|e| Error::Internal(format!("upload task: {e}")))??;
+        present.push(res.map_err(|e| Error::Internal(format!("upload task: {e}")))??);
     }
     // Config.
     let config = Bytes::from(info.config_json.clone());
@@ -334,14 +412,29 @@ pub async fn push(
             &r.repository,
             &config_digest,
             BlobSource::Bytes(config.clone()),
+            None,
             &mut |_| {},
         )
         .await?;
     }
-    let (mt, config_mt) = (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG);
+    present.push(config_digest.clone());
+    // Docker's schema 2 has no zstd layer type: an image with one goes out as OCI.
+    let oci = descs.iter().any(|(_, _, zstd)| *zstd);
+    let (mt, config_mt) = if oci {
+        (MT_OCI_MANIFEST, MT_OCI_CONFIG)
+    } else {
+        (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG)
+    };
     let layer_json: Vec<serde_json::Value> = descs
         .iter()
-        .map(|(d, size)| serde_json::json!({"mediaType": MT_DOCKER_LAYER_GZIP, "size": size, "digest": d}))
+        .map(|(d, size, zstd)| {
+            let layer_mt = match (oci, zstd) {
+                (true, true) => MT_OCI_LAYER_ZSTD,
+                (true, false) => MT_OCI_LAYER_GZIP,
+                (false, _) => MT_DOCKER_LAYER_GZIP,
+            };
+            serde_json::json!({"mediaType": layer_mt, "size": size, "digest": d})
+        })
         .collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -380,9 +473,13 @@ pub async fn push(
         let s = store.clone();
         let id = info.id.clone();
         let rd = format!("{}@{digest}", r.familiar_name());
-        tokio::task::spawn_blocking(move || s.add_repo_digest(&id, &rd))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let repo = r.repository.clone();
+        tokio::task::spawn_blocking(move || {
+            s.add_repo_digest(&id, &rd)?;
+            s.record_blob_sources(&present, &registry_name, &repo)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
     }
     let mut last = msg("", format!("{tag}: digest: {digest} size: {size}"), 0, 0);
     last.digest = digest.clone();
@@ -391,8 +488,12 @@ pub async fn push(
 }
 
 /// CheckRegistryAuth: GET /v2/ with the credentials (following a bearer challenge).
-pub async fn check_auth(registry: &str, creds: Credentials) -> Result<String> {
-    let endpoint = Endpoint::for_domain(registry, &insecure_from_env());
+pub async fn check_auth(
+    registry: &str,
+    creds: Credentials,
+    registries: &RegistriesConfig,
+) -> Result<String> {
+    let endpoint = Endpoint::for_domain(registry, registries);
     let display = endpoint.display.clone();
     let reg = Registry::new(endpoint, creds, None)?;
     let resp = reg.send(Method::GET, "/v2/", &[], Bytes::new()).await?;

@@ -1,8 +1,10 @@
 //! Where a reference lives: registry endpoint (scheme + host), repository, tag or digest.
 use std::net::IpAddr;
 
+use berth_common::config::RegistriesConfig;
+
 use crate::{
-    error::Result,
+    error::{Error, Result},
     reference::{Reference, DEFAULT_DOMAIN},
 };
 
@@ -21,7 +23,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The endpoint of a registry domain as references write it (`docker.io`, `host:port`).
-    pub fn for_domain(domain: &str, insecure: &[String]) -> Endpoint {
+    pub fn for_domain(domain: &str, registries: &RegistriesConfig) -> Endpoint {
         let domain = domain
             .trim()
             .trim_start_matches("https://")
@@ -39,9 +41,7 @@ impl Endpoint {
                 display: DEFAULT_DOMAIN.to_string(),
             };
         }
-        let scheme = if is_loopback(domain)
-            || insecure.iter().any(|h| h == domain || h == host_of(domain))
-        {
+        let scheme = if is_loopback(domain) || registries.is_insecure(domain) {
             "http"
         } else {
             "https"
@@ -54,14 +54,25 @@ impl Endpoint {
     }
 }
 
-/// `BERTH_INSECURE_REGISTRIES`: comma-separated host[:port].
-pub fn insecure_from_env() -> Vec<String> {
-    std::env::var("BERTH_INSECURE_REGISTRIES")
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+impl Endpoint {
+    /// A pull mirror from the configuration file (`http://host:port`, checked there).
+    pub fn for_mirror(url: &str) -> Result<Endpoint> {
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            ("http", rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            ("https", rest)
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "mirror {url:?} must start with http:// or https://"
+            )));
+        };
+        let host = rest.trim_end_matches('/').to_string();
+        Ok(Endpoint {
+            scheme,
+            display: host.clone(),
+            host,
+        })
+    }
 }
 
 /// The host without a port (`[::1]:5000` → `::1`).
@@ -93,10 +104,10 @@ pub struct RemoteRef {
 }
 
 impl RemoteRef {
-    pub fn parse(s: &str, insecure: &[String]) -> Result<RemoteRef> {
+    pub fn parse(s: &str, registries: &RegistriesConfig) -> Result<RemoteRef> {
         let reference = Reference::parse_normalized(s)?;
         Ok(RemoteRef {
-            endpoint: Endpoint::for_domain(&reference.domain, insecure),
+            endpoint: Endpoint::for_domain(&reference.domain, registries),
             repository: reference.path.clone(),
             tag: reference.tag.clone(),
             digest: reference.digest.clone(),
@@ -110,6 +121,11 @@ impl RemoteRef {
             .clone()
             .or_else(|| self.tag.clone())
             .unwrap_or_else(|| "latest".into())
+    }
+
+    /// The registry as blob sources record it: `docker.io`, `127.0.0.1:5000`.
+    pub fn endpoint_name(&self) -> String {
+        self.endpoint.display.clone()
     }
 
     /// `busybox`, `127.0.0.1:5000/team/app`.
@@ -131,16 +147,50 @@ impl RemoteRef {
 mod tests {
     use super::*;
 
+    fn none() -> RegistriesConfig {
+        RegistriesConfig::default()
+    }
+
+    fn insecure(list: &[&str]) -> RegistriesConfig {
+        RegistriesConfig {
+            insecure: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cidrs_and_mirrors() {
+        let cfg = insecure(&["10.0.0.0/8"]);
+        assert_eq!(Endpoint::for_domain("10.2.3.4:5000", &cfg).scheme, "http");
+        assert_eq!(Endpoint::for_domain("11.2.3.4:5000", &cfg).scheme, "https");
+        let m = Endpoint::for_mirror("http://127.0.0.1:5001/").unwrap();
+        assert_eq!((m.scheme, m.host.as_str()), ("http", "127.0.0.1:5001"));
+        assert_eq!(
+            Endpoint::for_mirror("https://m.example").unwrap().scheme,
+            "https"
+        );
+        assert!(Endpoint::for_mirror("m.example").is_err());
+        // Docker Hub references name the domain the `mirrors` list applies to.
+        let hub = RegistriesConfig {
+            mirrors: vec!["http://127.0.0.1:5001".into()],
+            ..Default::default()
+        };
+        let r = RemoteRef::parse("busybox", &hub).unwrap();
+        assert_eq!(hub.mirrors_of(&r.reference.domain).len(), 1);
+        let r = RemoteRef::parse("127.0.0.1:5000/busybox", &hub).unwrap();
+        assert!(hub.mirrors_of(&r.reference.domain).is_empty());
+    }
+
     #[test]
     fn docker_hub_names() {
-        let r = RemoteRef::parse("busybox", &[]).unwrap();
+        let r = RemoteRef::parse("busybox", &none()).unwrap();
         assert_eq!(r.endpoint.host, "registry-1.docker.io");
         assert_eq!(r.endpoint.scheme, "https");
         assert_eq!(r.endpoint.display, "docker.io");
         assert_eq!(r.repository, "library/busybox");
         assert_eq!(r.tag.as_deref(), Some("latest"));
         assert_eq!(r.shown(), "busybox:latest");
-        let r = RemoteRef::parse("someone/app:1", &[]).unwrap();
+        let r = RemoteRef::parse("someone/app:1", &none()).unwrap();
         assert_eq!(r.repository, "someone/app");
         assert_eq!(r.manifest_ref(), "1");
     }
@@ -148,7 +198,7 @@ mod tests {
     #[test]
     fn private_registries_and_digests() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let r = RemoteRef::parse(&format!("127.0.0.1:5000/a/b@{d}"), &[]).unwrap();
+        let r = RemoteRef::parse(&format!("127.0.0.1:5000/a/b@{d}"), &none()).unwrap();
         assert_eq!(r.endpoint.host, "127.0.0.1:5000");
         assert_eq!(r.endpoint.scheme, "http");
         assert_eq!(r.repository, "a/b");
@@ -156,19 +206,19 @@ mod tests {
         assert_eq!(r.manifest_ref(), d);
         assert_eq!(r.shown(), format!("127.0.0.1:5000/a/b@{d}"));
 
-        let r = RemoteRef::parse("localhost/x:t", &[]).unwrap();
+        let r = RemoteRef::parse("localhost/x:t", &none()).unwrap();
         assert_eq!(r.endpoint.scheme, "http");
         assert_eq!(r.repository, "x");
         assert_eq!(r.tag.as_deref(), Some("t"));
 
-        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &[]).unwrap();
+        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &none()).unwrap();
         assert_eq!(r.endpoint.scheme, "https");
         assert_eq!(r.endpoint.host, "reg.example.com:5000");
-        let insecure = vec!["reg.example.com:5000".to_string()];
-        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &insecure).unwrap();
+        let cfg = insecure(&["reg.example.com:5000"]);
+        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &cfg).unwrap();
         assert_eq!(r.endpoint.scheme, "http");
-        let insecure = vec!["reg.example.com".to_string()];
-        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &insecure).unwrap();
+        let cfg = insecure(&["reg.example.com"]);
+        let r = RemoteRef::parse("reg.example.com:5000/a/b:t", &cfg).unwrap();
         assert_eq!(r.endpoint.scheme, "http");
     }
 
@@ -180,9 +230,9 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("10.0.0.1:5000"));
         assert!(!is_loopback("example.com"));
-        assert_eq!(Endpoint::for_domain("", &[]).host, DOCKER_HUB_HOST);
+        assert_eq!(Endpoint::for_domain("", &none()).host, DOCKER_HUB_HOST);
         assert_eq!(
-            Endpoint::for_domain("https://index.docker.io/v1/", &[]).display,
+            Endpoint::for_domain("https://index.docker.io/v1/", &none()).display,
             "docker.io"
         );
     }
