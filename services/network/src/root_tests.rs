@@ -175,7 +175,6 @@ async fn default_bridge_gives_containers_addresses_and_they_reach_each_other() {
         return;
     }
     let env = Env::new();
-    let before = host_links().len();
     let service = env.open().await;
     let bridge = names::default_bridge(&env.prefix);
     assert_eq!(env.own_links(), vec![bridge.clone()]);
@@ -225,9 +224,7 @@ async fn default_bridge_gives_containers_addresses_and_they_reach_each_other() {
     service.detach(&c2).await.unwrap();
     assert_eq!(env.own_links(), vec![bridge]);
     assert!(!p1.exists() && !p2.exists());
-    drop(service);
-    drop(env);
-    assert_eq!(host_links().len(), before, "links left behind");
+    // Only this test's own links are compared: other tests make links in parallel.
 }
 
 #[tokio::test(flavor = "multi_thread")]

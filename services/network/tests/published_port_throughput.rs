@@ -26,7 +26,7 @@ const CHUNK: usize = 256 * 1024;
 const PING_SIZE: usize = 64;
 const PING_ROUNDS: usize = 40_000;
 /// Each measurement is repeated and the median reported; paths are interleaved per round.
-const REPS: usize = 3;
+const REPS: usize = 5;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -208,6 +208,19 @@ fn docker_proxy(bin: &str, target: SocketAddrV4) -> (ChildGuard, SocketAddr) {
     panic!("docker-proxy did not listen on {addr}");
 }
 
+/// CPU seconds (user + system, all threads) `pid` has used so far; softirq work is charged
+/// to whichever task it interrupted, so the test process and the proxies together account
+/// for (nearly) all the work of moving the bytes.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat comm") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -220,6 +233,8 @@ struct Path {
     one: Vec<f64>,
     many: Vec<f64>,
     rtt: Vec<f64>,
+    /// CPU seconds per GB pushed, single stream.
+    cpu: Vec<f64>,
 }
 
 #[test]
@@ -332,6 +347,7 @@ fn published_port_throughput_vs_docker_proxy() {
             one: vec![],
             many: vec![],
             rtt: vec![],
+            cpu: vec![],
         },
         Path {
             name: "127.0.0.1 -> DNAT (berth)",
@@ -340,6 +356,7 @@ fn published_port_throughput_vs_docker_proxy() {
             one: vec![],
             many: vec![],
             rtt: vec![],
+            cpu: vec![],
         },
         Path {
             name: "127.0.0.1 -> berth proxy (splice)",
@@ -348,6 +365,7 @@ fn published_port_throughput_vs_docker_proxy() {
             one: vec![],
             many: vec![],
             rtt: vec![],
+            cpu: vec![],
         },
     ];
     let bin = "/usr/sbin/docker-proxy";
@@ -363,14 +381,21 @@ fn published_port_throughput_vs_docker_proxy() {
             one: vec![],
             many: vec![],
             rtt: vec![],
+            cpu: vec![],
         });
     } else {
         eprintln!("{bin} not installed; no comparison");
     }
 
+    let pids: Vec<String> = std::iter::once("self".to_string())
+        .chain(_docker.iter().map(|g| g.0.id().to_string()))
+        .collect();
+    let cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
     for _ in 0..REPS {
         for p in paths.iter_mut() {
+            let before = cpu();
             p.one.push(push(p.sink, 1, &received));
+            p.cpu.push((cpu() - before) / (TOTAL as f64 / 1e9));
             p.many.push(push(p.sink, STREAMS, &received));
             p.rtt.push(ping_pong(p.echo));
         }
@@ -391,35 +416,50 @@ fn published_port_throughput_vs_docker_proxy() {
         TOTAL >> 20
     );
     eprintln!(
-        "{:<36} {:>12} {:>14} {:>14} {:>9}",
-        "path", "1 stream", "4 streams", "ping-pong", "RTT"
+        "{:<36} {:>12} {:>14} {:>14} {:>9} {:>14}",
+        "path", "1 stream", "4 streams", "ping-pong", "RTT", "CPU (1 stream)"
     );
     let mut med = Vec::new();
     for p in &paths {
-        let (one, many, rtt) = (
+        let (one, many, rtt, cpu) = (
             median(p.one.clone()),
             median(p.many.clone()),
             median(p.rtt.clone()),
+            median(p.cpu.clone()),
         );
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("{lo:.0}-{hi:.0}")
+        };
         eprintln!(
-            "{:<36} {:>7.0} MB/s {:>9.0} MB/s {:>9.0} rt/s {:>6.1} µs",
+            "{:<36} {:>7.0} MB/s {:>9.0} MB/s {:>9.0} rt/s {:>6.1} µs {:>7.2} s/GB",
             p.name,
             one,
             many,
             rtt,
-            1e6 / rtt
+            1e6 / rtt,
+            cpu
         );
-        med.push((p.name, one, many, rtt));
+        eprintln!(
+            "{:<36} {:>12} {:>14} {:>14}   (min-max)",
+            "",
+            spread(&p.one),
+            spread(&p.many),
+            spread(&p.rtt)
+        );
+        med.push((p.name, one, many, rtt, cpu));
     }
     if let (Some(dnat), Some(docker)) = (
         med.iter().find(|m| m.0.contains("DNAT")),
         med.iter().find(|m| m.0.contains("docker-proxy")),
     ) {
         eprintln!(
-            "DNAT / docker-proxy: 1 stream {:.2}x, {STREAMS} streams {:.2}x, ping-pong {:.2}x",
+            "DNAT / docker-proxy: 1 stream {:.2}x, {STREAMS} streams {:.2}x, ping-pong {:.2}x; CPU per GB {:.2}x",
             dnat.1 / docker.1,
             dnat.2 / docker.2,
-            dnat.3 / docker.3
+            dnat.3 / docker.3,
+            dnat.4 / docker.4
         );
     }
     proxy.close("bench");
