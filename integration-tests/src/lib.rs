@@ -70,11 +70,19 @@ pub struct Engine {
     pub instance: String,
     dir: tempfile::TempDir,
     services: BTreeMap<&'static str, Child>,
+    /// Extra environment for the services (and the CLI), set by [`Engine::start_with_env`].
+    extra_env: Vec<(String, String)>,
 }
 
 impl Engine {
     /// Starts all six services and waits until the engine answers.
     pub fn start() -> Engine {
+        Engine::start_with_env(&[])
+    }
+
+    /// Like [`Engine::start`], with extra environment for every service (overriding the
+    /// harness's own settings, e.g. `BERTH_DNS_UPSTREAMS`).
+    pub fn start_with_env(extra_env: &[(&str, &str)]) -> Engine {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short paths: Unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
@@ -92,6 +100,10 @@ impl Engine {
             instance,
             dir,
             services: BTreeMap::new(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for service in SERVICES {
             engine.spawn(service);
@@ -122,6 +134,9 @@ impl Engine {
             // SERVFAIL at once), never to a resolver outside this machine.
             .env("BERTH_DNS_UPSTREAMS", "127.0.0.1:9")
             .env("RUST_LOG", "info");
+        for (key, value) in &self.extra_env {
+            cmd.env(key, value);
+        }
     }
 
     fn spawn(&mut self, service: &'static str) {

@@ -447,3 +447,72 @@ fn endpoints_survive_a_kill_9_of_the_network_service() {
     engine.ok(&["rm", "-f", &name]);
     engine.ok(&["network", "rm", &net]);
 }
+
+/// A DNS responder on loopback standing in for the host's resolvers: every A query gets
+/// 192.0.2.77 (TEST-NET-1, never contacted). Prints its port first.
+const FAKE_UPSTREAM: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(512)
+    end = 12 + d[12:].index(b"\x00") + 5
+    question = d[12:end]
+    qtype = struct.unpack(">H", question[-4:-2])[0]
+    answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 77]) if qtype == 1 else b""
+    header = d[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1 if answer else 0, 0, 0)
+    s.sendto(header + question + answer, a)
+"#;
+
+#[test]
+fn unknown_names_are_forwarded_to_the_upstream_resolvers() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", FAKE_UPSTREAM])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the loopback resolver");
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let _upstream = ChildGuard(child);
+    let upstream = format!("127.0.0.1:{}", port.trim());
+    let engine = Engine::start_with_env(&[("BERTH_DNS_UPSTREAMS", &upstream)]);
+    engine.ok(&[
+        "load",
+        "-i",
+        berth_integration_tests::busybox_image().to_str().unwrap(),
+    ]);
+    let net = unique("fwd");
+    engine.ok(&["network", "create", &net]);
+    let known = unique("known");
+    engine.ok(&[
+        "run", "-d", "--name", &known, "--net", &net, "busybox", "sleep", "1000",
+    ]);
+    let out = engine.ok(&[
+        "run",
+        "--rm",
+        "--net",
+        &net,
+        "busybox",
+        "sh",
+        "-c",
+        &format!("nslookup outside.example; nslookup {known}"),
+    ]);
+    assert!(out.contains("192.0.2.77"), "not forwarded: {out}");
+    let networks: serde_json::Value =
+        serde_json::from_str(&engine.inspect(&known, "{{json .NetworkSettings.Networks}}"))
+            .unwrap();
+    let ip = networks[&net]["IPAddress"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    assert!(
+        out.contains(&ip),
+        "{known} ({ip}) not answered locally: {out}"
+    );
+    engine.ok(&["rm", "-f", &known]);
+    engine.ok(&["network", "rm", &net]);
+}
