@@ -1,5 +1,6 @@
 //! `berth-engine`: serves the engine (coordinator) API on its Unix socket until
 //! SIGTERM/SIGINT.
+use anyhow::Context;
 use berth_common::{Config, Service};
 use berth_proto::engine::v1::engine_server::EngineServer;
 use tonic::service::Routes;
@@ -7,7 +8,7 @@ use tonic::service::Routes;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::from_env();
+    let config = Config::load().context("read the configuration")?;
     let engine = berth_engine::Engine::new(&config);
     // Detached `--rm` containers whose waiter died with a previous engine.
     let rescan = engine.clone();

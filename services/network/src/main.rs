@@ -7,7 +7,7 @@ use tonic::service::Routes;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::from_env();
+    let config = Config::load().context("read the configuration")?;
     let service = berth_network::NetworkService::open(&config)
         .await
         .context("open the network state")?;

@@ -6,7 +6,7 @@ use berth_supervisor::{server, Options, Supervisor};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::from_env();
+    let config = Config::load().context("read the configuration")?;
     let socket = config.socket(Service::Supervisor);
     let opts = Options::from_config(config);
     tracing::info!(state = %opts.state_dir.display(), shim = %opts.shim_binary.display(), "starting");
