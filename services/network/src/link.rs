@@ -260,17 +260,7 @@ pub async fn create_veth(
     let result = async {
         let peer = require(h, temp).await?;
         place(h, peer, temp, to).await?;
-        let index = require(h, host).await?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("attach {host} to {bridge}")))
+        enslave(h, host, bridge_index, bridge).await
     }
     .await;
     if result.is_err() {
@@ -338,6 +328,11 @@ pub async fn configure(
 /// Re-enslaves `port` to `bridge` and brings it up (a recreated bridge has no ports).
 pub async fn ensure_port(h: &Handle, port: &str, bridge: &str) -> Result<()> {
     let bridge_index = require(h, bridge).await?;
+    enslave(h, port, bridge_index, bridge).await
+}
+
+/// Makes `port` a port of the bridge at `bridge_index` and brings it up.
+async fn enslave(h: &Handle, port: &str, bridge_index: u32, bridge: &str) -> Result<()> {
     let index = require(h, port).await?;
     h.link()
         .set(

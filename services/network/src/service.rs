@@ -558,14 +558,7 @@ impl NetworkService {
         check_container_id(id)?;
         let _guard = self.inner.lock.lock().await;
         let state = self.state()?;
-        let row = state
-            .attachment(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id} has no network attachment")))?
-            .clone();
-        let n = state
-            .find_network(&req.network)
-            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?
-            .clone();
+        let (row, n) = attachment_and_network(&state, id, &req.network)?;
         if !matches!(n.driver.as_str(), "bridge" | "macvlan") {
             return Err(Error::FailedPrecondition(format!(
                 "container cannot be connected to network {}: only bridge and macvlan networks can be added",
@@ -616,14 +609,7 @@ impl NetworkService {
         check_container_id(id)?;
         let _guard = self.inner.lock.lock().await;
         let state = self.state()?;
-        let row = state
-            .attachment(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id} has no network attachment")))?
-            .clone();
-        let n = state
-            .find_network(&req.network)
-            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?
-            .clone();
+        let (row, n) = attachment_and_network(&state, id, &req.network)?;
         let ep = state
             .endpoints_of(id)
             .into_iter()
@@ -788,6 +774,23 @@ pub(crate) fn protocol_name(p: crate::proxy::Protocol) -> &'static str {
         crate::proxy::Protocol::Tcp => "tcp",
         crate::proxy::Protocol::Udp => "udp",
     }
+}
+
+/// The container's attachment and the network it names, for connect and disconnect.
+fn attachment_and_network(
+    state: &State,
+    container_id: &str,
+    network: &str,
+) -> Result<(AttachmentRow, NetworkRow)> {
+    let row = state.attachment(container_id).ok_or_else(|| {
+        Error::NotFound(format!(
+            "container {container_id} has no network attachment"
+        ))
+    })?;
+    let n = state
+        .find_network(network)
+        .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
+    Ok((row.clone(), n.clone()))
 }
 
 /// Runs blocking kernel work off the async workers.
