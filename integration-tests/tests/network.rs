@@ -318,3 +318,32 @@ fn macvlan_endpoints_sit_on_a_test_made_parent() {
     assert_eq!(instance_links(&engine.instance), links_before);
     drop(parent);
 }
+
+#[test]
+fn a_namespace_exists_only_while_its_container_runs() {
+    let engine = Engine::with_busybox();
+    let owner = unique("nsowner");
+    engine.ok(&[
+        "run", "-d", "--name", &owner, "--net", "none", "busybox", "sleep", "1000",
+    ]);
+    engine.wait_status(&owner, "running");
+    assert_eq!(engine.footprint().netns.len(), 1);
+    engine.ok(&["stop", "-t", "1", &owner]);
+    assert!(engine.footprint().netns.is_empty(), "netns kept after stop");
+    // Docker's rule: no joining the network of a container that does not run.
+    let mode = format!("container:{owner}");
+    let out = engine.berth(&["run", "--rm", "--net", &mode, "busybox", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot join network of a non running container"),
+        "{}",
+        stderr(&out)
+    );
+    engine.ok(&["start", &owner]);
+    engine.wait_status(&owner, "running");
+    assert_eq!(engine.footprint().netns.len(), 1);
+    let seen = interfaces(&engine, &["--net", &mode]);
+    assert_eq!(seen, vec!["lo"]);
+    engine.ok(&["rm", "-f", &owner]);
+    assert!(engine.footprint().netns.is_empty());
+}

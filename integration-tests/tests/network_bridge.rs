@@ -444,8 +444,179 @@ fn endpoints_survive_a_kill_9_of_the_network_service() {
         &format!("http://{name}/"),
     ]);
     assert_eq!(got.trim(), name);
+    // The restarted service knows the container is active: a stop still frees its port.
+    engine.ok(&["stop", "-t", "1", &name]);
+    TcpListener::bind(("127.0.0.1", port)).expect("port still held after stop");
     engine.ok(&["rm", "-f", &name]);
     engine.ok(&["network", "rm", &net]);
+}
+
+/// A free TCP port on every address.
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `wget` of `http://<name>/` from a throwaway container on `net`: the page, or None.
+fn fetch_by_name(engine: &Engine, net: &str, name: &str) -> Option<String> {
+    let out = engine.berth(&[
+        "run",
+        "--rm",
+        "--net",
+        net,
+        "busybox",
+        "wget",
+        "-O-",
+        &format!("http://{name}/"),
+    ]);
+    if !out.status.success() {
+        eprintln!("wget http://{name}/ on {net}: {}", stderr(&out));
+        if std::env::var_os("DEBUG_NET").is_some() {
+            eprintln!("{}", engine.service_logs());
+        }
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn stop_releases_the_network_and_start_brings_it_back() {
+    let engine = Engine::with_busybox();
+    let net = unique("live");
+    engine.ok(&["network", "create", &net]);
+    let idle = net_footprint(&engine);
+    let name = unique("web");
+    let port = free_port();
+    web(
+        &engine,
+        &name,
+        &["--net", &net, "-p", &format!("{port}:80")],
+    );
+    let id = engine.inspect(&name, "{{.Id}}");
+    let running = net_footprint(&engine);
+    assert!(running.netns.contains(&id), "{running:?}");
+    assert!(
+        running.links.len() > idle.links.len(),
+        "no veth: {running:?}"
+    );
+    assert!(
+        running.nft_rules > idle.nft_rules,
+        "no DNAT rule: {running:?}"
+    );
+    assert!(http_get(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .contains(&name));
+    assert_eq!(
+        fetch_by_name(&engine, &net, &name).as_deref(),
+        Some(name.as_str())
+    );
+
+    // Stopped: veth, namespace, DNAT rules, proxy listener and DNS name are gone.
+    engine.ok(&["stop", "-t", "1", &name]);
+    assert_eq!(net_footprint(&engine), idle);
+    drop(TcpListener::bind(("0.0.0.0", port)).expect("published port still held after stop"));
+    assert_eq!(
+        fetch_by_name(&engine, &net, &name),
+        None,
+        "name still resolves"
+    );
+    let ports = engine.ok(&["port", &name]);
+    assert!(
+        ports.trim().is_empty(),
+        "ports of a stopped container: {ports}"
+    );
+
+    // Started again: everything is back.
+    engine.ok(&["start", &name]);
+    engine.wait_status(&name, "running");
+    assert!(
+        eventually(Duration::from_secs(10), || http_get(&format!(
+            "127.0.0.1:{port}"
+        ))
+        .map(|b| b.contains(&name))
+        .unwrap_or(false)),
+        "published port dead after start"
+    );
+    assert_eq!(
+        fetch_by_name(&engine, &net, &name).as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(net_footprint(&engine).links.len(), running.links.len());
+
+    engine.ok(&["rm", "-f", &name]);
+    assert_eq!(net_footprint(&engine), idle);
+    engine.ok(&["network", "rm", &net]);
+}
+
+#[test]
+fn a_restart_always_container_killed_from_outside_comes_back_reachable() {
+    let engine = Engine::with_busybox();
+    let before = net_footprint(&engine);
+    let name = unique("phoenix");
+    let port = free_port();
+    web(
+        &engine,
+        &name,
+        &["--restart", "always", "-p", &format!("127.0.0.1:{port}:80")],
+    );
+    assert!(http_get(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .contains(&name));
+    let pid = engine.inspect(&name, "{{.State.Pid}}");
+    // The container's process, which this test started through the engine.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            engine.inspect(&name, "{{.State.Pid}}") != pid
+                && http_get(&format!("127.0.0.1:{port}"))
+                    .map(|b| b.contains(&name))
+                    .unwrap_or(false)
+        }),
+        "not reachable again after a policy restart"
+    );
+    engine.ok(&["rm", "-f", &name]);
+    assert_eq!(net_footprint(&engine), before);
+}
+
+#[test]
+fn the_same_port_twice_fails_the_second_run_and_leaves_nothing() {
+    let engine = Engine::with_busybox();
+    let before = net_footprint(&engine);
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let first = unique("owner");
+    web(&engine, &first, &["-p", &publish]);
+    let running = net_footprint(&engine);
+    let second = unique("second");
+    let out = engine.berth(&[
+        "run", "-d", "--name", &second, "-p", &publish, "busybox", "sleep", "100",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "Bind for 0.0.0.0:{port} failed: port is already allocated"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        net_footprint(&engine),
+        running,
+        "the failed start left something"
+    );
+    assert!(http_get(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .contains(&first));
+    engine.ok(&["rm", "-f", &first]);
+    let _ = engine.berth(&["rm", "-f", &second]);
+    assert_eq!(net_footprint(&engine), before);
 }
 
 /// A DNS responder on loopback standing in for the host's resolvers: every A query gets

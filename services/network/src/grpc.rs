@@ -1,7 +1,8 @@
 //! The gRPC skin over [`NetworkService`]: translation only.
 use berth_proto::network::v1::{
-    network_server::Network, AttachContainerRequest, Attachment, ConnectContainerRequest,
-    CreateNetworkRequest, DetachContainerRequest, DetachContainerResponse,
+    network_server::Network, ActivateContainerRequest, AttachContainerRequest, Attachment,
+    ConnectContainerRequest, CreateNetworkRequest, DeactivateContainerRequest,
+    DeactivateContainerResponse, DetachContainerRequest, DetachContainerResponse,
     DisconnectContainerRequest, GetAttachmentRequest, GetNetworkRequest, ListNetworksRequest,
     ListNetworksResponse, NetworkInfo, PruneNetworksRequest, PruneNetworksResponse,
     RemoveNetworkRequest, RemoveNetworkResponse,
@@ -18,6 +19,25 @@ impl Network for NetworkService {
         request: Request<AttachContainerRequest>,
     ) -> Result<Response<Attachment>, Status> {
         Ok(Response::new(self.attach_with(request.get_ref()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
+    async fn activate_container(
+        &self,
+        request: Request<ActivateContainerRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        Ok(Response::new(
+            self.activate(&request.get_ref().container_id).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
+    async fn deactivate_container(
+        &self,
+        request: Request<DeactivateContainerRequest>,
+    ) -> Result<Response<DeactivateContainerResponse>, Status> {
+        self.deactivate(&request.get_ref().container_id).await?;
+        Ok(Response::new(DeactivateContainerResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]

@@ -6,6 +6,10 @@
 //! tokio worker), [`endpoint`] builds one container link, [`ipam`] and [`names`] are pure
 //! rules, [`store`] keeps the records in SQLite and [`state`] derives views from them,
 //! [`service`], [`networks`] and [`reconcile`] are the logic, and [`grpc`] the thin skin.
+//!
+//! A container's configuration is recorded at create (AttachContainer); its kernel objects,
+//! ports and DNS names exist only between ActivateContainer and DeactivateContainer, which
+//! the supervisor calls around each run of the container (ADR 7).
 pub mod dns;
 pub mod endpoint;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Start-up repair: after a crash, a `kill -9` or a reboot, make the kernel and the
 //! in-process helpers (port proxy, DNS, firewall) match the store again, without touching
-//! running containers that are already right.
+//! running containers that are already right. Only active (running) containers own kernel
+//! objects, ports and names: leftovers of inactive ones are removed.
 use std::{
     collections::{BTreeMap, HashSet},
     net::SocketAddrV4,
@@ -45,15 +46,17 @@ impl NetworkService {
         self.apply_firewall().await
     }
 
-    /// Removes namespace files no attachment owns (a crash between creating one and
-    /// recording it) and recreates owned namespaces whose file is gone (a reboot cleared
-    /// the run directory).
+    /// Removes namespace files no active attachment owns (a crash between creating one
+    /// and recording it, or a container that stopped while the service was down) and
+    /// recreates active ones whose file is gone (a reboot cleared the run directory).
     async fn reconcile_namespaces(&self) -> Result<()> {
         let rows = self.inner.store.attachments()?;
         if let Ok(entries) = std::fs::read_dir(&self.inner.netns_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let owned = rows.iter().any(|r| r.owns_netns && r.container_id == name);
+                let owned = rows
+                    .iter()
+                    .any(|r| r.owns_netns && r.active && r.container_id == name);
                 if !owned {
                     tracing::info!(container_id = %name, "removing an orphaned network namespace");
                     let path = entry.path();
@@ -61,7 +64,7 @@ impl NetworkService {
                 }
             }
         }
-        for row in rows.iter().filter(|r| r.owns_netns) {
+        for row in rows.iter().filter(|r| r.owns_netns && r.active) {
             let path = PathBuf::from(&row.netns_path);
             if !netns::is_namespace(&path) {
                 tracing::warn!(container_id = %row.container_id, "network namespace missing, recreating it");

@@ -164,6 +164,15 @@ fn tcp_reaches(server: &Path, client: &Path, ip: Ipv4Addr) -> bool {
     connected && accept.join().unwrap()
 }
 
+/// Create then start, as the engine and the supervisor do.
+async fn attach_active(
+    service: &NetworkService,
+    req: &AttachContainerRequest,
+) -> crate::Result<berth_proto::network::v1::Attachment> {
+    service.attach_with(req).await?;
+    service.activate(&req.container_id).await
+}
+
 fn id(n: u8) -> String {
     format!("{:02x}", n).repeat(32)
 }
@@ -266,8 +275,9 @@ async fn user_networks_fixed_ips_connect_disconnect_and_remove() {
     assert_eq!(filtered.len(), 1);
 
     let c = id(3);
-    let a = service
-        .attach_with(&AttachContainerRequest {
+    let a = attach_active(
+        &service,
+        &AttachContainerRequest {
             container_id: c.clone(),
             mode: "appnet".into(),
             container_name: "web".into(),
@@ -277,9 +287,10 @@ async fn user_networks_fixed_ips_connect_disconnect_and_remove() {
                 ..Default::default()
             }),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(a.endpoints[0].ipv4_address, "10.213.250.7/24");
     assert_eq!(a.dns_servers, vec!["10.213.250.1"]);
     // A second container with the same address is refused and leaves nothing.
@@ -345,6 +356,33 @@ async fn user_networks_fixed_ips_connect_disconnect_and_remove() {
         .await
         .unwrap();
     assert_eq!(a.endpoints.len(), 1);
+
+    // Stopped: no address, no link, no name; a connect is only recorded, and the next
+    // start makes both endpoints, the fixed address again.
+    let veths = env.own_links();
+    service.deactivate(&c).await.unwrap();
+    let a = service.get_attachment(&c).unwrap().unwrap();
+    assert!(a.ip_addresses.is_empty() && a.endpoints[0].ipv4_address.is_empty());
+    assert!(!Path::new(&a.netns_path).exists());
+    assert!(
+        env.own_links().len() < veths.len(),
+        "veth kept after deactivation"
+    );
+    let a = service
+        .connect(&ConnectContainerRequest {
+            container_id: c.clone(),
+            network: "bridge".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.endpoints.len(), 2);
+    assert!(!Path::new(&a.netns_path).exists());
+    let a = service.activate(&c).await.unwrap();
+    assert_eq!(a.endpoints[0].ipv4_address, "10.213.250.7/24");
+    let mut ifs = netns::in_namespace(Path::new(&a.netns_path), netns::interface_names).unwrap();
+    ifs.sort();
+    assert_eq!(ifs, vec!["eth0", "eth1", "lo"]);
 
     service.detach(&c).await.unwrap();
     assert_eq!(service.remove_network("appnet").await.unwrap(), net.id);
@@ -425,29 +463,51 @@ async fn macvlan_on_a_test_veth_and_published_ports() {
         "the parent is not ours to delete"
     );
 
-    // A port already taken fails the attach, which leaves nothing behind.
+    // A port already taken is accepted at create and fails the activation, which
+    // leaves nothing behind; once the port is free the same container activates.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let before = env.own_links();
-    let e = service
-        .attach_with(&AttachContainerRequest {
-            container_id: id(7),
-            ports: vec![PortBinding {
-                protocol: "tcp".into(),
-                container_port: 80,
-                host_ip: "127.0.0.1".into(),
-                host_port: port.into(),
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains(&port.to_string()), "{e}");
+    let on_taken = AttachContainerRequest {
+        container_id: id(7),
+        ports: vec![PortBinding {
+            protocol: "tcp".into(),
+            container_port: 80,
+            host_ip: "127.0.0.1".into(),
+            host_port: port.into(),
+        }],
+        ..Default::default()
+    };
+    service.attach_with(&on_taken).await.unwrap();
+    let e = service.activate(&id(7)).await.unwrap_err();
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
+    );
     assert_eq!(env.own_links(), before);
     assert!(!env.config.netns_dir().join(id(7)).exists());
+    assert!(service
+        .get_attachment(&id(7))
+        .unwrap()
+        .unwrap()
+        .ports
+        .is_empty());
+    drop(taken);
+    let a = service.activate(&id(7)).await.unwrap();
+    assert_eq!(a.ports[0].host_port, u32::from(port));
+    // Deactivation frees the port and the namespace, and is idempotent.
+    service.deactivate(&id(7)).await.unwrap();
+    service.deactivate(&id(7)).await.unwrap();
+    assert!(!env.config.netns_dir().join(id(7)).exists());
+    assert_eq!(env.own_links(), before);
+    assert!(env.firewall.last().ports.is_empty());
+    TcpListener::bind(("127.0.0.1", port)).expect("port released at deactivation");
+    service.detach(&id(7)).await.unwrap();
     // A free ephemeral port is bound, recorded and handed to the firewall.
-    let a = service
-        .attach_with(&AttachContainerRequest {
+    let a = attach_active(
+        &service,
+        &AttachContainerRequest {
             container_id: id(8),
             ports: vec![PortBinding {
                 protocol: "tcp".into(),
@@ -456,9 +516,10 @@ async fn macvlan_on_a_test_veth_and_published_ports() {
                 host_port: 0,
             }],
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(a.ports.len(), 1);
     assert_ne!(a.ports[0].host_port, 0);
     let fw = env.firewall.last();

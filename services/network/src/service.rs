@@ -21,7 +21,10 @@ use crate::{
     names, netns,
     proxy::{PortProxy, ProxyRequest},
     state::{self, addressing, State},
-    store::{AttachmentRow, EndpointRow, LinkRow, NetworkRow, PortRow, Store},
+    store::{
+        AttachmentRow, EndpointConfigRow, EndpointRow, LinkRow, NetworkRow, PortRequest, PortRow,
+        Store,
+    },
     Error, Result,
 };
 
@@ -215,8 +218,8 @@ impl NetworkService {
         }
     }
 
-    /// Gives `container_id` its network; idempotent per container ID. Convenience form of
-    /// [`Self::attach_with`] without name, endpoint settings, ports or links.
+    /// Records `container_id`'s network and activates it at once: the old
+    /// create-and-start in one call, for tests and tools. See [`Self::attach_with`].
     pub async fn attach(
         &self,
         container_id: &str,
@@ -229,11 +232,13 @@ impl NetworkService {
             hostname: hostname.into(),
             ..Default::default()
         })
-        .await
+        .await?;
+        self.activate(container_id).await
     }
 
-    /// Gives a container its network (AttachContainer): all of it or, on any failure,
-    /// nothing. Idempotent per container ID.
+    /// Records a container's network configuration (AttachContainer, at create): mode,
+    /// endpoint config, requested ports, links. No kernel object is made; everything that
+    /// can be checked without one is checked here. Idempotent per container ID.
     pub async fn attach_with(&self, req: &AttachContainerRequest) -> Result<Attachment> {
         let id = req.container_id.as_str();
         check_container_id(id)?;
@@ -271,6 +276,7 @@ impl NetworkService {
             }
             return Ok(state.attachment_view(row));
         }
+        check_ports(&req.ports)?;
         let mut row = AttachmentRow {
             container_id: id.to_string(),
             mode: mode_name,
@@ -280,138 +286,183 @@ impl NetworkService {
             hostname: req.hostname.clone(),
             created: now_rfc3339(),
             container_name: req.container_name.clone(),
+            active: false,
+            port_requests: Vec::new(),
         };
-        let mut undo = Undo::default();
-        let result = match &resolved {
+        let own_netns = self.netns_path(id).to_string_lossy().into_owned();
+        let mut configs = Vec::new();
+        let mut links = Vec::new();
+        match &resolved {
             Resolved::Network(n) => {
-                self.attach_network(&state, req, &mut row, n, &mut undo)
-                    .await
+                let cfg = req.endpoint.clone().unwrap_or_default();
+                configs.push(endpoint_config(&state, id, n, &cfg)?);
+                links = record_links(&state, id, &req.links)?;
+                row.network = n.name.clone();
+                row.netns_path = own_netns;
+                row.owns_netns = true;
+                row.port_requests = req
+                    .ports
+                    .iter()
+                    .map(|p| PortRequest {
+                        protocol: if p.protocol.is_empty() {
+                            "tcp".into()
+                        } else {
+                            p.protocol.clone()
+                        },
+                        host_ip: p.host_ip.clone(),
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                    })
+                    .collect();
             }
-            Resolved::None => self.attach_none(&mut row, &mut undo).await,
-            Resolved::Host => {
-                row.network = "host".into();
-                self.inner.store.insert_attachment(&row)
+            Resolved::None => {
+                row.network = "none".into();
+                row.netns_path = own_netns;
+                row.owns_netns = true;
             }
+            Resolved::Host => row.network = "host".into(),
             Resolved::Container(target) => {
-                self.attach_container_mode(&state, req, &mut row, target)
+                if target == id {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot join the network namespace of container {target} itself"
+                    )));
+                }
+                if !req.ports.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "conflicting options: port publishing and the container type network mode"
+                            .into(),
+                    ));
+                }
+                let owner = state.attachment(target).ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "cannot join the network of container {target}: it has no network attachment"
+                    ))
+                })?;
+                row.netns_path = owner.netns_path.clone();
             }
-        };
-        if let Err(e) = result {
-            self.undo(undo).await;
-            return Err(e);
         }
-        for p in &req.ports {
-            if !matches!(resolved, Resolved::Network(_)) {
-                tracing::warn!(container_id = id, port = p.container_port, mode = %row.mode, "published ports are discarded in this network mode");
-            }
+        if !req.ports.is_empty() && !matches!(resolved, Resolved::Network(_)) {
+            tracing::warn!(container_id = id, mode = %row.mode, "published ports are discarded in this network mode");
         }
+        self.inner.store.insert_container(&row, &configs, &links)?;
         tracing::info!(container_id = id, mode = %row.mode, netns = %row.netns_path, "attached");
         Ok(self.state()?.attachment_view(&row))
     }
 
-    async fn attach_none(&self, row: &mut AttachmentRow, undo: &mut Undo) -> Result<()> {
-        let path = self.netns_path(&row.container_id);
-        let create = path.clone();
-        blocking(move || netns::create(&create)).await?;
-        undo.0.push(Step::Netns(path.clone()));
-        row.network = "none".into();
-        row.netns_path = path.to_string_lossy().into_owned();
-        row.owns_netns = true;
-        self.inner.store.insert_attachment(row)
+    /// Gives an attached container its live network before it runs (ActivateContainer):
+    /// namespace, endpoints (addresses allocated now), published ports, firewall, DNS.
+    /// All of it or, on any failure, nothing. Idempotent for an active container.
+    pub async fn activate(&self, container_id: &str) -> Result<Attachment> {
+        check_container_id(container_id)?;
+        let _guard = self.inner.lock.lock().await;
+        let state = self.state()?;
+        let row = state
+            .attachment(container_id)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "container {container_id} has no network attachment"
+                ))
+            })?
+            .clone();
+        if row.active {
+            return Ok(state.attachment_view(&row));
+        }
+        if let Some(target) = row.mode.strip_prefix("container:") {
+            if !state.is_active(target) {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot join network of a non running container: {target}"
+                )));
+            }
+        }
+        let mut undo = Undo::default();
+        if let Err(e) = self.activate_steps(&state, &row, &mut undo).await {
+            self.undo(undo).await;
+            return Err(e);
+        }
+        tracing::info!(container_id, mode = %row.mode, "activated");
+        let now = self.state()?;
+        let row = now.attachment(container_id).unwrap_or(&row);
+        Ok(now.attachment_view(row))
     }
 
-    fn attach_container_mode(
+    /// The steps of [`Self::activate`]; each registers its undo.
+    async fn activate_steps(
         &self,
         state: &State,
-        req: &AttachContainerRequest,
-        row: &mut AttachmentRow,
-        target: &str,
-    ) -> Result<()> {
-        if target == row.container_id {
-            return Err(Error::InvalidArgument(format!(
-                "cannot join the network namespace of container {target} itself"
-            )));
-        }
-        if !req.ports.is_empty() {
-            return Err(Error::InvalidArgument(
-                "conflicting options: port publishing and the container type network mode".into(),
-            ));
-        }
-        let owner = state.attachment(target).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "cannot join the network of container {target}: it has no network attachment"
-            ))
-        })?;
-        row.netns_path = owner.netns_path.clone();
-        self.inner.store.insert_attachment(row)
-    }
-
-    /// The bridge/macvlan path of attach: namespace, endpoint, ports, records, firewall,
-    /// DNS; each step registers its undo.
-    async fn attach_network(
-        &self,
-        state: &State,
-        req: &AttachContainerRequest,
-        row: &mut AttachmentRow,
-        n: &NetworkRow,
+        row: &AttachmentRow,
         undo: &mut Undo,
     ) -> Result<()> {
-        let id = row.container_id.clone();
-        let cfg = req.endpoint.clone().unwrap_or_default();
-        check_endpoint_config(state, n, &cfg)?;
-        let links = resolve_links(state, &id, n, &req.links)?;
-        check_ports(&req.ports)?;
+        let id = row.container_id.as_str();
+        if row.owns_netns {
+            let path = PathBuf::from(&row.netns_path);
+            let create = path.clone();
+            blocking(move || netns::create(&create)).await?;
+            undo.0.push(Step::Netns(path));
+        }
+        let netns = PathBuf::from(&row.netns_path);
+        let mut endpoints: Vec<EndpointRow> = Vec::new();
+        for cfg in state.configs_of(id) {
+            let n = state.network_by_id(&cfg.network_id).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "container {id}: network {} no longer exists",
+                    cfg.network_id
+                ))
+            })?;
+            let ifname = names::next_container_ifname(endpoints.iter().map(|e| e.ifname.as_str()));
+            let route = !n.internal && !endpoints.iter().any(|e| e.default_route);
+            let ep = self
+                .create_endpoint(state, id, &netns, n, cfg, &ifname, route)
+                .await?;
+            undo.0.push(Step::Endpoint {
+                netns: netns.clone(),
+                ifname: ep.ifname.clone(),
+                host_ifname: ep.host_ifname.clone(),
+            });
+            endpoints.push(ep);
+        }
 
-        let path = self.netns_path(&id);
-        let create = path.clone();
-        blocking(move || netns::create(&create)).await?;
-        undo.0.push(Step::Netns(path.clone()));
-        row.network = n.name.clone();
-        row.netns_path = path.to_string_lossy().into_owned();
-        row.owns_netns = true;
+        let mut ports = Vec::new();
+        if !row.port_requests.is_empty() {
+            // Ports forward to the first endpoint, as they did at create.
+            match endpoints.first() {
+                Some(first) => {
+                    let ip: Ipv4Addr = first.ip.parse().map_err(|_| {
+                        Error::InvalidArgument(format!("invalid address {}", first.ip))
+                    })?;
+                    let requests = proxy_requests(&port_bindings(&row.port_requests), ip)?;
+                    undo.0.push(Step::Proxy(id.to_string()));
+                    let bindings = self.inner.proxy.open(id, &requests).await?;
+                    ports = bindings
+                        .iter()
+                        .map(|b| PortRow {
+                            container_id: id.to_string(),
+                            protocol: protocol_name(b.protocol).into(),
+                            host_ip: b.host.ip().to_string(),
+                            host_port: b.host.port(),
+                            container_ip: b.target.ip().to_string(),
+                            container_port: b.target.port(),
+                        })
+                        .collect();
+                }
+                None => {
+                    tracing::warn!(container_id = id, "no endpoint left to publish ports on")
+                }
+            }
+        }
 
-        let ep = self
-            .create_endpoint(state, &id, &path, n, &cfg, "eth0", !n.internal)
-            .await?;
-        undo.0.push(Step::Endpoint {
-            netns: path.clone(),
-            ifname: ep.ifname.clone(),
-            host_ifname: ep.host_ifname.clone(),
-        });
-
-        let ip: Ipv4Addr = ep
-            .ip
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("invalid address {}", ep.ip)))?;
-        let requests = proxy_requests(&req.ports, ip)?;
-        let bindings = if requests.is_empty() {
-            Vec::new()
-        } else {
-            undo.0.push(Step::Proxy(id.clone()));
-            self.inner.proxy.open(&id, &requests).await?
-        };
-        let ports: Vec<PortRow> = bindings
-            .iter()
-            .map(|b| PortRow {
-                container_id: id.clone(),
-                protocol: protocol_name(b.protocol).into(),
-                host_ip: b.host.ip().to_string(),
-                host_port: b.host.port(),
-                container_ip: b.target.ip().to_string(),
-                container_port: b.target.port(),
-            })
-            .collect();
-
+        let link_ips = link_addresses(state, row)?;
         self.inner
             .store
-            .insert_container(row, std::slice::from_ref(&ep), &ports, &links)?;
-        undo.0.push(Step::Rows(id.clone()));
+            .activate(id, &endpoints, &ports, &link_ips)?;
+        undo.0.push(Step::Rows(id.to_string()));
         if !ports.is_empty() {
             self.apply_firewall().await?;
         }
         let now = self.state()?;
-        self.refresh_dns(&now, &n.id);
-        self.inner.dns.set_links(&id, now.dns_links(&id));
+        for e in &endpoints {
+            self.refresh_dns(&now, &e.network_id);
+        }
+        self.inner.dns.set_links(id, now.dns_links(id));
         Ok(())
     }
 
@@ -423,15 +474,16 @@ impl NetworkService {
         container_id: &str,
         netns: &Path,
         n: &NetworkRow,
-        cfg: &EndpointConfig,
+        cfg: &EndpointConfigRow,
         ifname: &str,
         default_route: bool,
     ) -> Result<EndpointRow> {
         let a = addressing(n).ok_or_else(|| {
             Error::FailedPrecondition(format!("network {} has no subnet", n.name))
         })?;
-        let taken = state.taken(&n.id);
+        let mut taken = state.taken(&n.id);
         let ip = if cfg.ipv4_address.is_empty() {
+            taken.extend(state.reserved(&n.id, container_id));
             ipam::allocate(a.subnet, a.range, a.gateway, &taken).ok_or_else(|| {
                 Error::FailedPrecondition(format!(
                     "no available IPv4 addresses on network {}",
@@ -440,7 +492,8 @@ impl NetworkService {
             })?
         } else {
             let ip = parse_ip(&cfg.ipv4_address)?;
-            ipam::check_fixed(a.subnet, a.gateway, &taken, ip).map_err(Error::InvalidArgument)?;
+            ipam::check_fixed(a.subnet, a.gateway, &taken, ip)
+                .map_err(Error::FailedPrecondition)?;
             ip
         };
         let mac = endpoint::mac(&cfg.mac_address, ip)?;
@@ -491,7 +544,7 @@ impl NetworkService {
     async fn undo(&self, undo: Undo) {
         for step in undo.0.into_iter().rev() {
             let result = match step {
-                Step::Rows(id) => self.inner.store.delete_attachment(&id),
+                Step::Rows(id) => self.inner.store.deactivate(&id),
                 Step::Proxy(id) => {
                     // Waits for the sockets to close, so a retry can bind the same ports.
                     self.inner.proxy.close_wait(&id).await;
@@ -505,22 +558,28 @@ impl NetworkService {
                 Step::Netns(path) => blocking(move || netns::remove(&path)).await,
             };
             if let Err(e) = result {
-                tracing::warn!(error = %e, "undoing a failed attach");
+                tracing::warn!(error = %e, "undoing a failed activation");
             }
         }
+        let _ = self.apply_firewall().await;
     }
 
-    /// Releases everything [`attach`](Self::attach) and connect made; unknown containers
-    /// succeed.
-    pub async fn detach(&self, container_id: &str) -> Result<()> {
+    /// Removes what [`Self::activate`] made (DeactivateContainer, when the container's
+    /// process has ended): ports, endpoints (addresses released), namespace, DNS names.
+    /// The configuration stays. Idempotent; unknown containers succeed.
+    pub async fn deactivate(&self, container_id: &str) -> Result<()> {
         check_container_id(container_id)?;
         let _guard = self.inner.lock.lock().await;
+        self.deactivate_locked(container_id).await
+    }
+
+    async fn deactivate_locked(&self, container_id: &str) -> Result<()> {
         let state = self.state()?;
         let Some(row) = state.attachment(container_id) else {
             return Ok(());
         };
         let had_ports = state.ports.iter().any(|p| p.container_id == container_id);
-        // Waits for the sockets to close: `rm` then `run -p` on the same port must work.
+        // Waits for the sockets to close: `stop` then `run -p` on the same port must work.
         self.inner.proxy.close_wait(container_id).await;
         let endpoints: Vec<EndpointRow> = state
             .endpoints_of(container_id)
@@ -535,11 +594,12 @@ impl NetworkService {
             );
             blocking(move || endpoint::remove(&netns, &ifname, &host)).await?;
         }
-        if row.owns_netns {
+        // Also when inactive: a crash may have left the file behind.
+        if row.owns_netns && Path::new(&row.netns_path).exists() {
             let path = PathBuf::from(&row.netns_path);
             blocking(move || netns::remove(&path)).await?;
         }
-        self.inner.store.delete_attachment(container_id)?;
+        self.inner.store.deactivate(container_id)?;
         self.inner.dns.set_links(container_id, Vec::new());
         let now = self.state()?;
         for e in &endpoints {
@@ -548,11 +608,28 @@ impl NetworkService {
         if had_ports {
             self.apply_firewall().await?;
         }
+        if row.active {
+            tracing::info!(container_id, mode = %row.mode, "deactivated");
+        }
+        Ok(())
+    }
+
+    /// Deactivates and forgets a container (DetachContainer, at remove); unknown
+    /// containers succeed.
+    pub async fn detach(&self, container_id: &str) -> Result<()> {
+        check_container_id(container_id)?;
+        let _guard = self.inner.lock.lock().await;
+        let Some(row) = self.inner.store.attachment(container_id)? else {
+            return Ok(());
+        };
+        self.deactivate_locked(container_id).await?;
+        self.inner.store.delete_attachment(container_id)?;
         tracing::info!(container_id, mode = %row.mode, "detached");
         Ok(())
     }
 
-    /// Adds an endpoint on one more network to an attached container (`network connect`).
+    /// Adds a network to a container (`network connect`): recorded always, the live
+    /// endpoint made only while the container is active.
     pub async fn connect(&self, req: &ConnectContainerRequest) -> Result<Attachment> {
         let id = req.container_id.as_str();
         check_container_id(id)?;
@@ -571,8 +648,7 @@ impl NetworkService {
                 n.name, row.mode
             )));
         }
-        let mine = state.endpoints_of(id);
-        if mine.iter().any(|e| e.network_id == n.id) {
+        if state.configs_of(id).iter().any(|c| c.network_id == n.id) {
             return Err(Error::AlreadyExists(format!(
                 "endpoint with name {} already exists in network {}",
                 if row.container_name.is_empty() {
@@ -583,60 +659,82 @@ impl NetworkService {
                 n.name
             )));
         }
-        let cfg = req.endpoint.clone().unwrap_or_default();
-        check_endpoint_config(&state, &n, &cfg)?;
-        let ifname = names::next_container_ifname(mine.iter().map(|e| e.ifname.as_str()));
-        let route = !n.internal && !mine.iter().any(|e| e.default_route);
-        let netns = PathBuf::from(&row.netns_path);
-        let ep = self
-            .create_endpoint(&state, id, &netns, &n, &cfg, &ifname, route)
-            .await?;
-        if let Err(e) = self.inner.store.insert_endpoint(&ep) {
-            let (host, name) = (ep.host_ifname.clone(), ep.ifname.clone());
-            let _ = blocking(move || endpoint::remove(&netns, &name, &host)).await;
-            return Err(e);
+        let cfg = endpoint_config(&state, id, &n, &req.endpoint.clone().unwrap_or_default())?;
+        self.inner.store.insert_config(&cfg)?;
+        if row.active {
+            let mine = state.endpoints_of(id);
+            let ifname = names::next_container_ifname(mine.iter().map(|e| e.ifname.as_str()));
+            let route = !n.internal && !mine.iter().any(|e| e.default_route);
+            let netns = PathBuf::from(&row.netns_path);
+            let made = match self
+                .create_endpoint(&state, id, &netns, &n, &cfg, &ifname, route)
+                .await
+            {
+                Ok(ep) => match self.inner.store.insert_endpoint(&ep) {
+                    Ok(()) => Ok(ep),
+                    Err(e) => {
+                        let (host, name) = (ep.host_ifname.clone(), ep.ifname.clone());
+                        let _ = blocking(move || endpoint::remove(&netns, &name, &host)).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(ep) => {
+                    tracing::info!(container_id = id, network = %n.name, ip = %ep.ip, ifname = %ep.ifname, "connected")
+                }
+                Err(e) => {
+                    let _ = self.inner.store.delete_config(id, &n.id);
+                    return Err(e);
+                }
+            }
+        } else {
+            tracing::info!(container_id = id, network = %n.name, "connected (endpoint made at start)");
         }
         let now = self.state()?;
         self.refresh_dns(&now, &n.id);
-        tracing::info!(container_id = id, network = %n.name, ip = %ep.ip, ifname = %ep.ifname, "connected");
         Ok(now.attachment_view(&row))
     }
 
-    /// Removes a container's endpoint on one network (`network disconnect`). Ports that
-    /// forwarded to that endpoint are closed.
+    /// Removes a container from one network (`network disconnect`): the record, and the
+    /// live endpoint when active. Ports that forwarded to that endpoint are closed.
     pub async fn disconnect(&self, req: &DisconnectContainerRequest) -> Result<Attachment> {
         let id = req.container_id.as_str();
         check_container_id(id)?;
         let _guard = self.inner.lock.lock().await;
         let state = self.state()?;
         let (row, n) = attachment_and_network(&state, id, &req.network)?;
-        let ep = state
+        if !state.configs_of(id).iter().any(|c| c.network_id == n.id) {
+            return Err(Error::NotFound(format!(
+                "container {id} is not connected to network {}",
+                n.name
+            )));
+        }
+        if let Some(ep) = state
             .endpoints_of(id)
             .into_iter()
             .find(|e| e.network_id == n.id)
             .cloned()
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "container {id} is not connected to network {}",
-                    n.name
-                ))
-            })?;
-        let (netns, name, host) = (
-            PathBuf::from(&row.netns_path),
-            ep.ifname.clone(),
-            ep.host_ifname.clone(),
-        );
-        blocking(move || endpoint::remove(&netns, &name, &host)).await?;
-        self.inner.store.delete_endpoint(id, &n.id)?;
-        let forwarded = state
-            .ports
-            .iter()
-            .any(|p| p.container_id == id && p.container_ip == ep.ip);
-        if forwarded {
-            self.inner.proxy.close_wait(id).await;
-            self.inner.store.delete_ports(id)?;
-            self.apply_firewall().await?;
+        {
+            let (netns, name, host) = (
+                PathBuf::from(&row.netns_path),
+                ep.ifname.clone(),
+                ep.host_ifname.clone(),
+            );
+            blocking(move || endpoint::remove(&netns, &name, &host)).await?;
+            self.inner.store.delete_endpoint(id, &n.id)?;
+            let forwarded = state
+                .ports
+                .iter()
+                .any(|p| p.container_id == id && p.container_ip == ep.ip);
+            if forwarded {
+                self.inner.proxy.close_wait(id).await;
+                self.inner.store.delete_ports(id)?;
+                self.apply_firewall().await?;
+            }
         }
+        self.inner.store.delete_config(id, &n.id)?;
         let now = self.state()?;
         self.refresh_dns(&now, &n.id);
         tracing::info!(container_id = id, network = %n.name, "disconnected");
@@ -651,8 +749,15 @@ impl NetworkService {
     }
 }
 
-/// Checks `--alias`, `--ip` and `--mac-address` against the network before any work.
-fn check_endpoint_config(state: &State, n: &NetworkRow, cfg: &EndpointConfig) -> Result<()> {
+/// Checks `--alias`, `--ip` and `--mac-address` against the network and builds the
+/// config to record. A fixed address must be in the subnet and not held by another
+/// container's config.
+fn endpoint_config(
+    state: &State,
+    container_id: &str,
+    n: &NetworkRow,
+    cfg: &EndpointConfig,
+) -> Result<EndpointConfigRow> {
     let user = state.is_user(n);
     if !cfg.aliases.is_empty() && !user {
         return Err(Error::InvalidArgument(
@@ -666,12 +771,29 @@ fn check_endpoint_config(state: &State, n: &NetworkRow, cfg: &EndpointConfig) ->
                 cfg.ipv4_address
             )));
         }
-        parse_ip(&cfg.ipv4_address)?;
+        let ip = parse_ip(&cfg.ipv4_address)?;
+        let a = addressing(n).ok_or_else(|| {
+            Error::FailedPrecondition(format!("network {} has no subnet", n.name))
+        })?;
+        ipam::check_fixed(
+            a.subnet,
+            a.gateway,
+            &state.reserved(&n.id, container_id),
+            ip,
+        )
+        .map_err(Error::InvalidArgument)?;
     }
     if !cfg.mac_address.is_empty() {
         names::parse_mac(&cfg.mac_address).map_err(Error::InvalidArgument)?;
     }
-    Ok(())
+    Ok(EndpointConfigRow {
+        container_id: container_id.to_string(),
+        network_id: n.id.clone(),
+        aliases: cfg.aliases.clone(),
+        ipv4_address: cfg.ipv4_address.clone(),
+        mac_address: cfg.mac_address.clone(),
+        created: now_rfc3339(),
+    })
 }
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr> {
@@ -679,26 +801,65 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr> {
         .map_err(|_| Error::InvalidArgument(format!("invalid IPv4 address {s:?}")))
 }
 
-/// `--link` targets: attached, with an address (on `n` when they share it).
-fn resolve_links(
+/// `--link` targets to record: attached containers. Their addresses are looked up at
+/// each activation.
+fn record_links(
     state: &State,
     container_id: &str,
-    n: &NetworkRow,
     links: &[berth_proto::network::v1::Link],
 ) -> Result<Vec<LinkRow>> {
     links
         .iter()
         .map(|l| {
-            let label = if l.name.is_empty() {
-                &l.container_id
-            } else {
-                &l.name
-            };
-            let target = state.attachment(&l.container_id).ok_or_else(|| {
-                Error::FailedPrecondition(format!(
+            if state.attachment(&l.container_id).is_none() {
+                let label = if l.name.is_empty() {
+                    &l.container_id
+                } else {
+                    &l.name
+                };
+                return Err(Error::FailedPrecondition(format!(
                     "cannot link to {label}: it has no network attachment"
+                )));
+            }
+            Ok(LinkRow {
+                container_id: container_id.to_string(),
+                target_id: l.container_id.clone(),
+                name: l.name.clone(),
+                alias: l.alias.clone(),
+                ip: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// The current address of each link target of `row`, which must be running (Docker:
+/// "Cannot link to a non running container"); on the container's first network when the
+/// target is on it.
+fn link_addresses(state: &State, row: &AttachmentRow) -> Result<Vec<(String, String)>> {
+    let first = state
+        .configs_of(&row.container_id)
+        .first()
+        .map(|c| c.network_id.clone());
+    state
+        .links
+        .iter()
+        .filter(|l| l.container_id == row.container_id)
+        .map(|l| {
+            let alias = if l.alias.is_empty() {
+                &l.name
+            } else {
+                &l.alias
+            };
+            let not_running = || {
+                Error::FailedPrecondition(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{alias}",
+                    l.name, row.container_name
                 ))
-            })?;
+            };
+            let target = state.attachment(&l.target_id).ok_or_else(not_running)?;
+            if !target.active {
+                return Err(not_running());
+            }
             let owner = target
                 .mode
                 .strip_prefix("container:")
@@ -706,20 +867,28 @@ fn resolve_links(
             let eps = state.endpoints_of(owner);
             let ep = eps
                 .iter()
-                .find(|e| e.network_id == n.id)
+                .find(|e| Some(&e.network_id) == first.as_ref())
                 .or(eps.first())
                 .ok_or_else(|| {
                     Error::FailedPrecondition(format!(
-                        "cannot link to {label}: it has no network address"
+                        "cannot link to {}: it has no network address",
+                        l.name
                     ))
                 })?;
-            Ok(LinkRow {
-                container_id: container_id.to_string(),
-                target_id: l.container_id.clone(),
-                name: l.name.clone(),
-                alias: l.alias.clone(),
-                ip: ep.ip.clone(),
-            })
+            Ok((l.target_id.clone(), ep.ip.clone()))
+        })
+        .collect()
+}
+
+/// The recorded requests as the proto's bindings.
+fn port_bindings(requests: &[PortRequest]) -> Vec<PortBinding> {
+    requests
+        .iter()
+        .map(|p| PortBinding {
+            protocol: p.protocol.clone(),
+            container_port: p.container_port,
+            host_ip: p.host_ip.clone(),
+            host_port: p.host_port,
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use crate::{
     firewall::{FirewallNetwork, FirewallState, PublishedPort},
     ipam::Subnet,
     proxy::Protocol,
-    store::{AttachmentRow, EndpointRow, LinkRow, NetworkRow, PortRow, Store},
+    store::{AttachmentRow, EndpointConfigRow, EndpointRow, LinkRow, NetworkRow, PortRow, Store},
     Result,
 };
 
@@ -51,6 +51,9 @@ pub fn protocol(s: &str) -> Option<Protocol> {
 pub struct State {
     pub networks: Vec<NetworkRow>,
     pub attachments: Vec<AttachmentRow>,
+    /// The networks each container is on (recorded at create and connect).
+    pub configs: Vec<EndpointConfigRow>,
+    /// Live endpoints, of active containers only.
     pub endpoints: Vec<EndpointRow>,
     pub ports: Vec<PortRow>,
     pub links: Vec<LinkRow>,
@@ -61,6 +64,7 @@ impl State {
         Ok(State {
             networks: store.networks()?,
             attachments: store.attachments()?,
+            configs: store.configs()?,
             endpoints: store.endpoints()?,
             ports: store.ports()?,
             links: store.links()?,
@@ -94,7 +98,30 @@ impl State {
             .find(|a| a.container_id == container_id)
     }
 
-    /// The container's endpoints, the first one (made at attach) first.
+    /// The container's endpoint configs, the one of its network mode first.
+    pub fn configs_of(&self, container_id: &str) -> Vec<&EndpointConfigRow> {
+        self.configs
+            .iter()
+            .filter(|c| c.container_id == container_id)
+            .collect()
+    }
+
+    /// True when the container is attached and active (running).
+    pub fn is_active(&self, container_id: &str) -> bool {
+        self.attachment(container_id).is_some_and(|a| a.active)
+    }
+
+    /// Fixed addresses (--ip) other containers hold on a network, active or not: dynamic
+    /// allocation avoids them so those containers can always start.
+    pub fn reserved(&self, network_id: &str, except: &str) -> Vec<Ipv4Addr> {
+        self.configs
+            .iter()
+            .filter(|c| c.network_id == network_id && c.container_id != except)
+            .filter_map(|c| c.ipv4_address.parse().ok())
+            .collect()
+    }
+
+    /// The container's live endpoints, the first one first.
     pub fn endpoints_of(&self, container_id: &str) -> Vec<&EndpointRow> {
         self.endpoints
             .iter()
@@ -109,7 +136,7 @@ impl State {
             .collect()
     }
 
-    /// Addresses taken on a network.
+    /// Addresses in use on a network (live endpoints).
     pub fn taken(&self, network_id: &str) -> Vec<Ipv4Addr> {
         self.endpoints_on(network_id)
             .iter()
@@ -117,12 +144,14 @@ impl State {
             .collect()
     }
 
-    /// Containers on a network: endpoints, or attachments for none/host.
+    /// Containers on a network, running or not: endpoint configs, or attachments for
+    /// none/host.
     pub fn containers_on(&self, n: &NetworkRow) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .endpoints_on(&n.id)
+            .configs
             .iter()
-            .map(|e| e.container_id.clone())
+            .filter(|c| c.network_id == n.id)
+            .map(|c| c.container_id.clone())
             .collect();
         ids.extend(
             self.attachments
@@ -156,22 +185,43 @@ impl State {
         }
     }
 
+    /// A configured endpoint of a container that is not active: no address yet.
+    pub fn config_view(&self, c: &EndpointConfigRow) -> Endpoint {
+        let n = self.network_by_id(&c.network_id);
+        Endpoint {
+            network_id: c.network_id.clone(),
+            network_name: n.map(|n| n.name.clone()).unwrap_or_default(),
+            driver: n.map(|n| n.driver.clone()).unwrap_or_default(),
+            gateway: n.map(|n| n.gateway.clone()).unwrap_or_default(),
+            mac_address: c.mac_address.clone(),
+            aliases: c.aliases.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The attachment of `row`; a `container:` one reports its target's endpoints.
+    /// Endpoints are the configured ones, with addresses only while active.
     pub fn attachment_view(&self, row: &AttachmentRow) -> Attachment {
         let owner = row
             .mode
             .strip_prefix("container:")
             .unwrap_or(&row.container_id);
+        let live = self.endpoints_of(owner);
         let endpoints: Vec<Endpoint> = self
-            .endpoints_of(owner)
+            .configs_of(owner)
             .into_iter()
-            .map(|e| self.endpoint_view(e))
+            .map(
+                |c| match live.iter().find(|e| e.network_id == c.network_id) {
+                    Some(e) => self.endpoint_view(e),
+                    None => self.config_view(c),
+                },
+            )
             .collect();
         // The embedded DNS listens on the gateway of the first user-defined bridge network.
         let dns_servers = self
-            .endpoints_of(owner)
+            .configs_of(owner)
             .into_iter()
-            .filter_map(|e| self.network_by_id(&e.network_id))
+            .filter_map(|c| self.network_by_id(&c.network_id))
             .find(|n| self.is_user(n) && n.driver == "bridge")
             .map(|n| vec![n.gateway.clone()])
             .unwrap_or_default();
@@ -179,7 +229,11 @@ impl State {
             container_id: row.container_id.clone(),
             mode: row.mode.clone(),
             netns_path: row.netns_path.clone(),
-            ip_addresses: endpoints.iter().map(|e| e.ipv4_address.clone()).collect(),
+            ip_addresses: endpoints
+                .iter()
+                .filter(|e| !e.ipv4_address.is_empty())
+                .map(|e| e.ipv4_address.clone())
+                .collect(),
             dns_servers,
             endpoints,
             ports: self
@@ -196,7 +250,7 @@ impl State {
             extra_hosts: self
                 .links
                 .iter()
-                .filter(|l| l.container_id == owner)
+                .filter(|l| l.container_id == owner && !l.ip.is_empty())
                 .map(hosts_line)
                 .collect(),
             ..Default::default()
@@ -300,7 +354,7 @@ impl State {
             .first()
             .and_then(|e| self.network_by_id(&e.network_id))
             .is_some_and(|n| self.is_user(n));
-        if !on_user {
+        if !on_user || !self.is_active(container_id) {
             return Vec::new();
         }
         self.links

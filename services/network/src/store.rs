@@ -1,6 +1,7 @@
 //! The network service's metadata in `<state>/meta.db` (SQLite, WAL): networks (built-in
-//! and user-defined), one attachment per container, its endpoints (one per network), its
-//! published ports and its links.
+//! and user-defined), one attachment per container with its recorded configuration
+//! (endpoint configs, requested ports, links) and, while it is active (running), its live
+//! endpoints and bound ports.
 use std::{collections::BTreeMap, path::Path, sync::Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -73,6 +74,29 @@ const MIGRATIONS: &[&str] = &[
         ip TEXT NOT NULL
     );
     CREATE INDEX links_by_container ON links (container_id);",
+    // Network only while running (ADR 7): the configuration is recorded at create,
+    // endpoints and ports exist only while `active`. Older records were all live.
+    "ALTER TABLE attachments ADD COLUMN active INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attachments ADD COLUMN port_requests TEXT NOT NULL DEFAULT '[]';
+    UPDATE attachments SET active = 1;
+    UPDATE attachments SET port_requests = COALESCE((SELECT json_group_array(json_object(
+        'protocol', p.protocol, 'host_ip', p.host_ip, 'host_port', p.host_port,
+        'container_port', p.container_port)) FROM ports p
+        WHERE p.container_id = attachments.container_id), '[]');
+    CREATE TABLE endpoint_configs (
+        container_id TEXT NOT NULL,
+        network_id TEXT NOT NULL,
+        -- JSON array
+        aliases TEXT NOT NULL,
+        -- --ip; empty: allocated at each activation
+        ipv4_address TEXT NOT NULL,
+        -- --mac-address; empty: derived from the address
+        mac_address TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (container_id, network_id)
+    );
+    INSERT INTO endpoint_configs
+        SELECT container_id, network_id, aliases, '', '', created FROM endpoints;",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +125,31 @@ pub struct AttachmentRow {
     pub hostname: String,
     pub created: String,
     pub container_name: String,
+    /// True while the container runs: its kernel objects, ports and names exist.
+    pub active: bool,
+    /// Published ports as requested (-p; host port 0 is chosen at each activation).
+    pub port_requests: Vec<PortRequest>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortRequest {
+    pub protocol: String,
+    pub host_ip: String,
+    pub host_port: u32,
+    pub container_port: u32,
+}
+
+/// A network the container is on, as configured (create, connect); its live endpoint
+/// exists only while the container is active.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointConfigRow {
+    pub container_id: String,
+    pub network_id: String,
+    pub aliases: Vec<String>,
+    /// Fixed address (--ip) or empty.
+    pub ipv4_address: String,
+    pub mac_address: String,
+    pub created: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,8 +190,8 @@ pub struct Store {
 
 const NETWORK_COLS: &str =
     "name, id, driver, created, subnet, gateway, ip_range, internal, options, labels, interface";
-const ATTACHMENT_COLS: &str =
-    "container_id, mode, network, netns_path, owns_netns, hostname, created, container_name";
+const ATTACHMENT_COLS: &str = "container_id, mode, network, netns_path, owns_netns, hostname, created, container_name, active, port_requests";
+const CONFIG_COLS: &str = "container_id, network_id, aliases, ipv4_address, mac_address, created";
 const ENDPOINT_COLS: &str =
     "container_id, network_id, ip, mac, aliases, ifname, host_ifname, default_route, created";
 const PORT_COLS: &str = "container_id, protocol, host_ip, host_port, container_ip, container_port";
@@ -233,21 +282,21 @@ impl Store {
     }
 
     pub fn insert_attachment(&self, row: &AttachmentRow) -> Result<()> {
-        self.insert_container(row, &[], &[], &[])
+        self.insert_container(row, &[], &[])
     }
 
-    /// Records a container's attachment with its endpoints, ports and links, atomically.
+    /// Records a container's configuration (create): attachment, endpoint configs and
+    /// links (their addresses are filled at activation), atomically.
     pub fn insert_container(
         &self,
         row: &AttachmentRow,
-        endpoints: &[EndpointRow],
-        ports: &[PortRow],
+        configs: &[EndpointConfigRow],
         links: &[LinkRow],
     ) -> Result<()> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         tx.execute(
-            &format!("INSERT INTO attachments ({ATTACHMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!("INSERT INTO attachments ({ATTACHMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             params![
                 row.container_id,
                 row.mode,
@@ -256,24 +305,13 @@ impl Store {
                 row.owns_netns,
                 row.hostname,
                 row.created,
-                row.container_name
+                row.container_name,
+                row.active,
+                to_json(&row.port_requests)
             ],
         )?;
-        for e in endpoints {
-            insert_endpoint(&tx, e)?;
-        }
-        for p in ports {
-            tx.execute(
-                &format!("INSERT INTO ports ({PORT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    p.container_id,
-                    p.protocol,
-                    p.host_ip,
-                    p.host_port,
-                    p.container_ip,
-                    p.container_port
-                ],
-            )?;
+        for c in configs {
+            insert_config(&tx, c)?;
         }
         for l in links {
             tx.execute(
@@ -285,11 +323,71 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a container: attachment, endpoints, ports, links.
+    /// Marks a container active with its live endpoints, bound ports and the current
+    /// addresses of its link targets (`(target_id, ip)`), atomically.
+    pub fn activate(
+        &self,
+        container_id: &str,
+        endpoints: &[EndpointRow],
+        ports: &[PortRow],
+        link_ips: &[(String, String)],
+    ) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        for e in endpoints {
+            insert_endpoint(&tx, e)?;
+        }
+        for p in ports {
+            insert_port(&tx, p)?;
+        }
+        for (target, ip) in link_ips {
+            tx.execute(
+                "UPDATE links SET ip = ?3 WHERE container_id = ?1 AND target_id = ?2",
+                params![container_id, target, ip],
+            )?;
+        }
+        tx.execute(
+            "UPDATE attachments SET active = 1 WHERE container_id = ?1",
+            params![container_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a container's live state (endpoints, ports, link addresses); the
+    /// configuration stays.
+    pub fn deactivate(&self, container_id: &str) -> Result<()> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        for table in ["endpoints", "ports"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE container_id = ?1"),
+                params![container_id],
+            )?;
+        }
+        tx.execute(
+            "UPDATE links SET ip = '' WHERE container_id = ?1",
+            params![container_id],
+        )?;
+        tx.execute(
+            "UPDATE attachments SET active = 0 WHERE container_id = ?1",
+            params![container_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a container: attachment, configs, endpoints, ports, links.
     pub fn delete_attachment(&self, container_id: &str) -> Result<()> {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
-        for table in ["attachments", "endpoints", "ports", "links"] {
+        for table in [
+            "attachments",
+            "endpoint_configs",
+            "endpoints",
+            "ports",
+            "links",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE container_id = ?1"),
                 params![container_id],
@@ -297,6 +395,39 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    pub fn insert_config(&self, row: &EndpointConfigRow) -> Result<()> {
+        insert_config(&self.conn(), row)
+    }
+
+    pub fn delete_config(&self, container_id: &str, network_id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM endpoint_configs WHERE container_id = ?1 AND network_id = ?2",
+            params![container_id, network_id],
+        )?;
+        Ok(())
+    }
+
+    /// Every endpoint config, in the order the container got them.
+    pub fn configs(&self) -> Result<Vec<EndpointConfigRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CONFIG_COLS} FROM endpoint_configs ORDER BY created, rowid"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(EndpointConfigRow {
+                    container_id: r.get(0)?,
+                    network_id: r.get(1)?,
+                    aliases: from_json(r.get(2)?),
+                    ipv4_address: r.get(3)?,
+                    mac_address: r.get(4)?,
+                    created: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     pub fn insert_endpoint(&self, row: &EndpointRow) -> Result<()> {
@@ -394,6 +525,36 @@ fn insert_network(conn: &Connection, row: &NetworkRow, or_ignore: bool) -> Resul
     Ok(())
 }
 
+fn insert_config(conn: &Connection, c: &EndpointConfigRow) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO endpoint_configs ({CONFIG_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![
+            c.container_id,
+            c.network_id,
+            to_json(&c.aliases),
+            c.ipv4_address,
+            c.mac_address,
+            c.created
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_port(conn: &Connection, p: &PortRow) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO ports ({PORT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![
+            p.container_id,
+            p.protocol,
+            p.host_ip,
+            p.host_port,
+            p.container_ip,
+            p.container_port
+        ],
+    )?;
+    Ok(())
+}
+
 fn insert_endpoint(conn: &Connection, e: &EndpointRow) -> Result<()> {
     conn.execute(
         &format!(
@@ -449,6 +610,8 @@ fn attachment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttachmentRow> {
         hostname: r.get(5)?,
         created: r.get(6)?,
         container_name: r.get(7)?,
+        active: r.get(8)?,
+        port_requests: from_json(r.get(9)?),
     })
 }
 
@@ -480,6 +643,8 @@ mod tests {
             hostname: String::new(),
             created: "2026-01-01T00:00:00Z".into(),
             container_name: String::new(),
+            active: false,
+            port_requests: Vec::new(),
         }
     }
 
@@ -533,6 +698,43 @@ mod tests {
         assert!(nets[0].options.is_empty() && !nets[0].internal);
     }
 
+    /// Containers recorded under the create-to-remove design were live: they migrate
+    /// as active, with their endpoints as configs and their ports as requests.
+    #[test]
+    fn version_two_databases_migrate_as_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO attachments VALUES ('c1', 'bridge', 'bridge', '/run/n/c1', 1, '', 't', 'web');
+                 INSERT INTO endpoints VALUES ('c1', 'n1', '172.17.0.2', 'm', '[\"db\"]', 'eth0', 'v', 1, 't');
+                 INSERT INTO ports VALUES ('c1', 'tcp', '0.0.0.0', 8080, '172.17.0.2', 80);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let a = store.attachment("c1").unwrap().unwrap();
+        assert!(a.active);
+        assert_eq!(
+            a.port_requests,
+            vec![PortRequest {
+                protocol: "tcp".into(),
+                host_ip: "0.0.0.0".into(),
+                host_port: 8080,
+                container_port: 80,
+            }]
+        );
+        let configs = store.configs().unwrap();
+        assert_eq!(configs.len(), 1);
+        assert_eq!(configs[0].aliases, vec!["db"]);
+        assert!(configs[0].ipv4_address.is_empty());
+        assert_eq!(store.endpoints().unwrap().len(), 1);
+    }
+
     #[test]
     fn containers_are_recorded_and_forgotten_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -576,31 +778,59 @@ mod tests {
             target_id: "c0".into(),
             name: "web".into(),
             alias: "w".into(),
-            ip: "10.1.0.3".into(),
+            ip: String::new(),
         };
+        let config = EndpointConfigRow {
+            container_id: "c1".into(),
+            network_id: "n2".into(),
+            aliases: vec!["db".into()],
+            ipv4_address: "10.1.0.2".into(),
+            ..Default::default()
+        };
+        let mut c1 = row("c1");
+        c1.port_requests = vec![PortRequest {
+            protocol: "tcp".into(),
+            host_ip: String::new(),
+            host_port: 8080,
+            container_port: 80,
+        }];
         store
             .insert_container(
-                &row("c1"),
-                std::slice::from_ref(&ep),
-                std::slice::from_ref(&port),
+                &c1,
+                std::slice::from_ref(&config),
                 std::slice::from_ref(&link),
             )
             .unwrap();
-        // The same address twice on one network is refused, and nothing of c2 is kept.
+        assert_eq!(store.attachment("c1").unwrap(), Some(c1.clone()));
+        assert_eq!(store.configs().unwrap(), vec![config.clone()]);
+        store
+            .activate(
+                "c1",
+                std::slice::from_ref(&ep),
+                std::slice::from_ref(&port),
+                &[("c0".into(), "10.1.0.3".into())],
+            )
+            .unwrap();
+        assert!(store.attachment("c1").unwrap().unwrap().active);
+        // The same address twice on one network is refused.
+        store.insert_attachment(&row("c2")).unwrap();
         let dup = EndpointRow {
             container_id: "c2".into(),
             ..ep.clone()
         };
-        assert!(store
-            .insert_container(&row("c2"), &[dup], &[], &[])
-            .is_err());
-        assert_eq!(store.attachment("c2").unwrap(), None);
+        assert!(store.activate("c2", &[dup], &[], &[]).is_err());
+        assert!(!store.attachment("c2").unwrap().unwrap().active);
         assert_eq!(store.endpoints().unwrap(), vec![ep]);
         assert_eq!(store.ports().unwrap(), vec![port]);
+        assert_eq!(store.links().unwrap()[0].ip, "10.1.0.3");
+        // Deactivation keeps the configuration, drops the live state.
+        store.deactivate("c1").unwrap();
+        assert!(!store.attachment("c1").unwrap().unwrap().active);
+        assert!(store.endpoints().unwrap().is_empty() && store.ports().unwrap().is_empty());
         assert_eq!(store.links().unwrap(), vec![link]);
+        assert_eq!(store.configs().unwrap(), vec![config]);
         store.delete_attachment("c1").unwrap();
-        assert!(store.endpoints().unwrap().is_empty());
-        assert!(store.ports().unwrap().is_empty());
+        assert!(store.configs().unwrap().is_empty());
         assert!(store.links().unwrap().is_empty());
     }
 }

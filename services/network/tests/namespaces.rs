@@ -199,6 +199,16 @@ async fn attachments_survive_a_restart_and_orphans_are_removed() {
     // A namespace made but never recorded (a crash in between).
     let orphan_path = env.config.netns_dir().join(&orphan);
     netns::create(&orphan_path).unwrap();
+    // A stopped (recorded, inactive) container whose namespace a crash left behind.
+    let stopped = env.id();
+    let stopped_path = {
+        let service = env.open().await;
+        let a = service.attach(&stopped, "none", "").await.unwrap();
+        service.deactivate(&stopped).await.unwrap();
+        assert!(!Path::new(&a.netns_path).exists());
+        a.netns_path
+    };
+    netns::create(Path::new(&stopped_path)).unwrap();
 
     let service = env.open().await;
     let a = service
@@ -208,6 +218,12 @@ async fn attachments_survive_a_restart_and_orphans_are_removed() {
     assert_eq!(a.netns_path, path);
     assert!(netns::is_namespace(Path::new(&path)));
     assert!(!orphan_path.exists(), "orphaned namespace kept");
+    assert!(
+        !Path::new(&stopped_path).exists(),
+        "namespace of an inactive container kept"
+    );
+    assert!(service.get_attachment(&stopped).unwrap().is_some());
+    service.detach(&stopped).await.unwrap();
     service.detach(&id).await.unwrap();
     assert!(!mounted(Path::new(&path)));
 }

@@ -30,6 +30,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// The network service failed a call (activation at start); its code is passed on.
+    #[error("{}", .0.message())]
+    Network(tonic::Status),
 }
 
 impl Error {
@@ -66,6 +69,7 @@ impl From<Error> for Status {
                 berth_common::status::with_exit_code(msg, exit_code)
             }
             Error::Db(_) | Error::Io { .. } | Error::Internal(_) => Status::internal(msg),
+            Error::Network(status) => Status::new(status.code(), msg),
         }
     }
 }
@@ -102,6 +106,17 @@ mod tests {
         assert_eq!(
             (s.code(), s.message()),
             (Code::FailedPrecondition, "container abc is not running")
+        );
+        let s: Status = Error::Network(Status::failed_precondition(
+            "Bind for 0.0.0.0:8080 failed: port is already allocated",
+        ))
+        .into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::FailedPrecondition,
+                "Bind for 0.0.0.0:8080 failed: port is already allocated"
+            )
         );
         let s: Status = Error::RemoveRunning("web".into()).into();
         assert_eq!(

@@ -28,6 +28,13 @@
 //! - UpdateNetwork (network connect/disconnect) rewrites the bundle's `hosts` and
 //!   `resolv.conf` in place (open, truncate, write): the shim bind-mounts them by inode,
 //!   so a renamed file would not be seen by a running container. Mode and netns are fixed.
+//! - A container's network exists only while it runs (ADR 7): before every spawn (start,
+//!   restart, policy restart, attach-start) the supervisor calls the network service's
+//!   ActivateContainer and writes the addresses, ports and link entries into the record,
+//!   `hosts` and `resolv.conf`; a failed activation fails the start with the network's
+//!   status code. When the exit is recorded it calls DeactivateContainer first (before a
+//!   policy restart re-activates); an unreachable network service is retried in the
+//!   background, and at start-up every container that is not running is deactivated.
 pub mod attach;
 pub mod cgroup;
 pub mod error;

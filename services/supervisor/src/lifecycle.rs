@@ -10,10 +10,17 @@ use std::{
 };
 
 use berth_common::{ids, Config, Service};
-use berth_proto::supervisor::v1::{
-    Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus, NetworkSettings,
+use berth_proto::{
+    network::v1::{
+        network_client::NetworkClient, ActivateContainerRequest, Attachment,
+        DeactivateContainerRequest,
+    },
+    supervisor::v1::{
+        Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus, NetworkSettings,
+    },
 };
 use tokio::{sync::watch, task::AbortHandle};
+use tonic::transport::Channel;
 
 use crate::{
     cgroup,
@@ -28,6 +35,12 @@ const EXIT_FILE_PATIENCE: Duration = Duration::from_secs(5);
 /// How long to wait for a killed container to be recorded as exited.
 const KILL_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_STOP_TIMEOUT: i32 = 10;
+/// Upper bound of one network service call: a hung service must not hold a container's
+/// lock forever.
+const NETWORK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Backoff of background deactivation retries (network service unreachable).
+const DEACTIVATE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const DEACTIVATE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where the supervisor keeps things and which programs it runs.
 #[derive(Debug, Clone)]
@@ -38,14 +51,21 @@ pub struct Options {
     pub shim_binary: PathBuf,
     /// The host's resolv.conf, the base of the containers' one.
     pub host_resolv_conf: PathBuf,
+    /// The network service, which activates a container's network before each run and
+    /// deactivates it after. None: no network calls (tests without a network service).
+    pub network: Option<NetworkClient<Channel>>,
 }
 
 impl Options {
+    /// Must be called within a tokio runtime (the network channel is lazy but spawns).
     pub fn from_config(config: Config) -> Options {
         Options {
             state_dir: config.state_dir(Service::Supervisor),
             shim_binary: shim::binary(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            network: Some(NetworkClient::new(berth_common::client::unix_channel(
+                config.socket(Service::Network),
+            ))),
             config,
         }
     }
@@ -71,6 +91,9 @@ struct Inner {
     restarts: Mutex<HashMap<String, AbortHandle>>,
     /// The last backoff delay per container (reset by a 10 s run or a user start).
     delays: Mutex<HashMap<String, Duration>>,
+    /// Background deactivations retrying while the network service is unreachable;
+    /// a start cancels its container's.
+    deactivations: Mutex<HashMap<String, AbortHandle>>,
 }
 
 fn now() -> (String, i64) {
@@ -104,6 +127,7 @@ impl Supervisor {
                 watchers: Mutex::new(HashMap::new()),
                 restarts: Mutex::new(HashMap::new()),
                 delays: Mutex::new(HashMap::new()),
+                deactivations: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -136,6 +160,15 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         for (_, h) in r.drain() {
+            h.abort();
+        }
+        drop(r);
+        let mut d = self
+            .inner
+            .deactivations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, h) in d.drain() {
             h.abort();
         }
     }
@@ -365,6 +398,34 @@ impl Supervisor {
                 bundle.display()
             )));
         }
+        // The network exists only while the container runs: made before the process.
+        self.cancel_deactivation(&id);
+        if let Err(e) = self.activate_network(&rec).await {
+            // A previous run's network may still be active (its deactivation was pending).
+            self.deactivate_network(&id).await;
+            return Err(e);
+        }
+        match self.spawn_run(&id, &bundle, wait_attach).await {
+            Ok(rec) => Ok(rec),
+            Err(e) => {
+                // Unless the process did start (only its final read failed).
+                if !self.get_id(&id).is_ok_and(|r| r.is_running()) {
+                    self.deactivate_network(&id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The process part of [`Self::start_run`]: cgroup, shim, record, watcher.
+    async fn spawn_run(
+        &self,
+        id: &str,
+        bundle: &std::path::Path,
+        wait_attach: bool,
+    ) -> Result<Record> {
+        let id = id.to_string();
+        let bundle = bundle.to_path_buf();
         let shim_dir = self.inner.opts.config.shim_dir();
         std::fs::create_dir_all(&shim_dir).ctx(|| format!("create {}", shim_dir.display()))?;
         // Leftovers of the previous run must not be mistaken for this one's.
@@ -412,6 +473,200 @@ impl Supervisor {
         self.get_id(&id)
     }
 
+    // ----- network activation -----
+
+    /// The network client, when the container has network settings to activate.
+    fn network_for(&self, rec: &Record) -> Option<NetworkClient<Channel>> {
+        rec.spec.network.as_ref()?;
+        self.inner.opts.network.clone()
+    }
+
+    /// Activates the container's network and writes what it got (addresses, ports,
+    /// DNS, link entries) into its record and, in place, its hosts and resolv.conf,
+    /// before the process starts. The network service undoes its own partial work.
+    async fn activate_network(&self, rec: &Record) -> Result<()> {
+        let Some(mut client) = self.network_for(rec) else {
+            return Ok(());
+        };
+        let call = client.activate_container(ActivateContainerRequest {
+            container_id: rec.id.clone(),
+        });
+        let attachment: Attachment = match tokio::time::timeout(NETWORK_CALL_TIMEOUT, call).await {
+            Ok(Ok(a)) => a.into_inner(),
+            Ok(Err(status)) => {
+                tracing::warn!(id = %rec.id, error = %status.message(), "network activation failed");
+                // The network's own refusals (a taken port) read as Docker's; transport
+                // and server failures get told apart from them.
+                let status = match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+                        tonic::Status::new(
+                            status.code(),
+                            format!("activate the container's network: {}", status.message()),
+                        )
+                    }
+                    _ => status,
+                };
+                return Err(Error::Network(status));
+            }
+            Err(_) => {
+                return Err(Error::Network(tonic::Status::deadline_exceeded(format!(
+                "activate the network of container {}: the network service did not answer in {} s",
+                rec.id,
+                NETWORK_CALL_TIMEOUT.as_secs()
+            ))))
+            }
+        };
+        let old = rec.spec.network.clone().unwrap_or_default();
+        if attachment.netns_path != old.netns_path {
+            tracing::warn!(id = %rec.id, recorded = %old.netns_path, activated = %attachment.netns_path, "network namespace differs from the recorded one");
+        }
+        let mut spec = rec.spec.clone();
+        spec.network = Some(spec::activated_network(&old, &attachment));
+        self.write_network(&rec.id, &spec)?;
+        tracing::debug!(id = %rec.id, ips = ?spec.network.as_ref().map(|n| &n.ip_addresses), "network activated");
+        Ok(())
+    }
+
+    /// Records `spec`'s network settings and rewrites hosts/resolv.conf in place.
+    fn write_network(&self, id: &str, spec: &ContainerSpec) -> Result<()> {
+        let host_resolv =
+            std::fs::read_to_string(&self.inner.opts.host_resolv_conf).unwrap_or_default();
+        spec::rewrite_network_files(&self.bundle_dir(id), spec, id, &host_resolv)?;
+        self.inner.store.set_spec(id, spec)?;
+        Ok(())
+    }
+
+    /// One DeactivateContainer call.
+    async fn call_deactivate(client: &mut NetworkClient<Channel>, id: &str) -> Result<()> {
+        let call = client.deactivate_container(DeactivateContainerRequest {
+            container_id: id.to_string(),
+        });
+        match tokio::time::timeout(NETWORK_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(Error::Network(status)),
+            Err(_) => Err(Error::Network(tonic::Status::deadline_exceeded(
+                "the network service did not answer",
+            ))),
+        }
+    }
+
+    /// Removes the container's network after its process ended (or its start failed).
+    /// When the network service cannot be reached, retries in the background with
+    /// backoff until it can, unless the container runs again by then.
+    async fn deactivate_network(&self, id: &str) {
+        let Ok(rec) = self.get_id(id) else { return };
+        let Some(mut client) = self.network_for(&rec) else {
+            return;
+        };
+        match Self::call_deactivate(&mut client, id).await {
+            Ok(()) => self.forget_addresses(&rec),
+            Err(e) => {
+                tracing::warn!(id = %id, error = %e, "network deactivation failed; retrying in the background");
+                self.retry_deactivation(id.to_string(), client);
+            }
+        }
+    }
+
+    /// A stopped container shows no address and no published port.
+    fn forget_addresses(&self, rec: &Record) {
+        let Some(net) = rec.spec.network.as_ref() else {
+            return;
+        };
+        if net.ip_addresses.is_empty() && net.ports.is_empty() {
+            return;
+        }
+        let mut spec = rec.spec.clone();
+        spec.network = Some(spec::deactivated_network(net));
+        if let Err(e) = self.inner.store.set_spec(&rec.id, &spec) {
+            tracing::warn!(id = %rec.id, "record network settings: {e}");
+        }
+    }
+
+    fn retry_deactivation(&self, id: String, mut client: NetworkClient<Channel>) {
+        let sup = self.clone();
+        let key = id.clone();
+        let mut pending = self
+            .inner
+            .deactivations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let task = tokio::spawn(async move {
+            let mut delay = DEACTIVATE_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(DEACTIVATE_RETRY_MAX);
+                // Under the container's lock: a start in between wins (it cancels us).
+                let lock = sup.lock_for(&id);
+                let _g = lock.lock().await;
+                let rec = match sup.get_id(&id) {
+                    Ok(rec) if !rec.is_running() => rec,
+                    // Removed (the engine detached it) or running again: nothing to do.
+                    _ => break,
+                };
+                match Self::call_deactivate(&mut client, &id).await {
+                    Ok(()) => {
+                        tracing::info!(id = %id, "network deactivated after retrying");
+                        sup.forget_addresses(&rec);
+                        break;
+                    }
+                    Err(e) => tracing::debug!(id = %id, error = %e, "network deactivation retry"),
+                }
+            }
+            sup.inner
+                .deactivations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        if let Some(old) = pending.insert(key, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn cancel_deactivation(&self, id: &str) {
+        if let Some(h) = self
+            .inner
+            .deactivations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+        {
+            h.abort();
+        }
+    }
+
+    /// At start-up: whatever was missed while the supervisor was away (exits it did
+    /// not see, deactivations that never got through), every container that is not
+    /// running has its network deactivated. Idempotent on the network side; in the
+    /// background, so a network service that starts later is waited for.
+    fn deactivate_stopped(&self) {
+        if self.inner.opts.network.is_none() {
+            return;
+        }
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let ids: Vec<String> = match sup.inner.store.list(false) {
+                Ok(recs) => recs
+                    .into_iter()
+                    .filter(|r| !r.is_running())
+                    .map(|r| r.id)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("list containers to deactivate: {e}");
+                    return;
+                }
+            };
+            for id in ids {
+                let lock = sup.lock_for(&id);
+                let _g = lock.lock().await;
+                match sup.get_id(&id) {
+                    Ok(rec) if !rec.is_running() => sup.deactivate_network(&id).await,
+                    _ => {}
+                }
+            }
+        });
+    }
+
     async fn start_failed(&self, id: &str, error: &str, exit_code: i32) {
         tracing::warn!(id = %id, exit_code, error, "start failed");
         if let Err(e) = cgroup::delete(self.instance(), id).await {
@@ -452,10 +707,13 @@ impl Supervisor {
 
     async fn record_exit(&self, id: &str, pid: i32, shim_pid: i32) {
         let exit = pidwatch::read_exit(&self.bundle_dir(id), shim_pid, EXIT_FILE_PATIENCE).await;
-        // Clean up before recording, so whoever sees `exited` sees no cgroup left.
+        // Clean up before recording, so whoever sees `exited` sees no cgroup left and no
+        // network: a `stop` that returns has freed the ports, and a policy restart
+        // activates anew.
         if let Err(e) = cgroup::delete(self.instance(), id).await {
             tracing::warn!(id = %id, "{e}");
         }
+        self.deactivate_network(id).await;
         // Decide on a policy restart in the same step as recording the exit, so that a
         // waiter never sees `exited` for a container about to be restarted.
         let restart = match self.get_id(id) {
@@ -616,6 +874,7 @@ impl Supervisor {
                 }
             }
         }
+        self.deactivate_stopped();
         Ok(())
     }
 

@@ -5,7 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use berth_proto::supervisor::v1::{ContainerSpec, NetworkSettings};
+use berth_proto::{
+    network::v1::Attachment,
+    supervisor::v1::{ContainerSpec, HostEntry, NetworkSettings, PublishedPort},
+};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
     LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
@@ -561,6 +564,72 @@ pub fn check_network_update(old: &NetworkSettings, new: &NetworkSettings) -> Res
     Ok(())
 }
 
+fn user_or(current: &[String], network: &[String]) -> Vec<String> {
+    if current.is_empty() {
+        network.to_vec()
+    } else {
+        current.to_vec()
+    }
+}
+
+/// The settings of a container whose network was just activated: its addresses, bound
+/// ports and link entries from the network service. DNS lists the record already has are
+/// the user's (--dns) or ones the engine keeps in step with the network on connect and
+/// disconnect, so they stay; empty ones take the network's. Mode and namespace are fixed.
+pub fn activated_network(old: &NetworkSettings, a: &Attachment) -> NetworkSettings {
+    let from_endpoints: Vec<String> = a
+        .endpoints
+        .iter()
+        .filter(|e| !e.ipv4_address.is_empty())
+        .map(|e| e.ipv4_address.clone())
+        .collect();
+    NetworkSettings {
+        mode: old.mode.clone(),
+        netns_path: old.netns_path.clone(),
+        extra_hosts: old.extra_hosts.clone(),
+        dns_servers: user_or(&old.dns_servers, &a.dns_servers),
+        dns_search: user_or(&old.dns_search, &a.dns_search),
+        dns_options: user_or(&old.dns_options, &a.dns_options),
+        ip_addresses: if from_endpoints.is_empty() {
+            a.ip_addresses.clone()
+        } else {
+            from_endpoints
+        },
+        network_hosts: a
+            .extra_hosts
+            .iter()
+            .filter_map(|line| {
+                let (ip, names) = line.trim().split_once(char::is_whitespace)?;
+                let names = names.split_whitespace().collect::<Vec<_>>().join(" ");
+                (!ip.is_empty() && !names.is_empty()).then(|| HostEntry {
+                    ip: ip.to_string(),
+                    hostname: names,
+                })
+            })
+            .collect(),
+        ports: a
+            .ports
+            .iter()
+            .map(|p| PublishedPort {
+                protocol: p.protocol.clone(),
+                container_port: p.container_port,
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+            })
+            .collect(),
+    }
+}
+
+/// The settings of a container whose network is gone (it stopped): no address, no
+/// published port, as Docker shows a stopped container.
+pub fn deactivated_network(old: &NetworkSettings) -> NetworkSettings {
+    NetworkSettings {
+        ip_addresses: Vec::new(),
+        ports: Vec::new(),
+        ..old.clone()
+    }
+}
+
 /// Rewrites `hosts` and `resolv.conf` of an existing bundle in place for `spec`.
 pub fn rewrite_network_files(
     dir: &Path,
@@ -604,7 +673,54 @@ pub fn write_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::supervisor::v1::{HostEntry, Mount as SpecMount, RootFs};
+    use berth_proto::network::v1::{Endpoint, PortBinding};
+    use berth_proto::supervisor::v1::{Mount as SpecMount, RootFs};
+
+    #[test]
+    fn activation_fills_addresses_ports_and_links_and_keeps_the_users_dns() {
+        let old = NetworkSettings {
+            mode: "front".into(),
+            netns_path: "/run/berth/netns/x".into(),
+            dns_servers: vec!["9.9.9.9".into()],
+            ..Default::default()
+        };
+        let a = Attachment {
+            netns_path: "/run/berth/netns/x".into(),
+            dns_servers: vec!["10.1.0.1".into()],
+            dns_search: vec!["corp".into()],
+            endpoints: vec![Endpoint {
+                ipv4_address: "10.1.0.2/24".into(),
+                ..Default::default()
+            }],
+            ports: vec![PortBinding {
+                protocol: "tcp".into(),
+                container_port: 80,
+                host_ip: "0.0.0.0".into(),
+                host_port: 8080,
+            }],
+            extra_hosts: vec!["10.1.0.3\tdb 1a2b".into()],
+            ..Default::default()
+        };
+        let n = activated_network(&old, &a);
+        assert_eq!(n.dns_servers, vec!["9.9.9.9"]);
+        assert_eq!(n.dns_search, vec!["corp"]);
+        assert_eq!(n.ip_addresses, vec!["10.1.0.2/24"]);
+        assert_eq!(n.ports[0].host_port, 8080);
+        assert_eq!(
+            n.network_hosts,
+            vec![HostEntry {
+                hostname: "db 1a2b".into(),
+                ip: "10.1.0.3".into()
+            }]
+        );
+        assert_eq!(
+            (n.mode.as_str(), n.netns_path.as_str()),
+            ("front", "/run/berth/netns/x")
+        );
+        let d = deactivated_network(&n);
+        assert!(d.ip_addresses.is_empty() && d.ports.is_empty());
+        assert_eq!(d.dns_servers, n.dns_servers);
+    }
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -154,6 +154,8 @@ impl Env {
     fn options(&self) -> Options {
         let mut opts = Options::from_config(self.config.clone());
         opts.shim_binary = self.shim.clone();
+        // No network service here: the network steps of start and exit are skipped.
+        opts.network = None;
         opts
     }
 
@@ -1359,4 +1361,216 @@ async fn update_network_rewrites_hosts_and_resolv_conf_of_a_running_container() 
         tonic::Code::InvalidArgument
     );
     sup.remove("netup", true).await.unwrap();
+}
+
+/// A network service that records Activate/Deactivate calls; activation of a container
+/// named in `refuse` fails as a taken port does.
+mod fake_network {
+    use std::sync::{Arc, Mutex};
+
+    use berth_proto::network::v1::{network_server::Network, *};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone, Default)]
+    pub struct Fake {
+        pub calls: Arc<Mutex<Vec<String>>>,
+        pub refuse: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Fake {
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn no<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    #[tonic::async_trait]
+    impl Network for Fake {
+        async fn activate_container(
+            &self,
+            r: Request<ActivateContainerRequest>,
+        ) -> Result<Response<Attachment>, Status> {
+            let id = r.into_inner().container_id;
+            self.calls.lock().unwrap().push(format!("activate {id}"));
+            if self.refuse.lock().unwrap().contains(&id) {
+                return Err(Status::failed_precondition(
+                    "Bind for 0.0.0.0:8080 failed: port is already allocated",
+                ));
+            }
+            Ok(Response::new(Attachment {
+                container_id: id,
+                netns_path: String::new(),
+                dns_servers: vec!["10.9.0.1".into()],
+                endpoints: vec![Endpoint {
+                    ipv4_address: "10.9.0.2/24".into(),
+                    ..Default::default()
+                }],
+                ports: vec![PortBinding {
+                    protocol: "tcp".into(),
+                    container_port: 80,
+                    host_ip: "0.0.0.0".into(),
+                    host_port: 8080,
+                }],
+                extra_hosts: vec!["10.9.0.3\tdb".into()],
+                ..Default::default()
+            }))
+        }
+        async fn deactivate_container(
+            &self,
+            r: Request<DeactivateContainerRequest>,
+        ) -> Result<Response<DeactivateContainerResponse>, Status> {
+            let id = r.into_inner().container_id;
+            self.calls.lock().unwrap().push(format!("deactivate {id}"));
+            Ok(Response::new(DeactivateContainerResponse {}))
+        }
+        async fn attach_container(
+            &self,
+            _: Request<AttachContainerRequest>,
+        ) -> Result<Response<Attachment>, Status> {
+            no()
+        }
+        async fn detach_container(
+            &self,
+            _: Request<DetachContainerRequest>,
+        ) -> Result<Response<DetachContainerResponse>, Status> {
+            no()
+        }
+        async fn get_attachment(
+            &self,
+            _: Request<GetAttachmentRequest>,
+        ) -> Result<Response<Attachment>, Status> {
+            no()
+        }
+        async fn list_networks(
+            &self,
+            _: Request<ListNetworksRequest>,
+        ) -> Result<Response<ListNetworksResponse>, Status> {
+            no()
+        }
+        async fn get_network(
+            &self,
+            _: Request<GetNetworkRequest>,
+        ) -> Result<Response<NetworkInfo>, Status> {
+            no()
+        }
+        async fn create_network(
+            &self,
+            _: Request<CreateNetworkRequest>,
+        ) -> Result<Response<NetworkInfo>, Status> {
+            no()
+        }
+        async fn remove_network(
+            &self,
+            _: Request<RemoveNetworkRequest>,
+        ) -> Result<Response<RemoveNetworkResponse>, Status> {
+            no()
+        }
+        async fn prune_networks(
+            &self,
+            _: Request<PruneNetworksRequest>,
+        ) -> Result<Response<PruneNetworksResponse>, Status> {
+            no()
+        }
+        async fn connect_container(
+            &self,
+            _: Request<ConnectContainerRequest>,
+        ) -> Result<Response<Attachment>, Status> {
+            no()
+        }
+        async fn disconnect_container(
+            &self,
+            _: Request<DisconnectContainerRequest>,
+        ) -> Result<Response<Attachment>, Status> {
+            no()
+        }
+    }
+
+    /// Serves `fake` on `socket` until the test's runtime ends.
+    pub fn serve(fake: Fake, socket: &std::path::Path) {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(network_server::NetworkServer::new(fake))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_is_activated_before_each_run_and_deactivated_after_it() {
+    let Some(mut env) = Env::new("network_activation") else {
+        return;
+    };
+    let fake = fake_network::Fake::default();
+    let socket = env.dir.path().join("fake-network.sock");
+    fake_network::serve(fake.clone(), &socket);
+    let mut opts = env.options();
+    opts.network = Some(
+        berth_proto::network::v1::network_client::NetworkClient::new(
+            berth_common::client::unix_channel(&socket),
+        ),
+    );
+    env.sup = Some(Supervisor::open(opts).unwrap());
+    let sup = env.sup();
+
+    // Host network mode: no namespace to join, still activated (cheap) like the others.
+    let mut spec = with_policy(
+        env.spec(&["sh", "-c", "cat /etc/hosts; sleep 0.3; exit 3"]),
+        "on-failure",
+        1,
+    );
+    spec.network = Some(NetworkSettings {
+        mode: "host".into(),
+        dns_servers: vec!["9.9.9.9".into()],
+        ..Default::default()
+    });
+    let c = sup.create("", "netrun", Some(spec.clone())).await.unwrap();
+    let started = sup.start("netrun").await.unwrap();
+    let net = started.spec.unwrap().network.unwrap();
+    assert_eq!(net.ip_addresses, vec!["10.9.0.2/24"]);
+    assert_eq!(net.ports[0].host_port, 8080);
+    assert_eq!(net.dns_servers, vec!["9.9.9.9"], "the user's --dns wins");
+    let hosts = std::fs::read_to_string(Path::new(&started.bundle_path).join("hosts")).unwrap();
+    assert!(
+        hosts.contains("10.9.0.3\tdb") && hosts.contains("10.9.0.2\t"),
+        "{hosts}"
+    );
+    // on-failure:1: run, deactivate, activate again, run, deactivate.
+    let exit = sup.wait("netrun").await.unwrap();
+    assert_eq!(exit.exit_code, 3);
+    let id = c.id.clone();
+    assert_eq!(
+        fake.calls(),
+        vec![
+            format!("activate {id}"),
+            format!("deactivate {id}"),
+            format!("activate {id}"),
+            format!("deactivate {id}"),
+        ]
+    );
+    let stopped = sup.get("netrun").unwrap().spec.unwrap().network.unwrap();
+    assert!(stopped.ip_addresses.is_empty() && stopped.ports.is_empty());
+
+    // A refused activation fails the start with the network's code and message, and no
+    // process, cgroup or network is left.
+    let other = sup.create("", "refused", Some(spec)).await.unwrap();
+    fake.refuse.lock().unwrap().push(other.id.clone());
+    let err = sup.start("refused").await.unwrap_err();
+    let status: tonic::Status = err.into();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "Bind for 0.0.0.0:8080 failed: port is already allocated"
+    );
+    let rec = sup.get("refused").unwrap();
+    assert_eq!(rec.state.unwrap().status, ContainerStatus::Created as i32);
+    assert!(fake.calls().ends_with(&[
+        format!("activate {}", other.id),
+        format!("deactivate {}", other.id)
+    ]));
+    sup.remove("netrun", true).await.unwrap();
+    sup.remove("refused", true).await.unwrap();
 }
