@@ -779,3 +779,74 @@ async fn a_corrupt_layer_aborts_the_pull_and_keeps_nothing() {
     assert_empty_store(&root);
     assert!(dst.list_images(true).unwrap().is_empty());
 }
+
+/// Serves a one-image registry at `/v2/bad/img` whose manifest names `blobs` (gzip layers,
+/// served as given) and whose config lists `diff_ids_of` (the tars the config claims).
+async fn serve_image(blobs: &[Vec<u8>], diff_ids_of: &[&[u8]]) -> String {
+    use berth_image_store::registry::{sha256_digest, MT_DOCKER_LAYER_GZIP, MT_DOCKER_MANIFEST};
+    let config = config_for(diff_ids_of, "sh");
+    let layers: Vec<serde_json::Value> = blobs
+        .iter()
+        .map(|b| {
+            serde_json::json!({"mediaType": MT_DOCKER_LAYER_GZIP, "size": b.len(), "digest": sha256_digest(b)})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MT_DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": config.len(), "digest": sha256_digest(&config)},
+        "layers": layers,
+    }))
+    .unwrap();
+    let mut routes = std::collections::HashMap::new();
+    routes.insert(
+        "/v2/bad/img/manifests/latest".to_string(),
+        (MT_DOCKER_MANIFEST.to_string(), manifest),
+    );
+    for body in std::iter::once(&config).chain(blobs) {
+        routes.insert(
+            format!("/v2/bad/img/blobs/{}", sha256_digest(body)),
+            ("application/octet-stream".to_string(), body.clone()),
+        );
+    }
+    static_server(routes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_unlike_its_diff_id_or_unsafe_aborts_the_pull_and_keeps_nothing() {
+    let a = tar_of(&[dir("etc/"), file("etc/a", "a\n")]);
+    let b = tar_of(&[file("etc/b", "b\n")]);
+    let other = tar_of(&[file("etc/b", "not b\n")]);
+    let evil = tar_of(&[file("../evil", "x")]);
+    // (blobs served, tars the config lists, the error expected)
+    type Case<'a> = (Vec<Vec<u8>>, Vec<&'a [u8]>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        // The blob is the one the manifest names, but its tar is not the config's layer.
+        (vec![gzip(&a), gzip(&other)], vec![&a, &b], "diff ID"),
+        // A layer that would write outside its snapshot.
+        (vec![gzip(&a), gzip(&evil)], vec![&a, &evil], "unsafe"),
+    ];
+    for (blobs, diffs, what) in cases {
+        let host = serve_image(&blobs, &diffs).await;
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("store");
+        let dst = Arc::new(Store::open(&root).unwrap());
+        let inflight = Arc::new(Inflight::default());
+        let (res, _) = do_pull(
+            &dst,
+            &inflight,
+            &format!("{host}/bad/img"),
+            Credentials::default(),
+        )
+        .await;
+        let err = res.unwrap_err();
+        match what {
+            "diff ID" => assert!(matches!(err, Error::DigestMismatch { .. }), "{err:?}"),
+            _ => assert!(matches!(err, Error::UnsafeEntry { .. }), "{err:?}"),
+        }
+        assert_empty_store(&root);
+        assert!(!work.path().join("evil").exists());
+        assert!(dst.list_images(true).unwrap().is_empty());
+    }
+}

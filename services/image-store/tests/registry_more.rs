@@ -304,10 +304,9 @@ fn a_leased_layer_survives_rmi_and_prune_until_the_pull_commits() {
     let pulled = store
         .commit_pulled(
             &info.config_json,
-            &layers,
+            layers,
             Some("app:1".into()),
             "app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
-            &mut |_, _| {},
         )
         .unwrap();
     drop(lease);

@@ -6,7 +6,6 @@ pub mod reference;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -251,15 +250,6 @@ impl Inflight {
             guards.push(m.lock_owned().await);
         }
         guards
-    }
-}
-
-/// A temp file removed when dropped.
-pub struct TempFile(pub PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
