@@ -186,6 +186,8 @@ pub enum VolumeCommand {
     /// Remove one or more volumes
     #[command(alias = "remove")]
     Rm(VolumeRmArgs),
+    /// Remove unused anonymous volumes (all unused ones with -a)
+    Prune(VolumePruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +240,15 @@ pub struct ContainerFlags {
     /// Bind mount a volume (SRC:DST[:ro|rw], NAME:DST, DST)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,src=,dst=,readonly,...)
+    #[arg(long = "mount")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory (/path[:size=16m,mode=1777])
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s) (NAME[:ro|rw])
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// Connect a container to a network (bridge, a network name, none, host, container:<name|id>)
     #[arg(long = "network", visible_alias = "net")]
     pub network: Option<String>,
@@ -698,9 +709,25 @@ pub struct VolumeLsArgs {
     /// Only display volume names
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Provide filter values (e.g. 'dangling=true', 'label=k=v', 'name=web')
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
     /// Format output: table, json, or a Go template
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumePruneArgs {
+    /// Remove all unused volumes, not just anonymous ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Provide filter values (e.g. 'label=k=v', 'label!=k')
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

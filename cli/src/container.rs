@@ -48,11 +48,12 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
     for value in &flags.env {
         env.extend(parse::env_flag(value, &env_lookup)?);
     }
-    let mounts = flags
-        .volume
-        .iter()
-        .map(|v| parse::volume_spec(v))
-        .collect::<Result<Vec<_>>>()?;
+    let mounts = crate::mounts::collect(
+        &flags.volume,
+        &flags.mount,
+        &flags.tmpfs,
+        &flags.volumes_from,
+    )?;
     let extra_hosts = flags
         .add_host
         .iter()

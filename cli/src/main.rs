@@ -9,6 +9,7 @@ mod format;
 mod image;
 mod inspect;
 mod logs;
+mod mounts;
 mod network;
 mod parse;
 mod ports;
@@ -148,6 +149,7 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Volume(VolumeCommand::Ls(a)) => volume::ls(engine, a).await,
         Command::Volume(VolumeCommand::Inspect(a)) => inspect::volume(engine, a).await,
         Command::Volume(VolumeCommand::Rm(a)) => volume::rm(engine, a).await,
+        Command::Volume(VolumeCommand::Prune(a)) => volume::prune(engine, a).await,
         Command::Network(NetworkCommand::Ls(a)) => network::ls(engine, a).await,
         Command::Network(NetworkCommand::Create(a)) => network::create(engine, a).await,
         Command::Network(NetworkCommand::Inspect(a)) => inspect::network(engine, a).await,

@@ -1,4 +1,4 @@
-//! Pure parsers for the CLI's flag values: environment (`-e`, `--env-file`), volumes (`-v`),
+//! Pure parsers for the CLI's flag values: environment (`-e`, `--env-file`),
 //! `KEY=VALUE` options, `--add-host`, `--dns`, and times and durations (`logs --since`).
 //! Every error names the value it refused.
 use std::collections::HashMap;
@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use berth_proto::supervisor::v1::{HostEntry, RestartPolicy};
-use berth_proto::volume::v1::{MountSpec, MountType};
 
 /// Resolves `-e` values: `K=V` is kept, a bare `K` takes its value from `lookup` (skipped
 /// when unset, as Docker does).
@@ -57,91 +56,6 @@ pub fn env_file(
         }
     }
     Ok(out)
-}
-
-/// Parses a `-v` spec: `/host:/ctr[:opts]` (bind), `name:/ctr[:opts]` (named volume),
-/// `/ctr` (anonymous volume). Options: `ro`, `rw`, and others passed through (`nocopy`,
-/// `z`, propagation modes).
-pub fn volume_spec(spec: &str) -> Result<MountSpec> {
-    let invalid = || anyhow!("invalid volume specification: '{spec}'");
-    let parts: Vec<&str> = spec.split(':').collect();
-    if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
-        return Err(invalid());
-    }
-    let (source, destination, mode) = match parts.as_slice() {
-        [dst] => ("", *dst, None),
-        [src, dst] => (*src, *dst, None),
-        [src, dst, mode] => (*src, *dst, Some(*mode)),
-        _ => return Err(invalid()),
-    };
-    if !destination.starts_with('/') {
-        if parts.len() == 1 {
-            bail!("invalid volume specification: '{spec}': the container path must be absolute");
-        }
-        bail!("invalid volume specification: '{spec}': mount path must be absolute");
-    }
-    if destination == "/" {
-        bail!("invalid volume specification: '{spec}': destination can't be '/'");
-    }
-    let mut read_only = false;
-    let mut options = Vec::new();
-    let mut seen_rw = false;
-    if let Some(mode) = mode {
-        for opt in mode.split(',') {
-            match opt {
-                "ro" | "rw" => {
-                    if seen_rw {
-                        bail!("invalid mode: {mode} in volume specification '{spec}'");
-                    }
-                    seen_rw = true;
-                    read_only = opt == "ro";
-                }
-                "z" | "Z" | "nocopy" | "shared" | "rshared" | "slave" | "rslave" | "private"
-                | "rprivate" | "delegated" | "cached" | "consistent" => {
-                    options.push(opt.to_string())
-                }
-                _ => bail!("invalid mode: {opt} in volume specification '{spec}'"),
-            }
-        }
-    }
-    let kind = if source.is_empty() {
-        MountType::Volume
-    } else if source.starts_with('/') {
-        MountType::Bind
-    } else {
-        if !valid_volume_name(source) {
-            bail!(
-                "invalid volume specification: '{spec}': {source:?} includes invalid characters \
-                 for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you \
-                 intended to pass a host directory, use absolute path"
-            );
-        }
-        MountType::Volume
-    };
-    if kind == MountType::Volume
-        && options
-            .iter()
-            .any(|o| o.ends_with("shared") || o.ends_with("slave") || o.ends_with("private"))
-    {
-        bail!("invalid volume specification: '{spec}': propagation applies to bind mounts only");
-    }
-    Ok(MountSpec {
-        r#type: kind as i32,
-        source: source.to_string(),
-        destination: destination.to_string(),
-        read_only,
-        options,
-    })
-}
-
-/// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn valid_volume_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Parses `KEY=VALUE` for `flag` (`--log-opt`, `-o`); the value may be empty, the key not.
@@ -436,46 +350,6 @@ mod tests {
         assert!(err.contains("BAD KEY"), "{err}");
         let err = env_file("x.env", "\n\n=v\n", &env).unwrap_err().to_string();
         assert!(err.starts_with("x.env:3:"), "{err}");
-    }
-
-    #[test]
-    fn volumes() {
-        let m = volume_spec("/host:/ctr").unwrap();
-        assert_eq!(m.r#type, MountType::Bind as i32);
-        assert_eq!(
-            (m.source.as_str(), m.destination.as_str(), m.read_only),
-            ("/host", "/ctr", false)
-        );
-        let m = volume_spec("/host:/ctr:ro").unwrap();
-        assert!(m.read_only);
-        let m = volume_spec("data:/var/lib/data:rw").unwrap();
-        assert_eq!(m.r#type, MountType::Volume as i32);
-        assert_eq!(m.source, "data");
-        assert!(!m.read_only);
-        let m = volume_spec("/anon").unwrap();
-        assert_eq!(m.r#type, MountType::Volume as i32);
-        assert_eq!(m.source, "");
-        assert_eq!(m.destination, "/anon");
-        let m = volume_spec("/h:/c:ro,nocopy").unwrap();
-        assert!(m.read_only);
-        assert_eq!(m.options, vec!["nocopy"]);
-        for bad in [
-            "",
-            "a:b:c:d",
-            "rel",
-            "/h:rel",
-            "/h:/c:xx",
-            "/h:/",
-            "./rel:/c",
-            "a b:/c",
-            "x:/c",
-            "/h::/c",
-            "/h:/c:ro,rw",
-            "vol:/c:rshared",
-        ] {
-            let err = volume_spec(bad).unwrap_err().to_string();
-            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
-        }
     }
 
     #[test]

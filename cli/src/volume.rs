@@ -5,7 +5,7 @@ use anyhow::Result;
 use berth_proto::volume::v1::{CreateVolumeRequest, ListVolumesRequest, RemoveVolumeRequest};
 use serde_json::{json, Value};
 
-use crate::args::{VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
+use crate::args::{VolumeCreateArgs, VolumeLsArgs, VolumePruneArgs, VolumeRmArgs};
 use crate::client::Engine;
 use crate::format;
 use crate::parse;
@@ -31,7 +31,9 @@ pub async fn create(mut engine: Engine, args: VolumeCreateArgs) -> Result<i32> {
 /// `berth volume ls`.
 pub async fn ls(mut engine: Engine, args: VolumeLsArgs) -> Result<i32> {
     let mut vols = engine
-        .list_volumes(ListVolumesRequest {})
+        .list_volumes(ListVolumesRequest {
+            filters: args.filter.clone(),
+        })
         .await?
         .into_inner()
         .volumes;
@@ -103,4 +105,90 @@ pub async fn rm(mut engine: Engine, args: VolumeRmArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// Bytes under `dir` (not following symlinks); 0 when this host cannot read it.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `berth volume prune`: removes unused volumes, anonymous ones only unless `-a`
+/// (Docker ≥ 23). A volume taken into use meanwhile is refused by the volume service and
+/// skipped, so a concurrent `run` never loses its volume.
+pub async fn prune(mut engine: Engine, args: VolumePruneArgs) -> Result<i32> {
+    for f in &args.filter {
+        if !(f.starts_with("label=") || f.starts_with("label!=")) {
+            anyhow::bail!(
+                "invalid filter {f:?}: volume prune takes label=KEY[=VALUE] and label!=KEY[=VALUE]"
+            );
+        }
+    }
+    let warning = if args.all {
+        "WARNING! This will remove all local volumes not used by at least one container."
+    } else {
+        "WARNING! This will remove anonymous local volumes not used by at least one container."
+    };
+    if !args.force && !crate::container::confirm(warning)? {
+        return Ok(0);
+    }
+    let mut filters = args.filter.clone();
+    filters.push("dangling=true".into());
+    if !args.all {
+        filters.push("anonymous=true".into());
+    }
+    let vols = engine
+        .list_volumes(ListVolumesRequest { filters })
+        .await?
+        .into_inner()
+        .volumes;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for v in vols {
+        let size = disk_usage(std::path::Path::new(&v.mountpoint));
+        match engine
+            .remove_volume(RemoveVolumeRequest {
+                name: v.name.clone(),
+                force: false,
+            })
+            .await
+        {
+            Ok(_) => {
+                reclaimed += size;
+                deleted.push(v.name);
+            }
+            Err(st) if crate::client::is_connect_error(&st) => return Err(st.into()),
+            // In use since it was listed, or removed by someone else: not ours to prune.
+            Err(st)
+                if matches!(
+                    st.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) => {}
+            Err(st) => return Err(st.into()),
+        }
+    }
+    let mut out = String::new();
+    if !deleted.is_empty() {
+        out.push_str("Deleted Volumes:\n");
+        for d in &deleted {
+            out.push_str(d);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        format::human_size_prec(reclaimed as f64, 4)
+    ));
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
 }

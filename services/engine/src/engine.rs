@@ -17,7 +17,7 @@ use berth_proto::{
         CreateContainerRequest as SupervisorCreate, GetContainerRequest, ListContainersRequest,
         RemoveContainerRequest as SupervisorRemove, StartContainerRequest, WaitContainerRequest,
     },
-    volume::v1::{PrepareMountsRequest, ReleaseMountsRequest, RemoveVolumeRequest},
+    volume::v1::{MountSpec, PrepareMountsRequest, ReleaseMountsRequest, RemoveVolumeRequest},
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -78,7 +78,7 @@ impl Engine {
             .into_inner())
     }
 
-    /// The create saga: image → name check → network → volumes → log → snapshot → record.
+    /// The create saga: image → name check → network → snapshot → volumes → log → record.
     /// A failure undoes the steps taken, in reverse, and leaves nothing.
     #[tracing::instrument(skip_all, fields(name = %req.name, image = %req.image, id = tracing::field::Empty))]
     pub async fn create(&self, mut req: CreateContainerRequest) -> Result<Container, Status> {
@@ -140,6 +140,7 @@ impl Engine {
             req.name.as_str()
         };
         let links = self.resolve_links(&req.links, own_name, &mode).await?;
+        let mounts = self.expand_volumes_from(&req.mounts).await?;
 
         let mut undo = UndoStack::new();
         // Registered first: the attach may have happened even when its reply is lost.
@@ -166,14 +167,39 @@ impl Engine {
             Err(s) => return Err(undo.fail(upstream("attach network")(s)).await),
         };
 
-        let specs = spec::mounts_with_image_volumes(&config, &req.mounts);
+        let snaps = c.clone();
+        let snap_id = id.clone();
+        undo.push("remove snapshot", move || async move {
+            snaps
+                .images
+                .clone()
+                .remove_snapshot(RemoveSnapshotRequest { key: snap_id })
+                .await
+                .map(drop)
+        });
+        let snapshot = match c
+            .images
+            .clone()
+            .prepare_snapshot(PrepareSnapshotRequest {
+                key: id.clone(),
+                image: image.id.clone(),
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) => return Err(undo.fail(upstream("prepare snapshot")(s)).await),
+        };
+
+        // After the snapshot: the volume service reads the image's layers for copy-up.
+        let specs = spec::mounts_with_image_volumes(&config, &mounts);
         undo_mounts(&mut undo, &c, &id);
-        let mounts = match c
+        let resolved = match c
             .volumes
             .clone()
             .prepare_mounts(PrepareMountsRequest {
                 container_id: id.clone(),
                 mounts: specs,
+                image_lower_dirs: snapshot.lower_dirs.clone(),
             })
             .await
         {
@@ -209,30 +235,7 @@ impl Engine {
             return Err(undo.fail(upstream("open log")(s)).await);
         }
 
-        let snaps = c.clone();
-        let snap_id = id.clone();
-        undo.push("remove snapshot", move || async move {
-            snaps
-                .images
-                .clone()
-                .remove_snapshot(RemoveSnapshotRequest { key: snap_id })
-                .await
-                .map(drop)
-        });
-        let snapshot = match c
-            .images
-            .clone()
-            .prepare_snapshot(PrepareSnapshotRequest {
-                key: id.clone(),
-                image: image.id.clone(),
-            })
-            .await
-        {
-            Ok(s) => s.into_inner(),
-            Err(s) => return Err(undo.fail(upstream("prepare snapshot")(s)).await),
-        };
-
-        let spec = match spec::build(&req, &image, &snapshot, &mounts, &attachment, &links.env) {
+        let spec = match spec::build(&req, &image, &snapshot, &resolved, &attachment, &links.env) {
             Ok(spec) => spec,
             Err(s) => return Err(undo.fail(s).await),
         };
@@ -271,6 +274,24 @@ impl Engine {
             }
             Err(s) => Err(undo.fail(upstream("create container record")(s)).await),
         }
+    }
+
+    /// The request's mounts with each `--volumes-from` entry replaced by that container's
+    /// volumes and binds at the same paths; the request's own mounts win a shared path.
+    async fn expand_volumes_from(&self, mounts: &[MountSpec]) -> Result<Vec<MountSpec>, Status> {
+        let (from, explicit): (Vec<&MountSpec>, Vec<&MountSpec>) =
+            mounts.iter().partition(|m| !m.volumes_from.is_empty());
+        let mut inherited = Vec::new();
+        for m in from {
+            let (name, read_only) = spec::parse_volumes_from(&m.volumes_from)?;
+            let source = self.resolve(name).await?;
+            let source_mounts = source.spec.map(|s| s.mounts).unwrap_or_default();
+            inherited.extend(spec::inherited_mounts(&source_mounts, read_only));
+        }
+        Ok(spec::merge_mounts(
+            explicit.into_iter().cloned().collect(),
+            inherited,
+        ))
     }
 
     /// The remove saga: record (refused while running unless `force`) → snapshot → log →

@@ -705,12 +705,20 @@ impl EngineApi for Engine {
         &self,
         request: Request<RemoveVolumeRequest>,
     ) -> Result<Response<RemoveVolumeResponse>, Status> {
-        self.clients
+        let name = request.get_ref().name.clone();
+        match self
+            .clients
             .volumes
             .clone()
             .remove_volume(request.into_inner())
             .await
-            .map_err(upstream("remove volume"))
+        {
+            // The volume service knows its users by ID; add their names for the person.
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                Err(self.name_volume_users(&name, s).await)
+            }
+            r => r.map_err(upstream("remove volume")),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(filters = ?request.get_ref().filters))]
@@ -796,6 +804,40 @@ impl EngineApi for Engine {
         Ok(Response::new(
             Engine::disconnect_network(self, request.into_inner()).await?,
         ))
+    }
+}
+
+impl Engine {
+    /// `status` (a refused volume removal) with the names of the volume's users appended;
+    /// unchanged when they cannot be looked up.
+    async fn name_volume_users(&self, volume: &str, status: Status) -> Status {
+        let Ok(v) = self
+            .clients
+            .volumes
+            .clone()
+            .get_volume(GetVolumeRequest {
+                name: volume.to_string(),
+            })
+            .await
+        else {
+            return status;
+        };
+        let mut names = Vec::new();
+        for id in &v.get_ref().used_by {
+            match self.resolve(id).await {
+                Ok(c) if !c.name.is_empty() => names.push(c.name),
+                _ => names.push(id.get(..12).unwrap_or(id).to_string()),
+            }
+        }
+        if names.is_empty() {
+            return status;
+        }
+        Status::with_details_and_metadata(
+            status.code(),
+            format!("{} (containers: {})", status.message(), names.join(", ")),
+            status.details().to_vec().into(),
+            status.metadata().clone(),
+        )
     }
 }
 

@@ -135,6 +135,68 @@ pub fn mounts_with_image_volumes(image: &ImageConfig, request: &[MountSpec]) -> 
     out
 }
 
+/// Splits `NAME[:ro|:rw]` of `--volumes-from`; `None`: keep each mount's own mode.
+pub fn parse_volumes_from(value: &str) -> Result<(&str, Option<bool>), Status> {
+    let (name, mode) = match value.split_once(':') {
+        Some((n, m)) => (n, Some(m)),
+        None => (value, None),
+    };
+    if name.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "invalid --volumes-from {value:?}: no container named"
+        )));
+    }
+    let read_only = match mode {
+        None => None,
+        Some("ro") => Some(true),
+        Some("rw") => Some(false),
+        Some(other) => {
+            return Err(Status::invalid_argument(format!(
+                "invalid mode for volumes-from: {other} (in {value:?})"
+            )))
+        }
+    };
+    Ok((name, read_only))
+}
+
+/// A container's volumes and binds as mount specs for another container (tmpfs mounts
+/// are its own, as in Docker). Volumes keep their content: never copied up again.
+pub fn inherited_mounts(mounts: &[Mount], read_only: Option<bool>) -> Vec<MountSpec> {
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let (kind, source, options) = match m.r#type.as_str() {
+                "volume" => (MountType::Volume, &m.name, vec!["nocopy".to_string()]),
+                "bind" => (MountType::Bind, &m.source, m.options.clone()),
+                _ => return None,
+            };
+            Some(MountSpec {
+                r#type: kind as i32,
+                source: source.clone(),
+                destination: m.destination.clone(),
+                read_only: read_only.unwrap_or(m.read_only),
+                options,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The explicit mounts, then each inherited one whose path none before it takes.
+pub fn merge_mounts(explicit: Vec<MountSpec>, inherited: Vec<MountSpec>) -> Vec<MountSpec> {
+    let clean = |p: &str| p.trim_end_matches('/').to_string();
+    let mut out = explicit;
+    for m in inherited {
+        if !out
+            .iter()
+            .any(|o| clean(&o.destination) == clean(&m.destination))
+        {
+            out.push(m);
+        }
+    }
+    out
+}
+
 pub fn mount_type_name(t: i32) -> &'static str {
     match MountType::try_from(t) {
         Ok(MountType::Bind) => "bind",
@@ -324,6 +386,64 @@ mod tests {
         assert_eq!(out[1].destination, "/data");
         assert_eq!(out[1].r#type, MountType::Volume as i32);
         assert!(out[1].source.is_empty());
+    }
+
+    #[test]
+    fn volumes_from_takes_volumes_and_binds_at_their_paths() {
+        assert_eq!(parse_volumes_from("store").unwrap(), ("store", None));
+        assert_eq!(
+            parse_volumes_from("store:ro").unwrap(),
+            ("store", Some(true))
+        );
+        assert_eq!(
+            parse_volumes_from("store:rw").unwrap(),
+            ("store", Some(false))
+        );
+        let e = parse_volumes_from("store:rx").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("rx"), "{}", e.message());
+        assert!(parse_volumes_from(":ro").is_err());
+        let source = vec![
+            Mount {
+                r#type: "volume".into(),
+                source: "/var/lib/berth/volume/volumes/v/_data".into(),
+                destination: "/data".into(),
+                name: "v".into(),
+                ..Default::default()
+            },
+            Mount {
+                r#type: "bind".into(),
+                source: "/srv".into(),
+                destination: "/srv".into(),
+                read_only: true,
+                options: strings(&["rslave"]),
+                ..Default::default()
+            },
+            Mount {
+                r#type: "tmpfs".into(),
+                destination: "/t".into(),
+                ..Default::default()
+            },
+        ];
+        let got = inherited_mounts(&source, None);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].r#type, got[0].source.as_str(), got[0].read_only),
+            (MountType::Volume as i32, "v", false)
+        );
+        assert_eq!((got[1].source.as_str(), got[1].read_only), ("/srv", true));
+        assert_eq!(got[1].options, strings(&["rslave"]));
+        assert!(inherited_mounts(&source, Some(true))
+            .iter()
+            .all(|m| m.read_only));
+        let explicit = vec![MountSpec {
+            r#type: MountType::Volume as i32,
+            destination: "/data/".into(),
+            ..Default::default()
+        }];
+        let merged = merge_mounts(explicit, got);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[1].destination, "/srv");
     }
 
     #[test]

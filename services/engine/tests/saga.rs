@@ -804,9 +804,10 @@ async fn create_runs_every_step_in_order_and_merges_the_spec() {
         f.take_calls(),
         vec![
             "GetImage busybox".to_string(),
+            // The snapshot before the mounts: copy-up reads the image's layers.
+            format!("PrepareSnapshot {id} sha256:b0x"),
             format!("PrepareMounts {id} 1"),
             format!("OpenLog {id}"),
-            format!("PrepareSnapshot {id} sha256:b0x"),
             format!("CreateContainer {id}"),
         ]
     );
@@ -878,10 +879,10 @@ async fn a_failed_create_undoes_every_step_in_reverse() {
         [
             format!("CreateContainer {id}"),
             format!("RemoveContainer {id} force=true"),
-            format!("RemoveSnapshot {id}"),
             format!("CloseLog {id}"),
             format!("ReleaseMounts {id}"),
             format!("RemoveVolume anon-{id}"),
+            format!("RemoveSnapshot {id}"),
         ]
     );
     assert!(f
@@ -905,11 +906,12 @@ async fn a_failed_create_undoes_every_step_in_reverse() {
     );
     let calls = f.take_calls();
     assert!(
-        calls.last().unwrap().starts_with("RemoveVolume anon-"),
+        calls[calls.len() - 2].starts_with("RemoveVolume anon-")
+            && calls.last().unwrap().starts_with("RemoveSnapshot "),
         "{calls:?}"
     );
     assert!(
-        !calls.iter().any(|c| c.starts_with("PrepareSnapshot")),
+        !calls.iter().any(|c| c.starts_with("CreateContainer")),
         "{calls:?}"
     );
 

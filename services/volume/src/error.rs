@@ -16,6 +16,18 @@ pub enum Error {
         name: String,
         containers: Vec<String>,
     },
+    /// A volume driver option refused (Docker's text).
+    #[error("{0}")]
+    InvalidOption(String),
+    /// A filter refused, naming it.
+    #[error("invalid filter {0:?}")]
+    InvalidFilter(String),
+    /// The kernel refused to mount a volume's driver options.
+    #[error("mount volume {name}: {source}")]
+    Mount {
+        name: String,
+        source: std::io::Error,
+    },
     /// A mount spec refused, naming it.
     #[error("{0}")]
     InvalidMount(String),
@@ -41,9 +53,12 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let msg = e.to_string();
         match e {
-            Error::InvalidName(_) | Error::UnknownDriver(_) | Error::InvalidMount(_) => {
-                Status::invalid_argument(msg)
-            }
+            Error::InvalidName(_)
+            | Error::UnknownDriver(_)
+            | Error::InvalidMount(_)
+            | Error::InvalidOption(_)
+            | Error::InvalidFilter(_)
+            | Error::Mount { .. } => Status::invalid_argument(msg),
             Error::NotFound(_) => Status::not_found(msg),
             Error::InUse { .. } => Status::failed_precondition(msg),
             Error::Db(_) | Error::Io { .. } => Status::internal(msg),

@@ -2,6 +2,8 @@
 //!
 //! [`store::Store`] holds the logic (testable against a temp dir), [`mounts`] the pure
 //! validation of mount specs, and [`service`] is the thin gRPC layer.
+pub mod copyup;
+pub mod driver;
 pub mod error;
 pub mod mounts;
 pub mod service;

@@ -8,7 +8,7 @@ use berth_volume::{service::VolumeService, Store, SERVICE_NAME};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::from_env();
+    let config = Config::load().context("read the configuration")?;
     let state = config.state_dir(Service::Volume);
     berth_common::config::ensure_private_dir(&state)
         .with_context(|| format!("create {}", state.display()))?;

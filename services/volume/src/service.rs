@@ -107,12 +107,13 @@ impl Volumes for VolumeService {
         Ok(Response::new(to_pb(v)))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(filters = ?request.get_ref().filters))]
     async fn list_volumes(
         &self,
-        _request: Request<pb::ListVolumesRequest>,
+        request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let volumes = self.run(|s| s.list_volumes()).await?;
+        let filters = request.into_inner().filters;
+        let volumes = self.run(move |s| s.list_volumes(&filters)).await?;
         Ok(Response::new(pb::ListVolumesResponse {
             volumes: volumes.into_iter().map(to_pb).collect(),
         }))
@@ -134,6 +135,12 @@ impl Volumes for VolumeService {
         request: Request<pb::PrepareMountsRequest>,
     ) -> Result<Response<pb::PrepareMountsResponse>, Status> {
         let r = request.into_inner();
+        if let Some(m) = r.mounts.iter().find(|m| !m.volumes_from.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "volumes from {:?}: the engine expands --volumes-from before preparing mounts",
+                m.volumes_from
+            )));
+        }
         let specs: Vec<MountSpec> = r
             .mounts
             .into_iter()
@@ -143,10 +150,17 @@ impl Volumes for VolumeService {
                 destination: m.destination,
                 read_only: m.read_only,
                 options: m.options,
+                volume_options: m.volume_options.into_iter().collect(),
+                volume_labels: m.volume_labels.into_iter().collect(),
+                require_source: m.require_source,
             })
             .collect();
         let id = r.container_id;
-        let mounts = self.run(move |s| s.prepare_mounts(&id, &specs)).await?;
+        let lower: Vec<std::path::PathBuf> =
+            r.image_lower_dirs.into_iter().map(Into::into).collect();
+        let mounts = self
+            .run(move |s| s.prepare_mounts(&id, &specs, &lower))
+            .await?;
         Ok(Response::new(pb::PrepareMountsResponse {
             mounts: mounts.into_iter().map(resolved_to_pb).collect(),
         }))

@@ -11,6 +11,8 @@ use std::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::{
+    copyup::{self, ImageView},
+    driver,
     error::{Error, Result},
     mounts::{self, MountKind, MountSpec, ResolvedMount},
 };
@@ -74,15 +76,35 @@ fn driver_name(driver: &str) -> Result<&'static str> {
     }
 }
 
-/// Directories made while preparing mounts, removed again if the preparation fails.
+/// What a failed create or preparation made, taken away again: driver mounts first (so
+/// removing a tree never reaches through a mount), filled volumes, trees, directories.
 #[derive(Default)]
 struct Undo {
     dirs: Vec<PathBuf>,
     trees: Vec<PathBuf>,
+    mounts: Vec<PathBuf>,
+    filled: Vec<PathBuf>,
 }
 
 impl Undo {
     fn run(self) {
+        for m in self.mounts.iter().rev() {
+            if let Err(e) = driver::unmount(m) {
+                tracing::warn!(path = %m.display(), error = %e, "undo: unmount");
+            }
+        }
+        for dir in &self.filled {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    let _ = if p.is_dir() && !p.is_symlink() {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                }
+            }
+        }
         for tree in self.trees.iter().rev() {
             let _ = fs::remove_dir_all(tree);
         }
@@ -123,10 +145,80 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store {
+        let store = Store {
             root: state_dir.to_path_buf(),
             conn: Mutex::new(conn),
-        })
+        };
+        store.reconcile()?;
+        Ok(store)
+    }
+
+    /// At start: remounts driver-option volumes that are not mounted (after a host
+    /// reboot, or a crash between create's mount and commit), and unmounts leftovers of
+    /// volumes that have no row (a crash between rm's commit and its unmount).
+    fn reconcile(&self) -> Result<()> {
+        let conn = self.conn();
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT name, options FROM volumes")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut known = std::collections::HashSet::new();
+        for (name, options) in rows {
+            let options: BTreeMap<String, String> =
+                serde_json::from_str(&options).unwrap_or_default();
+            if driver::has_mount(&options) {
+                if let Err(e) = self.ensure_mounted(&name, &options) {
+                    tracing::warn!(volume = %name, error = %e, "remount at start");
+                }
+            }
+            known.insert(name);
+        }
+        // Image views of copy-ups a crash interrupted (the failed preparation recorded
+        // nothing, so the container's create was undone or will be retried).
+        if let Ok(views) = fs::read_dir(self.root.join("copyup")) {
+            for view in views.flatten() {
+                match driver::unmount(&view.path()) {
+                    Ok(()) => {
+                        let _ = fs::remove_dir(view.path());
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %view.path().display(), error = %e, "unmount leftover image view")
+                    }
+                }
+            }
+        }
+        let dir = self.root.join("volumes");
+        let entries =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) {
+                continue;
+            }
+            let data = self.mountpoint(&name);
+            match driver::unmount(&data) {
+                Ok(()) => {
+                    tracing::info!(volume = %name, "removing the leftover of a removed volume");
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+                Err(e) => tracing::warn!(volume = %name, error = %e, "unmount leftover"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Mounts a driver-option volume's filesystem unless it is already mounted; returns
+    /// whether it mounted it.
+    fn ensure_mounted(&self, name: &str, options: &BTreeMap<String, String>) -> Result<bool> {
+        let data = self.mountpoint(name);
+        if driver::is_mountpoint(&data).map_err(|e| Error::io("read mountinfo", e))? {
+            return Ok(false);
+        }
+        driver::mount_options(options, &data).map_err(|source| Error::Mount {
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(true)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -189,6 +281,7 @@ impl Store {
         {
             return Ok(false);
         }
+        mounts::check_driver_options(&req.options)?;
         let dir = self.volume_dir(&req.name);
         let existed = dir.exists();
         let data = self.mountpoint(&req.name);
@@ -196,6 +289,9 @@ impl Store {
             .map_err(|e| Error::io(format!("create {}", data.display()), e))?;
         if !existed {
             undo.trees.push(dir);
+        }
+        if driver::has_mount(&req.options) && self.ensure_mounted(&req.name, &req.options)? {
+            undo.mounts.push(data);
         }
         let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         tx.execute(
@@ -241,16 +337,50 @@ impl Store {
             .ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
-    pub fn list_volumes(&self) -> Result<Vec<VolumeInfo>> {
+    /// Every volume matching `filters` (see [`Filters`]), by name.
+    pub fn list_volumes(&self, filters: &[String]) -> Result<Vec<VolumeInfo>> {
+        let filters = Filters::parse(filters)?;
         let conn = self.conn();
-        let names: Vec<String> = conn
-            .prepare("SELECT name FROM volumes ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        names
-            .iter()
-            .filter_map(|n| self.read(&conn, n).transpose())
-            .collect()
+        // One pass over each table: `volume ls` with thousands of volumes stays one query each.
+        let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut stmt =
+            conn.prepare("SELECT volume_name, container_id FROM usage ORDER BY container_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (v, c) = row?;
+            used.entry(v).or_default().push(c);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT name, driver, labels, options, created, anonymous FROM volumes ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, driver, labels, options, created_at, anonymous) = row?;
+            let info = VolumeInfo {
+                mountpoint: self.mountpoint(&name),
+                used_by: used.remove(&name).unwrap_or_default(),
+                name,
+                driver,
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+                options: serde_json::from_str(&options).unwrap_or_default(),
+                created_at,
+                anonymous,
+            };
+            if filters.matches(&info) {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Removes a volume and its data. Refused while a container uses it, even with
@@ -276,6 +406,10 @@ impl Store {
                 containers,
             });
         }
+        // Unmounted before the row goes: a failure keeps the volume whole, and the tree
+        // removal below can never reach through a mount into other data.
+        let data = self.mountpoint(name);
+        driver::unmount(&data).map_err(|e| Error::io(format!("unmount {}", data.display()), e))?;
         tx.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
         tx.commit()?;
         let dir = self.volume_dir(name);
@@ -289,13 +423,24 @@ impl Store {
     /// Validates the container's mount specs, creates missing volumes and bind sources,
     /// records the container's use of its volumes and returns host paths — all or
     /// nothing. A second call for the same container returns the first result.
+    /// `lower_dirs` (the image's layers, topmost first) fill empty volumes (copy-up) and
+    /// catch a bind of a file over an image directory or the reverse.
     pub fn prepare_mounts(
         &self,
         container_id: &str,
         specs: &[MountSpec],
+        lower_dirs: &[PathBuf],
     ) -> Result<Vec<ResolvedMount>> {
-        if container_id.is_empty() {
-            return Err(Error::InvalidMount("empty container id".to_string()));
+        // The ID names a scratch directory (the copy-up view): no path separators.
+        if container_id.is_empty()
+            || container_id.starts_with('.')
+            || !container_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(Error::InvalidMount(format!(
+                "invalid container id {container_id:?}"
+            )));
         }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -311,8 +456,12 @@ impl Store {
         }
         let specs = mounts::validate(specs)?;
         let mut undo = Undo::default();
+        let mut image = ImageView::new(
+            lower_dirs.to_vec(),
+            self.root.join("copyup").join(container_id),
+        );
         let res = self
-            .resolve_all(&tx, container_id, &specs, &mut undo)
+            .resolve_all(&tx, container_id, &specs, &mut image, &mut undo)
             .and_then(|resolved| {
                 tx.execute(
                     "INSERT INTO prepared (container_id, mounts) VALUES (?1, ?2)",
@@ -335,34 +484,25 @@ impl Store {
         tx: &Transaction<'_>,
         container_id: &str,
         specs: &[MountSpec],
+        image: &mut ImageView,
         undo: &mut Undo,
     ) -> Result<Vec<ResolvedMount>> {
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
-            let kind = spec.kind.expect("validated");
+            let Some(kind) = spec.kind else {
+                return Err(Error::InvalidMount(format!(
+                    "invalid mount config for {:?}: mount type unspecified",
+                    spec.destination
+                )));
+            };
+            let options = mounts::runtime_options(kind, spec)?;
             let (source, volume_name) = match kind {
                 MountKind::Bind => {
-                    let path = PathBuf::from(&spec.source);
-                    create_dirs(&path, &mut undo.dirs)
-                        .map_err(|e| Error::io(format!("create bind source {}", spec.source), e))?;
+                    self.bind_source(spec, image, undo)?;
                     (spec.source.clone(), String::new())
                 }
                 MountKind::Volume => {
-                    let anonymous = spec.source.is_empty();
-                    let name = if anonymous {
-                        berth_common::ids::random_id()
-                    } else {
-                        spec.source.clone()
-                    };
-                    let req = CreateRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    };
-                    self.create_in(tx, &req, anonymous, undo)?;
-                    tx.execute(
-                        "INSERT OR IGNORE INTO usage (container_id, volume_name) VALUES (?1, ?2)",
-                        params![container_id, name],
-                    )?;
+                    let name = self.volume_for(tx, container_id, spec, image, undo)?;
                     (self.mountpoint(&name).display().to_string(), name)
                 }
                 MountKind::Tmpfs => (String::new(), String::new()),
@@ -373,10 +513,91 @@ impl Store {
                 destination: spec.destination.clone(),
                 read_only: spec.read_only,
                 volume_name,
-                options: spec.options.clone(),
+                options,
             });
         }
         Ok(out)
+    }
+
+    /// Checks a bind's source (must exist for `--mount`; made as a directory for `-v`) and
+    /// that it is the same kind (file or directory) as what the image has at the target.
+    fn bind_source(&self, spec: &MountSpec, image: &mut ImageView, undo: &mut Undo) -> Result<()> {
+        let path = PathBuf::from(&spec.source);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if spec.require_source {
+                    return Err(Error::InvalidMount(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        spec.source
+                    )));
+                }
+                create_dirs(&path, &mut undo.dirs)
+                    .map_err(|e| Error::io(format!("create bind source {}", spec.source), e))?;
+                fs::metadata(&path)
+                    .map_err(|e| Error::io(format!("bind source {}", spec.source), e))?
+            }
+            Err(e) => return Err(Error::io(format!("bind source {}", spec.source), e)),
+        };
+        if let Some((_, target)) = image.lookup(&spec.destination)? {
+            let what = |dir: bool| if dir { "a directory" } else { "a file" };
+            if meta.is_dir() != target.is_dir() {
+                return Err(Error::InvalidMount(format!(
+                    "invalid mount config for type \"bind\": source {} is {} but {} in the image is {}",
+                    spec.source,
+                    what(meta.is_dir()),
+                    spec.destination,
+                    what(target.is_dir())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the spec's volume if missing (anonymous: a new name), records the
+    /// container's use, and fills it from the image when it is empty (unless `nocopy`).
+    fn volume_for(
+        &self,
+        tx: &Transaction<'_>,
+        container_id: &str,
+        spec: &MountSpec,
+        image: &mut ImageView,
+        undo: &mut Undo,
+    ) -> Result<String> {
+        let anonymous = spec.source.is_empty();
+        let name = if anonymous {
+            berth_common::ids::random_id()
+        } else {
+            spec.source.clone()
+        };
+        let req = CreateRequest {
+            name: name.clone(),
+            driver: String::new(),
+            labels: spec.volume_labels.clone(),
+            options: spec.volume_options.clone(),
+        };
+        if !self.create_in(tx, &req, anonymous, undo)? {
+            // An existing driver-option volume whose mount went away (host reboot).
+            let options = self.read(tx, &name)?.map(|v| v.options).unwrap_or_default();
+            if driver::has_mount(&options) && self.ensure_mounted(&name, &options)? {
+                undo.mounts.push(self.mountpoint(&name));
+            }
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO usage (container_id, volume_name) VALUES (?1, ?2)",
+            params![container_id, name],
+        )?;
+        let data = self.mountpoint(&name);
+        if !spec.options.iter().any(|o| o == "nocopy") && copyup::is_empty_dir(&data)? {
+            if let Some((src, meta)) = image.lookup(&spec.destination)? {
+                if meta.is_dir() {
+                    undo.filled.push(data.clone());
+                    copyup::copy_dir(&src, &data)?;
+                    tracing::info!(volume = %name, destination = %spec.destination, "copied up from the image");
+                }
+            }
+        }
+        Ok(name)
     }
 
     /// Forgets the container's use of its volumes; returns its anonymous volumes.
@@ -405,4 +626,67 @@ fn users(conn: &Connection, name: &str) -> Result<Vec<String>> {
         .prepare("SELECT container_id FROM usage WHERE volume_name = ?1 ORDER BY container_id")?
         .query_map([name], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?)
+}
+
+/// `volume ls -f` filters: all keys must match; several values of one key match when
+/// any of them does (Docker's rule).
+#[derive(Debug, Default)]
+struct Filters {
+    dangling: Option<bool>,
+    anonymous: Option<bool>,
+    labels: Vec<(String, Option<String>)>,
+    not_labels: Vec<(String, Option<String>)>,
+    names: Vec<String>,
+    drivers: Vec<String>,
+}
+
+fn parse_bool(filter: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::InvalidFilter(filter.to_string())),
+    }
+}
+
+impl Filters {
+    fn parse(filters: &[String]) -> Result<Filters> {
+        let mut f = Filters::default();
+        for filter in filters {
+            let label = |v: &str| match v.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (v.to_string(), None),
+            };
+            // `label!=` before `label=`: the key of the first is `label!`.
+            if let Some(v) = filter.strip_prefix("label!=") {
+                f.not_labels.push(label(v));
+                continue;
+            }
+            let Some((key, value)) = filter.split_once('=') else {
+                return Err(Error::InvalidFilter(filter.clone()));
+            };
+            match key {
+                "dangling" => f.dangling = Some(parse_bool(filter, value)?),
+                "anonymous" => f.anonymous = Some(parse_bool(filter, value)?),
+                "label" => f.labels.push(label(value)),
+                "name" => f.names.push(value.to_string()),
+                "driver" => f.drivers.push(value.to_string()),
+                _ => return Err(Error::InvalidFilter(filter.clone())),
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, v: &VolumeInfo) -> bool {
+        let has = |(k, val): &(String, Option<String>)| {
+            v.labels
+                .get(k)
+                .is_some_and(|got| val.as_ref().is_none_or(|want| want == got))
+        };
+        self.dangling.is_none_or(|d| d == v.used_by.is_empty())
+            && self.anonymous.is_none_or(|a| a == v.anonymous)
+            && self.labels.iter().all(has)
+            && !self.not_labels.iter().any(has)
+            && (self.names.is_empty() || self.names.iter().any(|n| v.name.contains(n.as_str())))
+            && (self.drivers.is_empty() || self.drivers.contains(&v.driver))
+    }
 }

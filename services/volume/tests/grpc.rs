@@ -79,6 +79,7 @@ async fn volumes_over_grpc_survive_kill_9() {
                 mount(pb::MountType::Volume, "data", "/data"),
                 mount(pb::MountType::Volume, "", "/anon"),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -90,6 +91,7 @@ async fn volumes_over_grpc_survive_kill_9() {
         .prepare_mounts(pb::PrepareMountsRequest {
             container_id: "c2".into(),
             mounts: vec![mount(pb::MountType::Unspecified, "", "/x")],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -147,7 +149,7 @@ async fn volumes_over_grpc_survive_kill_9() {
         (tonic::Code::NotFound, "no such volume: data")
     );
     let list = client
-        .list_volumes(pb::ListVolumesRequest {})
+        .list_volumes(pb::ListVolumesRequest::default())
         .await
         .unwrap()
         .into_inner();
