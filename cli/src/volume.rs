@@ -2,7 +2,9 @@
 use std::io::Write;
 
 use anyhow::Result;
-use berth_proto::volume::v1::{CreateVolumeRequest, ListVolumesRequest, RemoveVolumeRequest};
+use berth_proto::volume::v1::{
+    CreateVolumeRequest, ListVolumesRequest, PruneVolumesRequest, RemoveVolumeRequest,
+};
 use serde_json::{json, Value};
 
 use crate::args::{VolumeCreateArgs, VolumeLsArgs, VolumePruneArgs, VolumeRmArgs};
@@ -108,23 +110,8 @@ pub async fn rm(mut engine: Engine, args: VolumeRmArgs) -> Result<i32> {
 }
 
 /// Bytes under `dir` (not following symlinks); 0 when this host cannot read it.
-fn disk_usage(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => disk_usage(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// `berth volume prune`: removes unused volumes, anonymous ones only unless `-a`
-/// (Docker ≥ 23). A volume taken into use meanwhile is refused by the volume service and
-/// skipped, so a concurrent `run` never loses its volume.
+/// (Docker ≥ 23); the volume service does it, skipping volumes taken into use meanwhile.
 pub async fn prune(mut engine: Engine, args: VolumePruneArgs) -> Result<i32> {
     for f in &args.filter {
         if !(f.starts_with("label=") || f.starts_with("label!=")) {
@@ -141,41 +128,14 @@ pub async fn prune(mut engine: Engine, args: VolumePruneArgs) -> Result<i32> {
     if !args.force && !crate::container::confirm(warning)? {
         return Ok(0);
     }
-    let mut filters = args.filter.clone();
-    filters.push("dangling=true".into());
-    if !args.all {
-        filters.push("anonymous=true".into());
-    }
-    let vols = engine
-        .list_volumes(ListVolumesRequest { filters })
+    let pruned = engine
+        .prune_volumes(PruneVolumesRequest {
+            filters: args.filter.clone(),
+            all: args.all,
+        })
         .await?
-        .into_inner()
-        .volumes;
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0u64;
-    for v in vols {
-        let size = disk_usage(std::path::Path::new(&v.mountpoint));
-        match engine
-            .remove_volume(RemoveVolumeRequest {
-                name: v.name.clone(),
-                force: false,
-            })
-            .await
-        {
-            Ok(_) => {
-                reclaimed += size;
-                deleted.push(v.name);
-            }
-            Err(st) if crate::client::is_connect_error(&st) => return Err(st.into()),
-            // In use since it was listed, or removed by someone else: not ours to prune.
-            Err(st)
-                if matches!(
-                    st.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) => {}
-            Err(st) => return Err(st.into()),
-        }
-    }
+        .into_inner();
+    let (deleted, reclaimed) = (pruned.deleted, pruned.space_reclaimed);
     let mut out = String::new();
     if !deleted.is_empty() {
         out.push_str("Deleted Volumes:\n");

@@ -713,6 +713,12 @@ impl Engine for Mock {
     ) -> Result<Response<vol::RemoveVolumeResponse>, Status> {
         unimpl()
     }
+    async fn prune_volumes(
+        &self,
+        _: Request<vol::PruneVolumesRequest>,
+    ) -> Result<Response<vol::PruneVolumesResponse>, Status> {
+        unimpl()
+    }
     type ExecContainerStream = Out<sup::AttachOutput>;
     /// Says how it was called; `cat` echoes stdin, `exit N` exits N, `nosuch` is not found
     /// (127); `-d` ends the stream at once.

@@ -9,6 +9,16 @@
 # docker-registry that this script starts on a free loopback port with its own config, then
 # pulled cold and warm by berth, by docker, and copied by `skopeo copy` (download only).
 # BENCH_ONLY=pull runs only that part and replaces the "## Pull" section of the page.
+#
+# Volumes: dd with O_DIRECT (256 MiB, 1 MiB blocks) written and read in a container into a
+# named volume, and the same busybox dd on the host into a directory of the same
+# filesystem; and `volume ls` with 1,000 volumes. BENCH_ONLY=volume runs only that part
+# and replaces the "## Volumes" section of the page.
+#
+# Published ports and DNS (deploy/bench/net-bench.sh): requests/s and MiB/s with ab through
+# -p 127.0.0.1:<port>:80 to a busybox httpd, and embedded-DNS lookup latency from a second
+# container (deploy/bench/net-dns.py). BENCH_ONLY=net runs only that part and replaces the
+# "## Published ports and DNS" section of the page.
 set -euo pipefail
 image_tar=$1
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,6 +51,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Published ports and DNS (deploy/bench/net-bench.sh); its cleanup also removes the
+# instance's default bridge and nftables table once the services are down.
+. "$top/deploy/bench/net-bench.sh"
+trap 'net_cleanup; cleanup; net_teardown_instance' EXIT
 
 now_ns() { date +%s%N; }
 # stats "v1 v2 ..." -> "median min max" (milliseconds, one decimal)
@@ -89,7 +103,7 @@ measure_engine() { # name cli...
     "${cli[@]}" ps -aq | xargs -r "${cli[@]}" rm -f >/dev/null
 }
 
-if [[ $only != pull ]]; then
+if [[ -z $only ]]; then
     measure_engine berth "$bin/berth"
     sleep 12  # idle: past the services' periodic heap trim
     berth_rss=0; berth_pss=0; berth_anon=0
@@ -114,7 +128,7 @@ if command -v dockerd >/dev/null && command -v docker >/dev/null; then
     dk=(docker -H "unix://$work/docker.sock")
     for _ in $(seq 150); do "${dk[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
     if "${dk[@]}" load -i "$image_tar" >/dev/null 2>&1; then
-        if [[ $only != pull ]]; then
+        if [[ -z $only ]]; then
             measure_engine docker "${dk[@]}"
             sleep 12
             docker_pids="$docker_pid $(pgrep -P "$docker_pid" -x containerd || true)"
@@ -237,7 +251,123 @@ measure_pull() {
     result[skopeo.pull]=$(echo "$samples" | stats)
     berth_cold
 }
-measure_pull
+if [[ -z $only || $only == pull ]]; then measure_pull; fi
+
+# Volumes. Debian's busybox dd prints no timing, so dd is timed from outside: in a running
+# container through `exec`, minus the median of `exec … true` (the exec's own cost), and on
+# the host directly, minus `busybox true`. Each sample is $vol_passes passes of the 256 MiB dd
+# in one command, so the subtracted start-up cost is a small part of it.
+# dd_mibs BASE_MS CMD... -> MiB/s.
+vol_runs=${BENCH_VOL_RUNS:-9}
+vol_mib=${BENCH_VOL_MIB:-256}
+vol_passes=${BENCH_VOL_PASSES:-4}
+dd_w="for i in \$(seq $vol_passes); do rm -f /v/f; dd if=/dev/zero of=/v/f bs=1M count=$vol_mib oflag=direct 2>/dev/null; done"
+dd_r="for i in \$(seq $vol_passes); do dd if=/v/f of=/dev/null bs=1M iflag=direct 2>/dev/null; done"
+dd_mibs() {
+    local base=$1 ms; shift
+    ms=$(time_ms "$@")
+    awk -v mib="$((vol_mib * vol_passes))" -v ms="$ms" -v base="$base" 'BEGIN {printf "%.0f", mib / ((ms - base) / 1000)}'
+}
+median_ms() { local s=""; for _ in $(seq 10); do s+=" $(time_ms "$@")"; done; echo "$s" | stats | awk '{print $1}'; }
+# berth, the host and Docker take turns sample by sample, so a busy moment on the machine
+# does not land on one of them only.
+measure_volume() {
+    local host=$work/hostio bw="" br="" hw="" hr="" dw="" dr="" bbase hbase dbase
+    local b=("$bin/berth" exec bench-io) h_w="${dd_w//\/v\//$host/}" h_r="${dd_r//\/v\//$host/}"
+    berth volume create bench-io >/dev/null
+    berth run -d --name bench-io -v bench-io:/v busybox sleep 1000 >/dev/null
+    bbase=$(median_ms "${b[@]}" true)
+    mkdir -p "$host"
+    hbase=$(median_ms busybox sh -c true)
+    if [[ -n $docker_pid ]]; then
+        "${dk[@]}" volume create bench-io >/dev/null
+        "${dk[@]}" run -d --name bench-io -v bench-io:/v busybox sleep 1000 >/dev/null
+        dbase=$(median_ms "${dk[@]}" exec bench-io true)
+    fi
+    for _ in $(seq "$vol_runs"); do
+        bw+=" $(dd_mibs "$bbase" "${b[@]}" sh -c "$dd_w")"
+        hw+=" $(dd_mibs "$hbase" busybox sh -c "$h_w")"
+        if [[ -n $docker_pid ]]; then dw+=" $(dd_mibs "$dbase" "${dk[@]}" exec bench-io sh -c "$dd_w")"; fi
+        br+=" $(dd_mibs "$bbase" "${b[@]}" sh -c "$dd_r")"
+        hr+=" $(dd_mibs "$hbase" busybox sh -c "$h_r")"
+        if [[ -n $docker_pid ]]; then dr+=" $(dd_mibs "$dbase" "${dk[@]}" exec bench-io sh -c "$dd_r")"; fi
+    done
+    result[berth.volw]=$(echo "$bw" | stats); result[berth.volr]=$(echo "$br" | stats)
+    result[host.volw]=$(echo "$hw" | stats); result[host.volr]=$(echo "$hr" | stats)
+    berth rm -f bench-io >/dev/null
+    berth volume rm bench-io >/dev/null
+    rm -rf "$host"
+    if [[ -n $docker_pid ]]; then
+        result[docker.volw]=$(echo "$dw" | stats); result[docker.volr]=$(echo "$dr" | stats)
+        "${dk[@]}" rm -f bench-io >/dev/null
+        "${dk[@]}" volume rm bench-io >/dev/null
+    fi
+
+    local n=${BENCH_VOLUMES:-1000} samples=""
+    for i in $(seq "$n"); do echo "bench-v$i"; done | xargs -P 8 -n 50 sh -c 'for v; do "$0" volume create "$v" >/dev/null; done' "$bin/berth"
+    [[ $(berth volume ls -q | wc -l) -eq $n ]] || { echo "volume ls does not list $n volumes" >&2; exit 1; }
+    berth volume ls >/dev/null  # warm-up
+    for _ in $(seq "$runs"); do samples+=" $(time_ms berth volume ls)"; done
+    result[berth.vols]=$(echo "$samples" | stats)
+    samples=""
+    for _ in $(seq "$runs"); do samples+=" $(time_ms berth volume ls -f dangling=true -f name=bench-v99)"; done
+    result[berth.volsf]=$(echo "$samples" | stats)
+    berth volume ls -q | xargs -r -n 200 "$bin/berth" volume rm >/dev/null
+    if [[ -n $docker_pid ]]; then
+        for i in $(seq "$n"); do echo "bench-v$i"; done \
+            | DK="${dk[*]}" xargs -P 8 -n 50 sh -c 'for v; do $DK volume create "$v" >/dev/null; done' _ 2>/dev/null || true
+        samples=""
+        for _ in $(seq "$runs"); do samples+=" $(time_ms "${dk[@]}" volume ls)"; done
+        result[docker.vols]=$(echo "$samples" | stats)
+        samples=""
+        for _ in $(seq "$runs"); do samples+=" $(time_ms "${dk[@]}" volume ls -f dangling=true -f name=bench-v99)"; done
+        result[docker.volsf]=$(echo "$samples" | stats)
+        "${dk[@]}" volume prune -a -f >/dev/null 2>&1 || true
+    fi
+}
+if [[ -z $only || $only == volume ]]; then measure_volume; fi
+volume_section() {
+    echo "## Volumes"
+    echo
+    local dnote="Docker is not installed on this machine, so its column is empty."
+    [[ -n $docker_pid ]] && dnote="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran the same commands in the same run."
+    echo "Written by \`just bench\` (or \`BENCH_ONLY=volume deploy/bench/run.sh\`) on $(date -u +%Y-%m-%d) ($(nproc) cores,"
+    echo "kernel $(uname -r), $(df -T "$work" | awk 'NR==2 {print $2}') under the state root). Throughput: busybox \`dd bs=1M\` of $vol_mib MiB with"
+    echo "O_DIRECT, $vol_passes passes per sample, median of $vol_runs samples (min–max), berth, host and Docker in turn: in a running container through"
+    echo "\`exec\`, less the median time of \`exec … true\`; on the host, the same busybox binary on a directory of the"
+    echo "same filesystem, less \`busybox sh -c true\`."
+    echo "\`volume ls\`: median of $runs runs with ${BENCH_VOLUMES:-1000} volumes. $dnote"
+    echo
+    echo "| figure | berth | host | Docker | berth / host |"
+    echo "|---|---|---|---|---|"
+    vrow() { # label key unit
+        local b=${result[berth.$2]:-} h=${result[host.$2]:-} d=${result[docker.$2]:-} bm hm hcell="—" dcell="—" ratio="—"
+        read -r bm bmin bmax <<<"$b"
+        if [[ -n $h ]]; then
+            read -r hm hmin hmax <<<"$h"; hcell="$hm $3 ($hmin–$hmax)"
+            ratio=$(awk -v a="$bm" -v b="$hm" 'BEGIN {printf "%.3f", (b>0)?a/b:0}')
+        fi
+        if [[ -n $d ]]; then read -r dm dmin dmax <<<"$d"; dcell="$dm $3 ($dmin–$dmax)"; fi
+        echo "| $1 | $bm $3 ($bmin–$bmax) | $hcell | $dcell | $ratio |"
+    }
+    vrow "dd O_DIRECT write into a named volume" volw MiB/s
+    vrow "dd O_DIRECT read from a named volume" volr MiB/s
+    vrow "\`volume ls\` with ${BENCH_VOLUMES:-1000} volumes" vols ms
+    vrow "\`volume ls -f dangling=true -f name=…\` with ${BENCH_VOLUMES:-1000} volumes" volsf ms
+    echo
+    echo "A volume is a bind mount of a host directory, so its I/O is the host filesystem's; the"
+    echo "target (issue 6) is volume I/O within 5% of the host."
+}
+# BENCH_ONLY=pull|volume: replace that section of the page (or add it) and keep the rest.
+if [[ $only == volume ]]; then
+    doc=$top/docs/benchmarks.md
+    rest=$( [[ -f $doc ]] && awk '/^## Volumes$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    volume_section >"$work/volume.md"
+    { printf '%s\n\n' "$rest"; cat "$work/volume.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/volume.md"
+    exit 0
+fi
 
 row() { # label key unit
     local b=${result[berth.$2]:-} d=${result[docker.$2]:-}
@@ -296,6 +426,18 @@ pull_section() {
     echo
     echo "Targets (issue 4): the cold pull faster than both Docker and skopeo; the second pull ≤ 50 ms."
 }
+# Published ports and DNS: measured here (after row() exists), written below.
+if [[ -z $only || $only == net ]]; then measure_net; fi
+# BENCH_ONLY=net: replace the page's "## Published ports and DNS" section (or add one).
+if [[ $only == net ]]; then
+    doc=$top/docs/benchmarks.md
+    rest=$( [[ -f $doc ]] && awk '/^## Published ports and DNS$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    net_section >"$work/net.md"
+    { printf '%s\n\n' "$rest"; cat "$work/net.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/net.md"
+    exit 0
+fi
 # BENCH_ONLY=pull: replace the page's "## Pull" section (or add one) and keep the rest.
 if [[ $only == pull ]]; then
     doc=$top/docs/benchmarks.md
@@ -344,5 +486,9 @@ fi
     echo "a second of quiet (one shim runs per container); the services do not."
     echo
     pull_section
+    echo
+    volume_section
+    echo
+    net_section
 } >"$top/docs/benchmarks.md"
 cat "$top/docs/benchmarks.md"

@@ -33,7 +33,8 @@ use berth_proto::{
     },
     volume::v1::{
         CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
-        RemoveVolumeRequest, RemoveVolumeResponse, Volume,
+        PruneVolumesRequest, PruneVolumesResponse, RemoveVolumeRequest, RemoveVolumeResponse,
+        Volume,
     },
 };
 use tokio::sync::mpsc;
@@ -719,6 +720,19 @@ impl EngineApi for Engine {
             }
             r => r.map_err(upstream("remove volume")),
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(all = request.get_ref().all))]
+    async fn prune_volumes(
+        &self,
+        request: Request<PruneVolumesRequest>,
+    ) -> Result<Response<PruneVolumesResponse>, Status> {
+        self.clients
+            .volumes
+            .clone()
+            .prune_volumes(request.into_inner())
+            .await
+            .map_err(upstream("prune volumes"))
     }
 
     #[tracing::instrument(skip_all, fields(filters = ?request.get_ref().filters))]

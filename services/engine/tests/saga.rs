@@ -608,6 +608,13 @@ impl Volumes for Vols {
         log(&self.0, format!("RemoveVolume {}", r.into_inner().name));
         Ok(Response::new(Default::default()))
     }
+    async fn prune_volumes(
+        &self,
+        _: Request<vol::PruneVolumesRequest>,
+    ) -> Result<Response<vol::PruneVolumesResponse>, Status> {
+        log(&self.0, "PruneVolumes".to_string());
+        Ok(Response::new(Default::default()))
+    }
     async fn prepare_mounts(
         &self,
         r: Request<vol::PrepareMountsRequest>,

@@ -129,6 +129,21 @@ impl Volumes for VolumeService {
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(all = request.get_ref().all))]
+    async fn prune_volumes(
+        &self,
+        request: Request<pb::PruneVolumesRequest>,
+    ) -> Result<Response<pb::PruneVolumesResponse>, Status> {
+        let r = request.into_inner();
+        let (deleted, space_reclaimed) = self
+            .run(move |s| s.prune_volumes(&r.filters, r.all))
+            .await?;
+        Ok(Response::new(pb::PruneVolumesResponse {
+            deleted,
+            space_reclaimed,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
     async fn prepare_mounts(
         &self,

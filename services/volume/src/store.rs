@@ -385,6 +385,39 @@ impl Store {
 
     /// Removes a volume and its data. Refused while a container uses it, even with
     /// `force`; `force` makes an unknown volume succeed.
+    /// Removes unused volumes matching `filters` (label filters only), anonymous ones only
+    /// unless `all`. A volume taken into use or removed since the listing is skipped.
+    /// Returns the removed names and the bytes their files took.
+    pub fn prune_volumes(&self, filters: &[String], all: bool) -> Result<(Vec<String>, u64)> {
+        if let Some(bad) = filters
+            .iter()
+            .find(|f| !(f.starts_with("label=") || f.starts_with("label!=")))
+        {
+            return Err(Error::InvalidFilter(format!(
+                "{bad}: volume prune takes label=KEY[=VALUE] and label!=KEY[=VALUE]"
+            )));
+        }
+        let mut filters = filters.to_vec();
+        filters.push("dangling=true".into());
+        if !all {
+            filters.push("anonymous=true".into());
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        for volume in self.list_volumes(&filters)? {
+            let size = disk_usage(&volume.mountpoint);
+            match self.remove_volume(&volume.name, false) {
+                Ok(()) => {
+                    reclaimed += size;
+                    deleted.push(volume.name);
+                }
+                Err(Error::InUse { .. } | Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+
     pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -689,4 +722,19 @@ impl Filters {
             && (self.names.is_empty() || self.names.iter().any(|n| v.name.contains(n.as_str())))
             && (self.drivers.is_empty() || self.drivers.contains(&v.driver))
     }
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
