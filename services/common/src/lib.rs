@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod ids;
 pub mod memory;
+pub mod netsettings;
 pub mod serve;
 pub mod status;
 pub mod telemetry;

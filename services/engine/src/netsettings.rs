@@ -1,51 +1,11 @@
 //! The supervisor's `NetworkSettings` (what goes in /etc/hosts and /etc/resolv.conf) from
 //! the network service's attachment and the user's flags, at create and after a
 //! connect/disconnect. Pure functions.
+use berth_common::netsettings::user_or;
+pub use berth_common::netsettings::{ip_addresses, network_hosts, published};
 use berth_proto::{
-    engine::v1::CreateContainerRequest,
-    network::v1::{Attachment, PortBinding},
-    supervisor::v1::{HostEntry, NetworkSettings, PublishedPort},
+    engine::v1::CreateContainerRequest, network::v1::Attachment, supervisor::v1::NetworkSettings,
 };
-
-/// The attachment's `extra_hosts` lines ("ip\tnames") as host entries.
-pub fn network_hosts(lines: &[String]) -> Vec<HostEntry> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            let line = line.trim();
-            let (ip, names) = line.split_once(char::is_whitespace)?;
-            let names = names.split_whitespace().collect::<Vec<_>>().join(" ");
-            (!ip.is_empty() && !names.is_empty()).then(|| HostEntry {
-                ip: ip.to_string(),
-                hostname: names,
-            })
-        })
-        .collect()
-}
-
-/// The container's addresses: one per endpoint (they follow connect/disconnect), else
-/// the attachment's list (modes without endpoints).
-pub fn ip_addresses(a: &Attachment) -> Vec<String> {
-    let from_endpoints: Vec<String> = a
-        .endpoints
-        .iter()
-        .filter(|e| !e.ipv4_address.is_empty())
-        .map(|e| e.ipv4_address.clone())
-        .collect();
-    if from_endpoints.is_empty() {
-        a.ip_addresses.clone()
-    } else {
-        from_endpoints
-    }
-}
-
-fn user_or(user: &[String], network: &[String]) -> Vec<String> {
-    if user.is_empty() {
-        network.to_vec()
-    } else {
-        user.to_vec()
-    }
-}
 
 /// The settings of a new container: the user's --dns, --dns-search, --dns-option win
 /// over what the network suggests (its embedded DNS on user networks).
@@ -61,19 +21,6 @@ pub fn initial(req: &CreateContainerRequest, a: &Attachment) -> NetworkSettings 
         network_hosts: network_hosts(&a.extra_hosts),
         ports: published(&a.ports),
     }
-}
-
-/// The bound ports, for the record (`ps` reads them from there).
-pub fn published(ports: &[PortBinding]) -> Vec<PublishedPort> {
-    ports
-        .iter()
-        .map(|p| PublishedPort {
-            protocol: p.protocol.clone(),
-            container_port: p.container_port,
-            host_ip: p.host_ip.clone(),
-            host_port: p.host_port,
-        })
-        .collect()
 }
 
 /// The settings after a connect/disconnect changed the attachment from `before` to
@@ -100,7 +47,7 @@ pub fn after_change(
         dns_options: follow(&old.dns_options, &before.dns_options, &after.dns_options),
         ip_addresses: ip_addresses(after),
         network_hosts: network_hosts(&after.extra_hosts),
-        // Published ports belong to the first endpoint and stay until removal.
+        // Ports are bound when the container starts; connect/disconnect leave them.
         ports: old.ports.clone(),
     }
 }
@@ -108,7 +55,8 @@ pub fn after_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::network::v1::Endpoint;
+    use berth_proto::network::v1::{Endpoint, PortBinding};
+    use berth_proto::supervisor::v1::HostEntry;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -7,13 +7,15 @@ use std::{
 
 use berth_proto::{
     network::v1::Attachment,
-    supervisor::v1::{ContainerSpec, HostEntry, NetworkSettings, PublishedPort},
+    supervisor::v1::{ContainerSpec, NetworkSettings},
 };
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
     LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
     UserBuilder,
 };
+
+use berth_common::netsettings;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -564,59 +566,21 @@ pub fn check_network_update(old: &NetworkSettings, new: &NetworkSettings) -> Res
     Ok(())
 }
 
-fn user_or(current: &[String], network: &[String]) -> Vec<String> {
-    if current.is_empty() {
-        network.to_vec()
-    } else {
-        current.to_vec()
-    }
-}
-
 /// The settings of a container whose network was just activated: its addresses, bound
 /// ports and link entries from the network service. DNS lists the record already has are
 /// the user's (--dns) or ones the engine keeps in step with the network on connect and
 /// disconnect, so they stay; empty ones take the network's. Mode and namespace are fixed.
 pub fn activated_network(old: &NetworkSettings, a: &Attachment) -> NetworkSettings {
-    let from_endpoints: Vec<String> = a
-        .endpoints
-        .iter()
-        .filter(|e| !e.ipv4_address.is_empty())
-        .map(|e| e.ipv4_address.clone())
-        .collect();
     NetworkSettings {
         mode: old.mode.clone(),
         netns_path: old.netns_path.clone(),
         extra_hosts: old.extra_hosts.clone(),
-        dns_servers: user_or(&old.dns_servers, &a.dns_servers),
-        dns_search: user_or(&old.dns_search, &a.dns_search),
-        dns_options: user_or(&old.dns_options, &a.dns_options),
-        ip_addresses: if from_endpoints.is_empty() {
-            a.ip_addresses.clone()
-        } else {
-            from_endpoints
-        },
-        network_hosts: a
-            .extra_hosts
-            .iter()
-            .filter_map(|line| {
-                let (ip, names) = line.trim().split_once(char::is_whitespace)?;
-                let names = names.split_whitespace().collect::<Vec<_>>().join(" ");
-                (!ip.is_empty() && !names.is_empty()).then(|| HostEntry {
-                    ip: ip.to_string(),
-                    hostname: names,
-                })
-            })
-            .collect(),
-        ports: a
-            .ports
-            .iter()
-            .map(|p| PublishedPort {
-                protocol: p.protocol.clone(),
-                container_port: p.container_port,
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port,
-            })
-            .collect(),
+        dns_servers: netsettings::user_or(&old.dns_servers, &a.dns_servers),
+        dns_search: netsettings::user_or(&old.dns_search, &a.dns_search),
+        dns_options: netsettings::user_or(&old.dns_options, &a.dns_options),
+        ip_addresses: netsettings::ip_addresses(a),
+        network_hosts: netsettings::network_hosts(&a.extra_hosts),
+        ports: netsettings::published(&a.ports),
     }
 }
 
@@ -674,7 +638,7 @@ pub fn write_bundle(
 mod tests {
     use super::*;
     use berth_proto::network::v1::{Endpoint, PortBinding};
-    use berth_proto::supervisor::v1::{Mount as SpecMount, RootFs};
+    use berth_proto::supervisor::v1::{HostEntry, Mount as SpecMount, RootFs};
 
     #[test]
     fn activation_fills_addresses_ports_and_links_and_keeps_the_users_dns() {
