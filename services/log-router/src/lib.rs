@@ -6,9 +6,12 @@
 pub mod error;
 pub mod ingest;
 pub mod jsonfile;
+pub mod local;
 pub mod logger;
 pub mod router;
 pub mod service;
+pub mod syslog;
+pub mod tag;
 
 pub use error::{Error, Result};
 pub use router::Router;

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     error::{Error, Result},
     jsonfile::{self, JsonFileLogger},
+    local, syslog,
 };
 
 pub const STDOUT: u8 = berth_wire::STREAM_STDOUT;
@@ -87,6 +88,9 @@ pub const DEFAULT_DRIVER: &str = jsonfile::NAME;
 pub fn driver_name(driver: &str) -> Result<&'static str> {
     match driver {
         "" | jsonfile::NAME => Ok(jsonfile::NAME),
+        syslog::NAME => Ok(syslog::NAME),
+        local::NAME => Ok(local::NAME),
+        NONE => Ok(NONE),
         other => Err(Error::UnknownDriver(other.to_string())),
     }
 }
@@ -95,6 +99,14 @@ pub fn driver_name(driver: &str) -> Result<&'static str> {
 pub fn validate(config: &LogConfig) -> Result<()> {
     match driver_name(&config.driver)? {
         jsonfile::NAME => jsonfile::Options::parse(&config.options).map(|_| ()),
+        syslog::NAME => {
+            let (remote, _) = local::split_cache_options(&config.options)?;
+            syslog::Options::parse(&remote)?;
+            // A bad tag template is refused at create time too, as Docker does.
+            crate::tag::expand(config, "", "").map(|_| ())
+        }
+        local::NAME => local::options(&config.options).map(|_| ()),
+        NONE => none_options(config),
         _ => unreachable!("driver_name returns known drivers"),
     }
 }
@@ -108,7 +120,59 @@ pub fn new_logger(config: &LogConfig, dir: &Path, id: &str) -> Result<Box<dyn Lo
                 .map_err(|e| Error::io(format!("open log of {id}"), e))?;
             Ok(Box::new(logger))
         }
+        syslog::NAME => {
+            // Dual logging: a local copy (cache-* options) lets `logs` read a syslog
+            // container, as Docker does by default.
+            let (options, cache) = local::split_cache_options(&config.options)?;
+            let remote_config = LogConfig {
+                options,
+                ..config.clone()
+            };
+            let remote = Box::new(syslog::SyslogLogger::open(&remote_config, id)?);
+            Ok(match cache {
+                Some(cache) => Box::new(local::Cached {
+                    remote,
+                    cache: local::open(&cache, dir, id)?,
+                }),
+                None => remote,
+            })
+        }
+        local::NAME => Ok(Box::new(local::open(&config.options, dir, id)?)),
+        NONE => {
+            none_options(config)?;
+            Ok(Box::new(NoneLogger))
+        }
         _ => unreachable!("driver_name returns known drivers"),
+    }
+}
+
+/// Docker's `none` driver: lines are dropped and nothing can be read back.
+pub const NONE: &str = "none";
+
+fn none_options(config: &LogConfig) -> Result<()> {
+    match config.options.keys().next() {
+        Some(key) => Err(Error::UnknownOption {
+            key: key.clone(),
+            driver: NONE.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+struct NoneLogger;
+
+impl Logger for NoneLogger {
+    fn name(&self) -> &'static str {
+        NONE
+    }
+    fn log(&mut self, _msg: &Message) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn reader(&self) -> Option<Arc<dyn LogReader>> {
+        None
     }
 }
 

@@ -1,0 +1,524 @@
+//! The `syslog` driver: each line as one syslog message to `syslog-address`.
+//!
+//! Wire formats follow Docker (moby's syslog driver on srslog): with no `syslog-format`
+//! `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`; rfc3164 adds the hostname before TAG; rfc5424 is
+//! `<PRI>1 TIMESTAMP HOST TAG PID TAG - MSG` (the tag is both APP-NAME and MSGID, as in
+//! Docker) with second (rfc5424) or up-to-microsecond (rfc5424micro) timestamps.
+//! Framing is Docker's too: every message ends in `\n` on every transport; Docker
+//! octet-counts (RFC 5425) only on `tcp+tls://`, which berth does not offer yet.
+//! Timestamps are UTC (the log router does not read the host's zone database).
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    net::{TcpStream, UdpSocket},
+    os::unix::net::{UnixDatagram, UnixStream},
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::{
+    error::{Error, Result},
+    logger::{LogConfig, LogReader, Logger, Message, STDERR},
+    tag,
+};
+
+pub const NAME: &str = "syslog";
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "syslog-address",
+    "syslog-facility",
+    "syslog-format",
+    "syslog-tls-ca-cert",
+    "syslog-tls-cert",
+    "syslog-tls-key",
+    "syslog-tls-skip-verify",
+    "tag",
+    "labels",
+    "labels-regex",
+    "env",
+    "env-regex",
+];
+
+/// RFC 5424 facility names in code order (Docker's list).
+const FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "", "", "", "", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+const SEVERITY_ERR: u8 = 3;
+const SEVERITY_INFO: u8 = 6;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Udp(String),
+    Tcp(String),
+    Unix(String),
+    Unixgram(String),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Udp(a) => write!(f, "udp://{a}"),
+            Address::Tcp(a) => write!(f, "tcp://{a}"),
+            Address::Unix(p) => write!(f, "unix://{p}"),
+            Address::Unixgram(p) => write!(f, "unixgram://{p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Docker's default (srslog's UnixFormatter): rfc3164 without the hostname.
+    Unix,
+    Rfc3164,
+    Rfc5424,
+    Rfc5424Micro,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub address: Address,
+    pub facility: u8,
+    pub format: Format,
+}
+
+impl Options {
+    pub fn parse(opts: &BTreeMap<String, String>) -> Result<Options> {
+        if let Some(key) = opts.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+            return Err(Error::UnknownOption {
+                key: key.clone(),
+                driver: NAME.to_string(),
+            });
+        }
+        if let Some(key) = opts.keys().find(|k| k.starts_with("syslog-tls-")) {
+            // Refused rather than silently sending in clear text.
+            return Err(Error::InvalidArgument(format!(
+                "log opt '{key}': TLS (tcp+tls://) is not supported by berth's syslog driver yet"
+            )));
+        }
+        let address = match opts.get("syslog-address").map(String::as_str) {
+            None | Some("") => Address::Unixgram("/dev/log".to_string()),
+            Some(a) => parse_address(a)?,
+        };
+        let facility = match opts.get("syslog-facility").map(String::as_str) {
+            None | Some("") => 3,
+            Some(f) => FACILITIES
+                .iter()
+                .position(|n| !n.is_empty() && *n == f)
+                .and_then(|p| u8::try_from(p).ok())
+                .ok_or_else(|| Error::InvalidArgument(format!("invalid syslog-facility: {f:?}")))?,
+        };
+        let format = match opts.get("syslog-format").map(String::as_str) {
+            None | Some("") => Format::Unix,
+            Some("rfc3164") => Format::Rfc3164,
+            Some("rfc5424") => Format::Rfc5424,
+            Some("rfc5424micro") => Format::Rfc5424Micro,
+            Some(f) => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid syslog-format: {f:?} (rfc3164, rfc5424 or rfc5424micro)"
+                )))
+            }
+        };
+        Ok(Options {
+            address,
+            facility,
+            format,
+        })
+    }
+}
+
+fn parse_address(a: &str) -> Result<Address> {
+    let bad = |why: &str| Error::InvalidArgument(format!("invalid syslog-address {a:?}: {why}"));
+    let (scheme, rest) = a.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    match scheme {
+        "udp" | "tcp" => {
+            if rest.is_empty() || rest.contains('/') {
+                return Err(bad("expected host[:port]"));
+            }
+            // Docker adds the default port 514 when none is given.
+            let hostport = if has_port(rest) {
+                rest.to_string()
+            } else {
+                format!("{rest}:514")
+            };
+            let port = hostport.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+            if port.parse::<u16>().is_err() {
+                return Err(bad("invalid port"));
+            }
+            Ok(if scheme == "udp" {
+                Address::Udp(hostport)
+            } else {
+                Address::Tcp(hostport)
+            })
+        }
+        "unix" | "unixgram" => {
+            if !rest.starts_with('/') {
+                return Err(bad("expected an absolute socket path"));
+            }
+            Ok(if scheme == "unix" {
+                Address::Unix(rest.to_string())
+            } else {
+                Address::Unixgram(rest.to_string())
+            })
+        }
+        "tcp+tls" => Err(bad("TLS is not supported yet")),
+        _ => Err(bad("scheme must be udp, tcp, unix or unixgram")),
+    }
+}
+
+fn has_port(hostport: &str) -> bool {
+    match hostport.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => hostport.matches(':').count() == 1,
+    }
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Unixgram(UnixDatagram),
+}
+
+fn dial(addr: &Address) -> io::Result<Conn> {
+    Ok(match addr {
+        Address::Udp(a) => {
+            let target = std::net::ToSocketAddrs::to_socket_addrs(a.as_str())?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let s = UdpSocket::bind(bind)?;
+            s.connect(target)?;
+            Conn::Udp(s)
+        }
+        Address::Tcp(a) => {
+            let target = std::net::ToSocketAddrs::to_socket_addrs(a.as_str())?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let s = TcpStream::connect_timeout(&target, DIAL_TIMEOUT)?;
+            // A peer that stops reading must not hang the container's pipeline forever.
+            s.set_write_timeout(Some(DIAL_TIMEOUT))?;
+            Conn::Tcp(s)
+        }
+        Address::Unix(p) => {
+            let s = UnixStream::connect(p)?;
+            s.set_write_timeout(Some(DIAL_TIMEOUT))?;
+            Conn::Unix(s)
+        }
+        Address::Unixgram(p) => {
+            let s = UnixDatagram::unbound()?;
+            s.connect(p)?;
+            Conn::Unixgram(s)
+        }
+    })
+}
+
+impl Conn {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Udp(s) => s.send(msg).map(|_| ()),
+            Conn::Unixgram(s) => s.send(msg).map(|_| ()),
+            Conn::Tcp(s) => s.write_all(msg),
+            Conn::Unix(s) => s.write_all(msg),
+        }
+    }
+}
+
+pub struct SyslogLogger {
+    opts: Options,
+    tag: String,
+    hostname: String,
+    pid: u32,
+    conn: Option<Conn>,
+}
+
+impl SyslogLogger {
+    /// Dials the address now, so an unreachable tcp/unix peer fails the container's start
+    /// as in Docker (a udp "connect" only checks the address).
+    pub fn open(config: &LogConfig, id: &str) -> Result<SyslogLogger> {
+        let opts = Options::parse(&config.options)?;
+        let tag = tag::expand(config, id, "{{.ID}}")?;
+        let conn = dial(&opts.address).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "failed to initialize logging driver: syslog-address {}: {e}",
+                opts.address
+            ))
+        })?;
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "-".to_string());
+        Ok(SyslogLogger {
+            opts,
+            tag,
+            hostname,
+            pid: std::process::id(),
+            conn: Some(conn),
+        })
+    }
+
+    /// The bytes put on the wire for `msg`, newline included.
+    pub fn encode(&self, msg: &Message) -> Vec<u8> {
+        let severity = if msg.stream == STDERR {
+            SEVERITY_ERR
+        } else {
+            SEVERITY_INFO
+        };
+        let pri = u32::from(self.opts.facility) * 8 + u32::from(severity);
+        let line = msg.line.strip_suffix(b"\n").unwrap_or(&msg.line);
+        let text = String::from_utf8_lossy(line);
+        let (secs, nanos) = split_time(msg.time_unix_nano);
+        let body = match self.opts.format {
+            Format::Unix => format!(
+                "<{pri}>{} {}[{}]: {text}",
+                stamp_3164(secs),
+                self.tag,
+                self.pid
+            ),
+            Format::Rfc3164 => format!(
+                "<{pri}>{} {} {}[{}]: {text}",
+                stamp_3164(secs),
+                self.hostname,
+                self.tag,
+                self.pid
+            ),
+            Format::Rfc5424 | Format::Rfc5424Micro => {
+                let micros = (self.opts.format == Format::Rfc5424Micro).then_some(nanos / 1000);
+                format!(
+                    "<{pri}>1 {} {} {tag} {} {tag} - {text}",
+                    stamp_3339(secs, micros),
+                    self.hostname,
+                    self.pid,
+                    tag = nil_if_empty(&self.tag),
+                )
+            }
+        };
+        format!("{body}\n").into_bytes()
+    }
+}
+
+fn nil_if_empty(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+impl Logger for SyslogLogger {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn log(&mut self, msg: &Message) -> io::Result<()> {
+        // One redial per line: a restarted rsyslog is picked up again, and a dead one costs
+        // an error for this line rather than a hang.
+        for attempt in 0..2 {
+            let conn = match self.conn.take() {
+                Some(c) => c,
+                None => dial(&self.opts.address)?,
+            };
+            let mut conn = conn;
+            let bytes = self.encode(msg);
+            match conn.send(&bytes) {
+                Ok(()) => {
+                    self.conn = Some(conn);
+                    return Ok(());
+                }
+                Err(e) if attempt == 0 => {
+                    tracing::debug!("syslog send failed, reconnecting: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<u64> {
+        Ok(0)
+    }
+
+    fn reader(&self) -> Option<Arc<dyn LogReader>> {
+        None
+    }
+}
+
+fn split_time(unix_nano: i64) -> (i64, u32) {
+    let secs = unix_nano.div_euclid(1_000_000_000);
+    let nanos = u32::try_from(unix_nano.rem_euclid(1_000_000_000)).unwrap_or(0);
+    (secs, nanos)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn clock(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    (y, m, d, s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// Go's `time.Stamp` ("Jan _2 15:04:05"), which Docker's rfc3164 formatter uses.
+fn stamp_3164(secs: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, m, d, hh, mm, ss) = clock(secs);
+    let month = MONTHS[(m as usize).saturating_sub(1) % 12];
+    format!("{month} {d:>2} {hh:02}:{mm:02}:{ss:02}")
+}
+
+fn stamp_3339(secs: i64, micros: Option<u32>) -> String {
+    let (y, m, d, hh, mm, ss) = clock(secs);
+    match micros {
+        // Go's ".999999": trailing zeros (and an all-zero fraction) are dropped.
+        Some(us) if us > 0 => {
+            let frac = format!("{us:06}");
+            let frac = frac.trim_end_matches('0');
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{frac}Z")
+        }
+        Some(_) | None => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logger::STDOUT;
+    use std::io::Read;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_are_validated_naming_the_culprit() {
+        let o = Options::parse(&opts(&[("syslog-address", "udp://127.0.0.1")])).unwrap();
+        assert_eq!(o.address, Address::Udp("127.0.0.1:514".into()));
+        assert_eq!((o.facility, o.format), (3, Format::Unix));
+        let o = Options::parse(&opts(&[
+            ("syslog-address", "unixgram:///dev/log"),
+            ("syslog-facility", "local7"),
+            ("syslog-format", "rfc5424micro"),
+        ]))
+        .unwrap();
+        assert_eq!((o.facility, o.format), (23, Format::Rfc5424Micro));
+        for (k, v, needle) in [
+            ("nosuch", "1", "nosuch"),
+            ("syslog-format", "nope", "syslog-format"),
+            ("syslog-facility", "nope", "syslog-facility"),
+            ("syslog-address", "http://x", "syslog-address"),
+            ("syslog-address", "tcp://h:notaport", "syslog-address"),
+            ("syslog-address", "unix://relative", "syslog-address"),
+        ] {
+            let e = Options::parse(&opts(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(needle), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_match_go_layouts() {
+        // 2024-02-29T07:05:09Z
+        let t = 1_709_190_309;
+        assert_eq!(stamp_3164(t), "Feb 29 07:05:09");
+        assert_eq!(stamp_3164(t + 86_400), "Mar  1 07:05:09");
+        assert_eq!(stamp_3339(t, None), "2024-02-29T07:05:09Z");
+        assert_eq!(stamp_3339(t, Some(42)), "2024-02-29T07:05:09.000042Z");
+        assert_eq!(stamp_3339(t, Some(120_000)), "2024-02-29T07:05:09.12Z");
+        assert_eq!(stamp_3339(t, Some(0)), "2024-02-29T07:05:09Z");
+    }
+
+    #[test]
+    fn tcp_lines_carry_severity_and_reconnect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = LogConfig {
+            driver: NAME.into(),
+            options: opts(&[
+                ("syslog-address", &format!("tcp://127.0.0.1:{port}")),
+                ("syslog-format", "rfc5424"),
+                ("tag", "{{.Name}}"),
+            ]),
+            name: "web".into(),
+            ..Default::default()
+        };
+        let mut logger = SyslogLogger::open(&config, "0123456789abcdef").unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let msg = |stream, line: &str| Message {
+            stream,
+            line: line.as_bytes().to_vec(),
+            time_unix_nano: 1_709_190_309_000_000_000,
+        };
+        logger.log(&msg(STDOUT, "out\n")).unwrap();
+        logger.log(&msg(STDERR, "err\n")).unwrap();
+        drop(logger);
+        let mut got = String::new();
+        peer.read_to_string(&mut got).unwrap();
+        let host = &logger_host();
+        let pid = std::process::id();
+        assert_eq!(
+            got,
+            format!(
+                "<30>1 2024-02-29T07:05:09Z {host} web {pid} web - out\n\
+                 <27>1 2024-02-29T07:05:09Z {host} web {pid} web - err\n"
+            )
+        );
+
+        // A broken connection is redialled on the next line.
+        config
+            .options
+            .insert("syslog-format".into(), "rfc3164".into());
+        let mut logger = SyslogLogger::open(&config, "0123456789abcdef").unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        drop(peer);
+        for _ in 0..20 {
+            logger.log(&msg(STDOUT, "again\n")).unwrap();
+        }
+        let (mut peer, _) = listener.accept().unwrap();
+        drop(logger);
+        let mut got = String::new();
+        peer.read_to_string(&mut got).unwrap();
+        assert!(
+            got.starts_with(&format!("<30>Feb 29 07:05:09 {host} web[")),
+            "{got}"
+        );
+        assert!(got.ends_with(": again\n"), "{got}");
+    }
+
+    fn logger_host() -> String {
+        nix::unistd::gethostname().unwrap().into_string().unwrap()
+    }
+
+    #[test]
+    fn unreachable_stream_peer_fails_at_open() {
+        let config = LogConfig {
+            driver: NAME.into(),
+            options: opts(&[("syslog-address", "unix:///nonexistent/berth.sock")]),
+            ..Default::default()
+        };
+        let e = SyslogLogger::open(&config, "abc")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("syslog-address"), "{e}");
+    }
+}
