@@ -209,7 +209,7 @@ fn cache_disabled_syslog_local_and_none_reading() {
             assert_ne!(out.status.code(), Some(0), "{driver}: {}", stdout(&out));
             assert_eq!(stdout(&out), "");
             assert!(
-                stderr(&out).contains("cannot read logs"),
+                stderr(&out).contains("configured logging driver does not support reading"),
                 "{}",
                 stderr(&out)
             );

@@ -364,7 +364,10 @@ impl Router {
     pub fn read_logs(&self, id: &str, req: ReadRequest) -> Result<mpsc::Receiver<Result<Message>>> {
         let log = self.get(id)?;
         let reader = log.reader().ok_or_else(|| {
-            Error::InvalidArgument(format!("the log driver of {id} cannot read logs"))
+            // Docker's words, so scripts that match them keep working.
+            Error::InvalidArgument(format!(
+                "configured logging driver does not support reading (container {id})"
+            ))
         })?;
         let (tx, rx) = mpsc::channel(256);
         let mut state = log.subscribe();
