@@ -5,11 +5,9 @@ mod common;
 
 use std::{
     io::Write,
-    net::TcpListener,
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use berth_common::config::RegistriesConfig;
@@ -17,74 +15,13 @@ use berth_image_store::{
     registry::{
         client::Credentials,
         pull::{pull, PullRequest},
-        push::push,
         Inflight,
     },
     store::{ImageInfo, Store},
     unpack, Error,
 };
 use berth_proto::image::v1 as pb;
-use common::*;
-
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-
-/// A registry process, killed (by its PID) when dropped.
-struct TestRegistry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry() -> Option<TestRegistry> {
-    if !Path::new(REGISTRY_BIN).exists() {
-        eprintln!("skipping: {REGISTRY_BIN} is not installed");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let host = format!("127.0.0.1:{}", free_port());
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-        dir.path().join("data").display()
-    );
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let child = Command::new(REGISTRY_BIN)
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let reg = TestRegistry {
-        child,
-        host: host.clone(),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(&host).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "registry did not start on {host}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(reg)
-}
+use common::{registry::*, *};
 
 /// zstd by the real `zstd` command when installed, else by ruzstd's own encoder.
 fn zstd(bytes: &[u8]) -> Vec<u8> {
@@ -117,19 +54,7 @@ async fn do_push(
     store: &Arc<Store>,
     reference: &str,
 ) -> (Result<String, Error>, Vec<pb::PushProgress>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(push(
-        store.clone(),
-        reference.to_string(),
-        Credentials::default(),
-        Default::default(),
-        tx,
-    ));
-    let mut msgs = Vec::new();
-    while let Some(m) = rx.recv().await {
-        msgs.push(m);
-    }
-    (task.await.unwrap(), msgs)
+    push_collect(store, reference, Credentials::default()).await
 }
 
 async fn do_pull(
@@ -137,22 +62,12 @@ async fn do_pull(
     reference: &str,
     registries: RegistriesConfig,
 ) -> (Result<ImageInfo, Error>, Vec<pb::PullProgress>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(pull(
-        store.clone(),
-        Arc::new(Inflight::default()),
-        PullRequest {
-            reference: reference.to_string(),
-            registries: Arc::new(registries),
-            ..Default::default()
-        },
-        tx,
-    ));
-    let mut msgs = Vec::new();
-    while let Some(m) = rx.recv().await {
-        msgs.push(m);
-    }
-    (task.await.unwrap(), msgs)
+    let request = PullRequest {
+        reference: reference.to_string(),
+        registries: Arc::new(registries),
+        ..Default::default()
+    };
+    pull_collect(store, Arc::new(Inflight::default()), request).await
 }
 
 #[test]
@@ -195,7 +110,7 @@ fn zstd_layers_unpack_with_the_diff_id_of_the_tar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zstd_images_push_as_oci_and_pull_back() {
-    let Some(reg) = start_registry() else {
+    let Some(reg) = start_registry(&[]) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -222,7 +137,7 @@ async fn zstd_images_push_as_oci_and_pull_back() {
 /// producer of `+zstd` OCI layers); berth pulls it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_a_zstd_image_made_by_skopeo() {
-    let Some(reg) = start_registry() else {
+    let Some(reg) = start_registry(&[]) else {
         return;
     };
     if Command::new("skopeo").arg("--version").output().is_err() {
@@ -354,7 +269,7 @@ fn the_startup_sweep_removes_layers_an_unfinished_pull_kept() {
 /// response): prune and rmi run while it downloads, and it still completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prune_during_a_slow_pull_keeps_what_the_pull_needs() {
-    let Some(reg) = start_registry() else {
+    let Some(reg) = start_registry(&[]) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -493,7 +408,7 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_repository_mounts_the_layers_of_the_first() {
-    let Some(reg) = start_registry() else {
+    let Some(reg) = start_registry(&[]) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -532,7 +447,7 @@ async fn a_second_repository_mounts_the_layers_of_the_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirrors_are_tried_in_order_then_the_registry() {
-    let Some(reg) = start_registry() else {
+    let Some(reg) = start_registry(&[]) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -560,7 +475,7 @@ async fn mirrors_are_tried_in_order_then_the_registry() {
 
     // A mirror without the image: the registry itself answers.
     let mut registries = RegistriesConfig::default();
-    let empty = start_registry().unwrap();
+    let empty = start_registry(&[]).unwrap();
     registries
         .mirror
         .insert(reg.host.clone(), vec![format!("http://{}", empty.host)]);

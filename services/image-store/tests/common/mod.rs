@@ -1,6 +1,8 @@
 //! Helpers shared by the image store's integration tests: tarballs built in memory,
 //! docker-archive and OCI layouts, and the busybox test image from deploy/images.
 #![allow(dead_code)]
+pub mod registry;
+
 use std::{
     fs,
     path::{Path, PathBuf},
