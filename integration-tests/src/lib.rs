@@ -266,6 +266,17 @@ impl Engine {
             .to_string()
     }
 
+    /// The container's address on `network` (empty when it has none there).
+    pub fn container_ip(&self, name: &str, network: &str) -> String {
+        let networks: serde_json::Value =
+            serde_json::from_str(&self.inspect(name, "{{json .NetworkSettings.Networks}}"))
+                .expect("inspect JSON");
+        networks[network]["IPAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Waits until `inspect` of `name` shows `status`.
     pub fn wait_status(&self, name: &str, status: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);

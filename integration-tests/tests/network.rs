@@ -28,16 +28,6 @@ fn network_json(engine: &Engine, name: &str) -> serde_json::Value {
     }
 }
 
-fn container_ip(engine: &Engine, name: &str, network: &str) -> String {
-    let out = engine.ok(&["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
-    let c = if v.is_array() { &v[0] } else { &v };
-    c["NetworkSettings"]["Networks"][network]["IPAddress"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn the_default_is_the_bridge_and_none_has_only_loopback() {
     let engine = Engine::with_busybox();
@@ -78,7 +68,7 @@ fn containers_on_the_default_bridge_ping_each_other_by_ip() {
     let server = unique("pingee");
     engine.ok(&["run", "-d", "--name", &server, "busybox", "sleep", "60"]);
     engine.wait_status(&server, "running");
-    let ip = container_ip(&engine, &server, "bridge");
+    let ip = engine.container_ip(&server, "bridge");
     assert!(
         ip.parse::<std::net::Ipv4Addr>().is_ok(),
         "no address: {ip:?}"
@@ -192,7 +182,7 @@ fn a_user_network_is_created_inspected_used_with_a_fixed_ip_and_removed() {
         "run", "-d", "--name", &name, "--net", "appnet", "--ip", &fixed, "busybox", "sleep", "60",
     ]);
     engine.wait_status(&name, "running");
-    assert_eq!(container_ip(&engine, &name, "appnet"), fixed);
+    assert_eq!(engine.container_ip(&name, "appnet"), fixed);
     let bad = engine.berth(&[
         "run",
         "--rm",
@@ -293,7 +283,7 @@ fn macvlan_endpoints_sit_on_a_test_made_parent() {
         "run", "-d", "--name", &first, "--net", "mv", "busybox", "sleep", "60",
     ]);
     engine.wait_status(&first, "running");
-    assert_eq!(container_ip(&engine, &first, "mv"), "10.213.254.2");
+    assert_eq!(engine.container_ip(&first, "mv"), "10.213.254.2");
     // A second macvlan endpoint on the same parent reaches the first (bridge mode).
     let out = engine.berth(&[
         "run",

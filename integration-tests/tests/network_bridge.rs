@@ -332,14 +332,8 @@ fn bridges_are_isolated_and_internal_networks_have_no_way_out() {
     engine.ok(&["network", "create", "--internal", &internal]);
     let server = unique("iso-web");
     web(&engine, &server, &["--net", &net1]);
-    let networks: serde_json::Value =
-        serde_json::from_str(&engine.inspect(&server, "{{json .NetworkSettings.Networks}}"))
-            .unwrap();
-    let ip = networks[&net1]["IPAddress"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!ip.is_empty(), "no address on {net1}: {networks}");
+    let ip = engine.container_ip(&server, &net1);
+    assert!(!ip.is_empty(), "no address on {net1}");
     let url = format!("http://{ip}/");
     // `--init`: as PID 1, wget would ignore timeout's SIGTERM and wait out TCP's retries.
     // Same network: reachable.
@@ -673,13 +667,8 @@ fn unknown_names_are_forwarded_to_the_upstream_resolvers() {
         &format!("nslookup outside.example; nslookup {known}"),
     ]);
     assert!(out.contains("192.0.2.77"), "not forwarded: {out}");
-    let networks: serde_json::Value =
-        serde_json::from_str(&engine.inspect(&known, "{{json .NetworkSettings.Networks}}"))
-            .unwrap();
-    let ip = networks[&net]["IPAddress"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string();
+    let ip = engine.container_ip(&known, &net);
+    assert!(!ip.is_empty(), "no address on {net}");
     assert!(
         out.contains(&ip),
         "{known} ({ip}) not answered locally: {out}"

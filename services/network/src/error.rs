@@ -7,9 +7,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("network {0} not found")]
     NetworkNotFound(String),
-    /// AttachContainer with a mode that names no network.
-    #[error("network {0} not found")]
-    UnknownMode(String),
     /// A missing object other than a network (an endpoint, an attachment).
     #[error("{0}")]
     NotFound(String),
@@ -45,7 +42,7 @@ impl From<Error> for Status {
         match e {
             Error::NetworkNotFound(_) | Error::NotFound(_) => Status::not_found(msg),
             Error::AlreadyExists(_) => Status::already_exists(msg),
-            Error::UnknownMode(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
+            Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Db(_) | Error::Sys { .. } => Status::internal(msg),
         }
