@@ -3,7 +3,7 @@
 set -euo pipefail
 # Installs the Debian packages berth needs to build, run and test. Idempotent.
 # `install-deps.sh docker` also installs Docker, for the side-by-side benchmarks.
-packages=(busybox-static iproute2 util-linux procps tmux docker-registry apache2-utils nftables skopeo bind9-dnsutils rsyslog)
+packages=(busybox-static iproute2 util-linux procps tmux docker-registry apache2-utils nftables skopeo bind9-dnsutils rsyslog python3 python3-pip)
 [[ ${1:-} == docker ]] && packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
