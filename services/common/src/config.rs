@@ -221,6 +221,49 @@ pub struct FileConfig {
     pub instance: Option<String>,
     #[serde(default)]
     pub registries: RegistriesConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: the log driver and options of containers that name none (Docker's
+/// `log-driver` and `log-opts` in daemon.json). The log router checks them at create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Empty: json-file.
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl LogsConfig {
+    /// A container's effective log configuration, as Docker merges it: no driver means
+    /// the default driver; the default options fill the keys a container leaves unset
+    /// when it uses the default driver.
+    pub fn effective(
+        &self,
+        driver: &str,
+        options: &std::collections::HashMap<String, String>,
+    ) -> (String, std::collections::HashMap<String, String>) {
+        let default_driver = if self.driver.is_empty() {
+            "json-file"
+        } else {
+            self.driver.as_str()
+        };
+        let driver = if driver.is_empty() {
+            default_driver
+        } else {
+            driver
+        };
+        let mut out = options.clone();
+        if driver == default_driver {
+            for (k, v) in &self.options {
+                out.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        (driver.to_string(), out)
+    }
 }
 
 /// `[registries]`: which registries may be reached over plain HTTP, and pull mirrors.
@@ -324,6 +367,7 @@ impl FileConfig {
                 mirrors: plain(r.mirrors),
                 mirror: r.mirror.into_iter().map(|(k, v)| (k, plain(v))).collect(),
             },
+            logs: raw.logs.unwrap_or_default(),
         })
     }
 }
@@ -372,6 +416,7 @@ struct RawFile {
     run: Option<PathBuf>,
     instance: Option<String>,
     registries: Option<RawRegistries>,
+    logs: Option<LogsConfig>,
 }
 
 #[derive(Default, Deserialize)]
@@ -483,6 +528,31 @@ mod file_tests {
         assert_eq!(parse("").unwrap(), FileConfig::default());
         let c = Config::from_file(&FileConfig::default());
         assert_eq!(c.instance, "berth");
+    }
+
+    #[test]
+    fn logs_section_sets_default_driver_and_options() {
+        let f = parse(
+            "[logs]\ndriver = \"local\"\noptions = { max-size = \"5m\", compress = \"false\" }\n",
+        )
+        .unwrap();
+        let none = std::collections::HashMap::new();
+        let (driver, opts) = f.logs.effective("", &none);
+        assert_eq!(driver, "local");
+        assert_eq!(opts["max-size"], "5m");
+        // The container's own value wins over the default for the same key.
+        let own = std::collections::HashMap::from([("max-size".to_string(), "1m".to_string())]);
+        assert_eq!(f.logs.effective("local", &own).1["max-size"], "1m");
+        assert_eq!(f.logs.effective("local", &own).1["compress"], "false");
+        // Another driver gets none of the default driver's options (Docker's rule).
+        let (driver, opts) = f.logs.effective("syslog", &none);
+        assert_eq!(driver, "syslog");
+        assert!(opts.is_empty());
+        // No [logs]: json-file with no options.
+        let d = LogsConfig::default().effective("", &none);
+        assert_eq!(d, ("json-file".to_string(), none.clone()));
+        let err = parse("[logs]\ndriverr = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("driverr"), "{err}");
     }
 
     #[test]

@@ -6,16 +6,17 @@ use std::{
     time::Duration,
 };
 
-use berth_common::{ids, status::context, Config};
+use berth_common::{config::LogsConfig, ids, status::context, Config};
 use berth_proto::{
     engine::v1::{run_input, run_output, CreateContainerRequest, RunInput, RunOutput, RunStart},
     image::v1::{GetImageRequest, PrepareSnapshotRequest, RemoveSnapshotRequest},
-    logs::v1::{CloseLogRequest, OpenLogRequest, OpenLogResponse},
+    logs::v1::{CloseLogRequest, InspectLogRequest, OpenLogRequest},
     network::v1::{AttachContainerRequest, DetachContainerRequest, EndpointConfig},
     supervisor::v1::{
         attach_input, attach_output, AttachInput, AttachStart, Container, ContainerStatus,
         CreateContainerRequest as SupervisorCreate, GetContainerRequest, ListContainersRequest,
-        RemoveContainerRequest as SupervisorRemove, StartContainerRequest, WaitContainerRequest,
+        LogConfig, RemoveContainerRequest as SupervisorRemove, StartContainerRequest,
+        WaitContainerRequest,
     },
     volume::v1::{MountSpec, PrepareMountsRequest, ReleaseMountsRequest, RemoveVolumeRequest},
 };
@@ -52,6 +53,8 @@ pub struct Engine {
     pub clients: Clients,
     /// Containers with a waiter that removes them on exit (detached `--rm`).
     watched: Arc<Mutex<HashSet<String>>>,
+    /// The configuration file's `[logs]`: driver and options for containers naming none.
+    log_defaults: Arc<LogsConfig>,
 }
 
 impl Engine {
@@ -63,7 +66,14 @@ impl Engine {
         Engine {
             clients,
             watched: Arc::default(),
+            log_defaults: Arc::default(),
         }
+    }
+
+    /// Containers naming no log driver get these (Docker's daemon `log-driver`/`log-opts`).
+    pub fn with_log_defaults(mut self, logs: LogsConfig) -> Engine {
+        self.log_defaults = Arc::new(logs);
+        self
     }
 
     /// A container by name, full ID or unique ID prefix.
@@ -98,6 +108,11 @@ impl Engine {
             .map_err(upstream("resolve image"))?
             .into_inner();
         let config = image.config.clone().unwrap_or_default();
+        let own_log = req.log_config.clone().unwrap_or_default();
+        let (driver, options) = self
+            .log_defaults
+            .effective(&own_log.driver, &own_log.options);
+        req.log_config = Some(LogConfig { driver, options });
         // Fail early on a bad command, before anything is made.
         spec::command(&config, req.entrypoint.as_ref(), req.cmd.as_ref())?;
         if !req.name.is_empty() {
@@ -229,6 +244,8 @@ impl Engine {
                 image_id: image.id.clone(),
                 driver: log_config.driver.clone(),
                 options: log_config.options.clone(),
+                labels: spec::merge_labels(&config.labels, &req.labels),
+                env: spec::merge_env(&spec::merge_env(&config.env, &links.env), &req.env),
             })
             .await
         {
@@ -365,26 +382,22 @@ impl Engine {
         failures.into_result()
     }
 
-    /// The log path as the log router reports it (OpenLog is idempotent).
+    /// The file `logs` reads, as the log router reports it; empty when the driver keeps
+    /// nothing locally or the router has no log for the container.
     pub async fn log_path(&self, container: &Container) -> Result<String, Status> {
-        let spec = container.spec.clone().unwrap_or_default();
-        let log = spec.log_config.unwrap_or_default();
-        let r: OpenLogResponse = self
+        match self
             .clients
             .logs
             .clone()
-            .open_log(OpenLogRequest {
+            .inspect_log(InspectLogRequest {
                 container_id: container.id.clone(),
-                container_name: container.name.clone(),
-                image: spec.image,
-                image_id: spec.image_id,
-                driver: log.driver,
-                options: log.options,
             })
             .await
-            .map_err(upstream("log path"))?
-            .into_inner();
-        Ok(r.log_path)
+        {
+            Ok(r) => Ok(r.into_inner().log_path),
+            Err(s) if s.code() == Code::NotFound => Ok(String::new()),
+            Err(s) => Err(upstream("log path")(s)),
+        }
     }
 
     /// Removes `id` (and its anonymous volumes) when it exits; one waiter per container.

@@ -688,6 +688,17 @@ impl LogRouter for Logs {
         );
         Ok(Response::new(Default::default()))
     }
+    async fn inspect_log(
+        &self,
+        r: Request<logs::InspectLogRequest>,
+    ) -> Result<Response<logs::InspectLogResponse>, Status> {
+        let id = r.into_inner().container_id;
+        Ok(Response::new(logs::InspectLogResponse {
+            driver: "json-file".into(),
+            log_path: format!("/logs/{id}-json.log"),
+            ..Default::default()
+        }))
+    }
 }
 
 struct Fixture {

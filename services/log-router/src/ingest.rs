@@ -12,7 +12,19 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use crate::router::Router;
+use crate::router::{ContainerLog, Router};
+
+/// Runs `f` on the blocking pool: writing a log may wait on the disk or, in
+/// `mode=blocking`, on a remote driver's full queue, and must not stall other containers.
+async fn blocking<T: Send + 'static>(
+    log: &Arc<ContainerLog>,
+    f: impl FnOnce(&ContainerLog) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || f(&log))
+        .await
+        .map_err(std::io::Error::other)?
+}
 
 /// Accepts shim connections until the listener fails.
 pub async fn serve(router: Arc<Router>, listener: UnixListener) -> std::io::Result<()> {
@@ -59,7 +71,9 @@ pub async fn handle(router: Arc<Router>, stream: UnixStream) -> std::io::Result<
     tracing::debug!(container = %id, "shim connected");
     let mut live = log.connect();
     let mut out = Vec::new();
-    encode_into(&mut out, kind::RESUME, &log.next_seq().to_be_bytes());
+    // The writer's lock may be held by a batch blocked on a full remote queue.
+    let next_seq = blocking(&log, |log| Ok(log.next_seq())).await?;
+    encode_into(&mut out, kind::RESUME, &next_seq.to_be_bytes());
     wr.write_all(&out).await?;
     let mut records = Vec::new();
     loop {
@@ -73,9 +87,17 @@ pub async fn handle(router: Arc<Router>, stream: UnixStream) -> std::io::Result<
             }
         }
         if !records.is_empty() {
-            if let Some(last) = log.write_batch(&records)? {
+            let batch = std::mem::take(&mut records);
+            let (last, batch) = blocking(&log, move |log| {
+                let last = log.write_batch(&batch)?;
+                Ok((last, batch))
+            })
+            .await?;
+            if let Some(last) = last {
                 encode_into(&mut out, kind::ACK, &last.to_be_bytes());
             }
+            // Keeps the allocation for the next batch.
+            records = batch;
             records.clear();
         }
         if let Some(end) = end {

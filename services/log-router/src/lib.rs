@@ -3,11 +3,15 @@
 //! [`router::Router`] owns the logs (the testable logic); [`ingest`] serves the shims'
 //! plain socket; [`service`] is the thin gRPC layer. Drivers implement
 //! [`logger::Logger`]; json-file ([`jsonfile`]) is the only one so far.
+pub mod attrs;
+pub mod awslogs;
 pub mod error;
+pub mod fluentd;
 pub mod ingest;
 pub mod jsonfile;
 pub mod local;
 pub mod logger;
+pub mod remote;
 pub mod router;
 pub mod service;
 pub mod syslog;

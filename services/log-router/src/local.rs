@@ -3,8 +3,9 @@
 //!
 //! Lines are stored in json-file's format by [`JsonFileLogger`] in a file of their own,
 //! `<id>-local.log`, with Docker's local defaults (max-size 20m, max-file 5, compress
-//! true). Docker's own local driver writes protobuf frames; the format is internal to
-//! the daemon, so berth keeps one encoder and one reader.
+//! true: rotated files are gzipped in the background, `<id>-local.log.1.gz`, ...).
+//! Docker's own local driver writes protobuf frames; the format is internal to the
+//! daemon, so berth keeps one encoder and one reader.
 use std::{
     collections::BTreeMap,
     io,
@@ -46,6 +47,13 @@ pub fn options(opts: &BTreeMap<String, String>) -> Result<jsonfile::Options> {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone())),
     );
+    // Docker's local driver refuses compression without rotated files, in its words.
+    let compress = merged.get("compress").and_then(|v| jsonfile::parse_bool(v));
+    if compress == Some(true) && merged.get("max-file").map(String::as_str) == Some("1") {
+        return Err(Error::InvalidArgument(
+            "compression cannot be enabled when max file count is 1".to_string(),
+        ));
+    }
     jsonfile::Options::parse(&merged)
 }
 
@@ -152,6 +160,45 @@ mod tests {
         assert_eq!((o.max_size, o.max_file), (Some(1024 * 1024), 2));
         let e = options(&opts(&[("tag", "x")])).unwrap_err().to_string();
         assert!(e.contains("'tag'") && e.contains("local"), "{e}");
+    }
+
+    #[test]
+    fn compression_is_on_by_default_and_needs_rotated_files() {
+        assert!(options(&BTreeMap::new()).unwrap().compress);
+        let o = options(&opts(&[("compress", "false"), ("max-file", "1")])).unwrap();
+        assert_eq!((o.compress, o.max_file), (false, 1));
+        let e = options(&opts(&[("max-file", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "compression cannot be enabled when max file count is 1");
+    }
+
+    #[test]
+    fn local_logs_rotate_into_gzip_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut logger = open(
+            &opts(&[("max-size", "1k"), ("max-file", "3")]),
+            dir.path(),
+            "c",
+        )
+        .unwrap();
+        for i in 0..100i64 {
+            let m = Message {
+                stream: crate::logger::STDOUT,
+                line: format!("line {i}\n").into_bytes(),
+                time_unix_nano: i,
+            };
+            if logger.wants_rotation() {
+                logger.rotate().unwrap();
+            }
+            logger.log(&m).unwrap();
+        }
+        logger.flush().unwrap();
+        let (all, _) = logger.reader().unwrap().read_existing(None).unwrap();
+        assert_eq!(all.last().unwrap().time_unix_nano, 99);
+        // Compression runs in the background; the newest rotated file is either form.
+        let gz2 = dir.path().join("c-local.log.2.gz");
+        assert!(gz2.exists(), "{}", gz2.display());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     error::{Error, Result},
     logger::{self, LogConfig, LogReader, Logger, Message, STDERR, STDOUT},
+    remote::{Delivery, DeliveryStats},
 };
 
 /// Whether a log is being written, for followers.
@@ -40,7 +41,6 @@ impl LiveState {
 }
 
 struct Writer {
-    config: LogConfig,
     logger: Box<dyn Logger>,
     next_seq: u64,
     seq_file: File,
@@ -55,12 +55,31 @@ impl Writer {
     }
 }
 
+/// What is known of a log without its writer, which may be blocked on a full remote
+/// queue for as long as the peer is down.
+struct Meta {
+    config: LogConfig,
+    delivery: Option<Delivery>,
+    reader: Option<Arc<dyn LogReader>>,
+}
+
 /// One container's log.
 pub struct ContainerLog {
     pub id: String,
     dir: PathBuf,
     writer: Mutex<Writer>,
+    meta: Mutex<Meta>,
     state: watch::Sender<LiveState>,
+}
+
+/// What InspectLog reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogInfo {
+    pub driver: String,
+    /// The file `logs` reads, if one is kept.
+    pub log_path: Option<PathBuf>,
+    /// For remote drivers.
+    pub stats: Option<DeliveryStats>,
 }
 
 impl ContainerLog {
@@ -68,7 +87,20 @@ impl ContainerLog {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next sequence number this log needs (RESUME).
+    fn meta(&self) -> std::sync::MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases a writer blocked on the remote queue (its line comes back from the shim)
+    /// and lets the queued lines go out in the background.
+    fn close_delivery(&self) {
+        if let Some(d) = self.meta().delivery.take() {
+            d.close();
+        }
+    }
+
+    /// The next sequence number this log needs (RESUME). Waits for a batch being
+    /// written: call it off the async workers.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
     }
@@ -90,7 +122,8 @@ impl ContainerLog {
     }
 
     /// Writes the records not yet written (resends are skipped), flushes and
-    /// checkpoints; returns the last sequence number written, if any ever was.
+    /// checkpoints; returns the last sequence number written, if any ever was. May block
+    /// (disk, a full remote queue in blocking mode): call it off the async workers.
     pub fn write_batch(&self, records: &[LogRecord]) -> io::Result<Option<u64>> {
         let mut w = self.lock();
         let mut wrote = false;
@@ -125,7 +158,7 @@ impl ContainerLog {
     }
 
     fn reader(&self) -> Option<Arc<dyn LogReader>> {
-        self.lock().logger.reader()
+        self.meta().reader.clone()
     }
 }
 
@@ -246,7 +279,7 @@ impl Router {
         let position = seq
             .get(8..16)
             .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-        let mut logger = logger::new_logger(&config, &dir, id)?;
+        let mut logger = new_logger(&config, &dir, id)?;
         if let Some(pos) = position {
             logger
                 .recover(pos)
@@ -271,8 +304,9 @@ impl Router {
             .open(&seq_path)
             .map_err(|e| Error::io(format!("open {}", seq_path.display()), e))?;
         let pos = logger.flush().map_err(|e| Error::io("flush log", e))?;
+        let delivery = logger.delivery();
+        let reader = logger.reader();
         let mut writer = Writer {
-            config,
             logger,
             next_seq,
             seq_file,
@@ -284,6 +318,11 @@ impl Router {
             id: id.to_string(),
             dir,
             writer: Mutex::new(writer),
+            meta: Mutex::new(Meta {
+                config,
+                delivery,
+                reader,
+            }),
             state: watch::Sender::new(LiveState::default()),
         }))
     }
@@ -294,7 +333,7 @@ impl Router {
         let meta = serde_json::to_vec_pretty(&config).expect("config serializes");
         write_atomic(&dir.join("meta.json"), &meta)
             .map_err(|e| Error::io(format!("write meta of {id}"), e))?;
-        let logger = logger::new_logger(&config, &dir, id)?;
+        let logger = new_logger(&config, &dir, id)?;
         self.make(id, dir, config, logger, 0)
     }
 
@@ -305,22 +344,62 @@ impl Router {
         config.driver = logger::driver_name(&config.driver)?.to_string();
         logger::validate(&config)?;
         let mut map = self.map();
-        if let Some(log) = map.get(id) {
-            let mut w = log.lock();
-            if w.config != config {
-                let meta = serde_json::to_vec_pretty(&config).expect("config serializes");
-                write_atomic(&log.dir.join("meta.json"), &meta)
-                    .map_err(|e| Error::io(format!("write meta of {id}"), e))?;
-                w.logger.flush().map_err(|e| Error::io("flush log", e))?;
-                w.logger = logger::new_logger(&config, &log.dir, id)?;
-                w.config = config;
-            }
-            return Ok(logger::log_path(&log.dir, id));
+        if let Some(log) = map.get(id).cloned() {
+            drop(map);
+            return self.reconfigure(&log, config);
         }
+        logger::check_peer(&config, id)?;
         let log = self.create(id, config)?;
         let path = logger::log_path(&log.dir, id);
         map.insert(id.to_string(), log);
         Ok(path)
+    }
+
+    /// Gives `log` a new configuration. The old remote delivery is closed before the
+    /// writer is taken, so a writer blocked on its full queue cannot hold this up.
+    fn reconfigure(&self, log: &ContainerLog, config: LogConfig) -> Result<PathBuf> {
+        let id = &log.id;
+        let path = logger::log_path(&log.dir, id);
+        if log.meta().config == config {
+            return Ok(path);
+        }
+        // Dialling may take a while: not under the lock InspectLog and ReadLogs take.
+        logger::check_peer(&config, id)?;
+        let logger = new_logger(&config, &log.dir, id)?;
+        let mut meta = log.meta();
+        let meta_json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        write_atomic(&log.dir.join("meta.json"), &meta_json)
+            .map_err(|e| Error::io(format!("write meta of {id}"), e))?;
+        if let Some(d) = meta.delivery.take() {
+            d.close();
+        }
+        let delivery = logger.delivery();
+        let reader = logger.reader();
+        let old = {
+            let mut w = log.lock();
+            if let Err(e) = w.logger.flush() {
+                tracing::warn!(container = %id, error = %e, "flush log before reconfiguring");
+            }
+            std::mem::replace(&mut w.logger, logger)
+        };
+        drop(old);
+        meta.config = config;
+        meta.delivery = delivery;
+        meta.reader = reader;
+        Ok(path)
+    }
+
+    /// Driver, stored file and delivery counters of `id`'s log, without waiting on its
+    /// writer.
+    pub fn inspect_log(&self, id: &str) -> Result<LogInfo> {
+        let log = self.get(id)?;
+        let meta = log.meta();
+        Ok(LogInfo {
+            driver: logger::driver_name(&meta.config.driver)
+                .map_or_else(|_| meta.config.driver.clone(), str::to_string),
+            log_path: logger::stored_path(&meta.config, &log.dir, id)?,
+            stats: meta.delivery.as_ref().map(Delivery::stats),
+        })
     }
 
     /// The log for an ingest connection, created with json-file defaults when the
@@ -349,6 +428,7 @@ impl Router {
         check_id(id)?;
         let log = self.map().remove(id);
         if let Some(log) = &log {
+            log.close_delivery();
             log.state.send_modify(|s| s.closed = true);
         }
         let dir = self.container_dir(id);
@@ -359,9 +439,37 @@ impl Router {
         }
     }
 
-    /// Streams the log's lines as asked; with `follow`, goes on until the log is not
-    /// live and everything written has been sent.
+    /// Streams the log's lines as asked, one by one (see [`Router::read_log_chunks`]).
     pub fn read_logs(&self, id: &str, req: ReadRequest) -> Result<mpsc::Receiver<Result<Message>>> {
+        let mut chunks = self.read_log_chunks(id, req)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                let msgs = match chunk {
+                    Ok(msgs) => msgs,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for m in msgs {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Streams the log's lines as asked in chunks of up to [`CHUNK_LINES`] (one channel
+    /// send per chunk, not per line: a million lines cost a thousand sends); with
+    /// `follow`, goes on until the log is not live and everything written has been sent.
+    pub fn read_log_chunks(
+        &self,
+        id: &str,
+        req: ReadRequest,
+    ) -> Result<mpsc::Receiver<Result<Vec<Message>>>> {
         let log = self.get(id)?;
         let reader = log.reader().ok_or_else(|| {
             // Docker's words, so scripts that match them keep working.
@@ -369,14 +477,15 @@ impl Router {
                 "configured logging driver does not support reading (container {id})"
             ))
         })?;
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(16);
         let mut state = log.subscribe();
         state.borrow_and_update();
         tokio::spawn(async move {
             let _log = log;
             let r = reader.clone();
-            let tail = req.tail;
-            let existing = tokio::task::spawn_blocking(move || r.read_existing(tail)).await;
+            let (tail, since) = (req.tail, req.since);
+            let existing =
+                tokio::task::spawn_blocking(move || r.read_existing_since(tail, since)).await;
             let (msgs, mut cursor) = match existing {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
@@ -422,20 +531,40 @@ impl Router {
     }
 }
 
-/// Sends what the request wants; false when the stream should end (receiver gone or
-/// `until` passed).
+/// [`logger::new_logger`] in a span naming the container, which remote drivers' delivery
+/// tasks keep for their warnings.
+fn new_logger(config: &LogConfig, dir: &Path, id: &str) -> Result<Box<dyn Logger>> {
+    tracing::info_span!("log", container = %id, driver = %config.driver)
+        .in_scope(|| logger::new_logger(config, dir, id))
+}
+
+/// Lines per chunk sent by [`Router::read_log_chunks`].
+pub const CHUNK_LINES: usize = 1024;
+
+/// Sends what the request wants in chunks; false when the stream should end (receiver
+/// gone or `until` passed).
 async fn send_all(
-    tx: &mpsc::Sender<Result<Message>>,
+    tx: &mpsc::Sender<Result<Vec<Message>>>,
     req: &ReadRequest,
     msgs: Vec<Message>,
 ) -> bool {
+    let mut chunk = Vec::with_capacity(CHUNK_LINES.min(msgs.len()));
     for m in msgs {
         if req.past_until(&m) {
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(chunk)).await;
+            }
             return false;
         }
-        if req.wants(&m) && tx.send(Ok(m)).await.is_err() {
-            return false;
+        if req.wants(&m) {
+            chunk.push(m);
+            if chunk.len() == CHUNK_LINES {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_LINES));
+                if tx.send(Ok(full)).await.is_err() {
+                    return false;
+                }
+            }
         }
     }
-    true
+    chunk.is_empty() || tx.send(Ok(chunk)).await.is_ok()
 }

@@ -2,7 +2,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use berth_proto::logs::v1::{self as pb, log_router_server::LogRouter};
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -25,6 +25,18 @@ impl LogRouterService {
     }
 }
 
+fn entry(m: crate::logger::Message) -> pb::LogEntry {
+    pb::LogEntry {
+        stream: if m.stream == STDERR {
+            pb::LogStream::Stderr
+        } else {
+            pb::LogStream::Stdout
+        } as i32,
+        line: m.line,
+        time_unix_nano: m.time_unix_nano,
+    }
+}
+
 type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -41,6 +53,8 @@ impl LogRouter for LogRouterService {
             name: r.container_name,
             image: r.image,
             image_id: r.image_id,
+            labels: r.labels.into_iter().collect(),
+            env: r.env,
         };
         let router = self.router.clone();
         let path = tokio::task::spawn_blocking(move || router.open_log(&r.container_id, config))
@@ -67,18 +81,13 @@ impl LogRouter for LogRouterService {
             stdout: r.stdout,
             stderr: r.stderr,
         };
-        let rx = self.router.read_logs(&r.container_id, req)?;
-        let stream = ReceiverStream::new(rx).map(|m| {
-            m.map(|m| pb::LogEntry {
-                stream: if m.stream == STDERR {
-                    pb::LogStream::Stderr
-                } else {
-                    pb::LogStream::Stdout
-                } as i32,
-                line: m.line,
-                time_unix_nano: m.time_unix_nano,
-            })
-            .map_err(Status::from)
+        let rx = self.router.read_log_chunks(&r.container_id, req)?;
+        let stream = futures::StreamExt::flat_map(ReceiverStream::new(rx), |chunk| {
+            let entries: Vec<Result<pb::LogEntry, Status>> = match chunk {
+                Ok(msgs) => msgs.into_iter().map(|m| Ok(entry(m))).collect(),
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            futures::stream::iter(entries)
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -94,5 +103,24 @@ impl LogRouter for LogRouterService {
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(pb::CloseLogResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    async fn inspect_log(
+        &self,
+        request: Request<pb::InspectLogRequest>,
+    ) -> Result<Response<pb::InspectLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let info = self.router.inspect_log(&id)?;
+        let stats = info.stats.unwrap_or_default();
+        Ok(Response::new(pb::InspectLogResponse {
+            driver: info.driver,
+            log_path: info
+                .log_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            pending_lines: stats.pending_lines,
+            dropped_lines: stats.dropped_lines,
+        }))
     }
 }

@@ -7,18 +7,22 @@
 //! Framing is Docker's too: every message ends in `\n` on every transport; Docker
 //! octet-counts (RFC 5425) only on `tcp+tls://`, which berth does not offer yet.
 //! Timestamps are UTC (the log router does not read the host's zone database).
+//!
+//! Lines go through [`RemoteLogger`]: a peer that is down delays or drops lines (after
+//! [`RETRY`]) but never fails ingest or a reopen of the log at startup.
 use std::{
     collections::BTreeMap,
+    future::Future,
     io::{self, Write},
     net::{TcpStream, UdpSocket},
     os::unix::net::{UnixDatagram, UnixStream},
-    sync::Arc,
     time::Duration,
 };
 
 use crate::{
     error::{Error, Result},
-    logger::{LogConfig, LogReader, Logger, Message, STDERR},
+    logger::{LogConfig, Message, STDERR},
+    remote::{Mode, RemoteLogger, Retry, Sink, DEFAULT_QUEUE_LIMIT},
     tag,
 };
 
@@ -47,7 +51,17 @@ const FACILITIES: &[&str] = &[
 ];
 const SEVERITY_ERR: u8 = 3;
 const SEVERITY_INFO: u8 = 6;
-const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Short: dialling runs on every retry of a peer that is down.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer that stops reading must not hang delivery forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Docker drops a line syslog refuses; berth retries a little first so a restarting
+/// rsyslogd loses nothing.
+pub const RETRY: Retry = Retry {
+    initial: Duration::from_millis(250),
+    max_wait: Duration::from_secs(4),
+    max_retries: Some(5),
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -202,13 +216,12 @@ fn dial(addr: &Address) -> io::Result<Conn> {
                 .next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
             let s = TcpStream::connect_timeout(&target, DIAL_TIMEOUT)?;
-            // A peer that stops reading must not hang the container's pipeline forever.
-            s.set_write_timeout(Some(DIAL_TIMEOUT))?;
+            s.set_write_timeout(Some(WRITE_TIMEOUT))?;
             Conn::Tcp(s)
         }
         Address::Unix(p) => {
             let s = UnixStream::connect(p)?;
-            s.set_write_timeout(Some(DIAL_TIMEOUT))?;
+            s.set_write_timeout(Some(WRITE_TIMEOUT))?;
             Conn::Unix(s)
         }
         Address::Unixgram(p) => {
@@ -230,7 +243,30 @@ impl Conn {
     }
 }
 
-pub struct SyslogLogger {
+/// Dials the peer once: Docker fails the container's create when a tcp/unix peer cannot
+/// be reached (a udp "connect" only checks the address).
+pub fn check_peer(config: &LogConfig, id: &str) -> Result<()> {
+    let sink = SyslogSink::new(config, id)?;
+    dial(&sink.opts.address).map(drop).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "failed to initialize logging driver: syslog-address {}: {e}",
+            sink.opts.address
+        ))
+    })
+}
+
+/// Starts delivery of container `id`'s lines; nothing is dialled until the first line.
+pub fn open(config: &LogConfig, id: &str, mode: Mode) -> Result<RemoteLogger> {
+    RemoteLogger::spawn(
+        SyslogSink::new(config, id)?,
+        mode,
+        RETRY,
+        DEFAULT_QUEUE_LIMIT,
+    )
+}
+
+/// Writes lines to the syslog peer, redialling as needed.
+pub struct SyslogSink {
     opts: Options,
     tag: String,
     hostname: String,
@@ -238,28 +274,20 @@ pub struct SyslogLogger {
     conn: Option<Conn>,
 }
 
-impl SyslogLogger {
-    /// Dials the address now, so an unreachable tcp/unix peer fails the container's start
-    /// as in Docker (a udp "connect" only checks the address).
-    pub fn open(config: &LogConfig, id: &str) -> Result<SyslogLogger> {
+impl SyslogSink {
+    pub fn new(config: &LogConfig, id: &str) -> Result<SyslogSink> {
         let opts = Options::parse(&config.options)?;
         let tag = tag::expand(config, id, "{{.ID}}")?;
-        let conn = dial(&opts.address).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "failed to initialize logging driver: syslog-address {}: {e}",
-                opts.address
-            ))
-        })?;
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "-".to_string());
-        Ok(SyslogLogger {
+        Ok(SyslogSink {
             opts,
             tag,
             hostname,
             pid: std::process::id(),
-            conn: Some(conn),
+            conn: None,
         })
     }
 
@@ -311,41 +339,65 @@ fn nil_if_empty(s: &str) -> &str {
     }
 }
 
-impl Logger for SyslogLogger {
+/// Sends `frames`, dialling when there is no connection. A connection that fails is
+/// redialled once straight away (a restarted peer is picked up without a backoff) and
+/// the frames not yet written are sent again.
+fn send_frames(
+    addr: &Address,
+    mut conn: Option<Conn>,
+    frames: &[Vec<u8>],
+) -> (Option<Conn>, io::Result<()>) {
+    let mut next = 0;
+    let mut redialled = false;
+    loop {
+        let fresh = conn.is_none();
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match dial(addr) {
+                Ok(c) => c,
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        let mut failure = None;
+        while let Some(f) = frames.get(next) {
+            if let Err(e) = c.send(f) {
+                failure = Some(e);
+                break;
+            }
+            next += 1;
+        }
+        match failure {
+            None => return (Some(c), Ok(())),
+            Some(e) if fresh || redialled => return (None, Err(e)),
+            Some(e) => {
+                tracing::debug!(error = %e, "syslog send failed, redialling");
+                redialled = true;
+            }
+        }
+    }
+}
+
+impl Sink for SyslogSink {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn log(&mut self, msg: &Message) -> io::Result<()> {
-        // One redial per line: a restarted rsyslog is picked up again, and a dead one costs
-        // an error for this line rather than a hang.
-        for attempt in 0..2 {
-            let conn = match self.conn.take() {
-                Some(c) => c,
-                None => dial(&self.opts.address)?,
-            };
-            let mut conn = conn;
-            let bytes = self.encode(msg);
-            match conn.send(&bytes) {
-                Ok(()) => {
-                    self.conn = Some(conn);
-                    return Ok(());
-                }
-                Err(e) if attempt == 0 => {
-                    tracing::debug!("syslog send failed, reconnecting: {e}");
-                }
-                Err(e) => return Err(e),
-            }
+    fn send<'a>(
+        &'a mut self,
+        batch: &'a [Message],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        let frames: Vec<Vec<u8>> = batch.iter().map(|m| self.encode(m)).collect();
+        let addr = self.opts.address.clone();
+        let conn = self.conn.take();
+        async move {
+            // The sockets are blocking (with timeouts): off the async workers.
+            let (conn, res) =
+                tokio::task::spawn_blocking(move || send_frames(&addr, conn, &frames))
+                    .await
+                    .map_err(io::Error::other)?;
+            self.conn = conn;
+            res
         }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<u64> {
-        Ok(0)
-    }
-
-    fn reader(&self) -> Option<Arc<dyn LogReader>> {
-        None
     }
 }
 
@@ -401,7 +453,7 @@ fn stamp_3339(secs: i64, micros: Option<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logger::STDOUT;
+    use crate::logger::{Logger, STDOUT};
     use std::io::Read;
 
     fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -447,8 +499,18 @@ mod tests {
         assert_eq!(stamp_3339(t, Some(0)), "2024-02-29T07:05:09Z");
     }
 
-    #[test]
-    fn tcp_lines_carry_severity_and_reconnect() {
+    /// Reads everything a peer connection sends until it is closed, on a thread.
+    fn drain(peer: std::net::TcpStream) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = String::new();
+            peer.read_to_string(&mut got).unwrap();
+            got
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_lines_carry_severity_and_reconnect() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut config = LogConfig {
@@ -461,18 +523,19 @@ mod tests {
             name: "web".into(),
             ..Default::default()
         };
-        let mut logger = SyslogLogger::open(&config, "0123456789abcdef").unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
         let msg = |stream, line: &str| Message {
             stream,
             line: line.as_bytes().to_vec(),
             time_unix_nano: 1_709_190_309_000_000_000,
         };
+        let mut logger = open(&config, "0123456789abcdef", Mode::Blocking).unwrap();
         logger.log(&msg(STDOUT, "out\n")).unwrap();
         logger.log(&msg(STDERR, "err\n")).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let got = drain(peer);
+        // Dropping closes: queued lines are delivered, then the connection.
         drop(logger);
-        let mut got = String::new();
-        peer.read_to_string(&mut got).unwrap();
+        let got = got.join().unwrap();
         let host = &logger_host();
         let pid = std::process::id();
         assert_eq!(
@@ -483,25 +546,61 @@ mod tests {
             )
         );
 
-        // A broken connection is redialled on the next line.
+        // A broken connection is redialled.
         config
             .options
             .insert("syslog-format".into(), "rfc3164".into());
-        let mut logger = SyslogLogger::open(&config, "0123456789abcdef").unwrap();
+        let mut logger = open(&config, "0123456789abcdef", Mode::Blocking).unwrap();
+        logger.log(&msg(STDOUT, "first\n")).unwrap();
         let (peer, _) = listener.accept().unwrap();
         drop(peer);
-        for _ in 0..20 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        listener.set_nonblocking(true).unwrap();
+        let peer = loop {
             logger.log(&msg(STDOUT, "again\n")).unwrap();
-        }
-        let (mut peer, _) = listener.accept().unwrap();
+            if let Ok((peer, _)) = listener.accept() {
+                break peer;
+            }
+            assert!(std::time::Instant::now() < deadline, "no redial");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        peer.set_nonblocking(false).unwrap();
+        let got = drain(peer);
         drop(logger);
-        let mut got = String::new();
-        peer.read_to_string(&mut got).unwrap();
+        let got = got.join().unwrap();
         assert!(
             got.starts_with(&format!("<30>Feb 29 07:05:09 {host} web[")),
             "{got}"
         );
         assert!(got.ends_with(": again\n"), "{got}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_is_down_neither_fails_open_nor_blocks_lines() {
+        let config = LogConfig {
+            driver: NAME.into(),
+            options: opts(&[("syslog-address", "unix:///nonexistent/berth.sock")]),
+            ..Default::default()
+        };
+        let mut logger = open(
+            &config,
+            "abc",
+            Mode::NonBlocking {
+                max_buffer_bytes: 64,
+            },
+        )
+        .unwrap();
+        let line = Message {
+            stream: STDOUT,
+            line: b"0123456789abcdef\n".to_vec(),
+            time_unix_nano: 0,
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..100 {
+            logger.log(&line).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(Logger::stats(&logger).unwrap().dropped_lines > 0);
     }
 
     fn logger_host() -> String {
@@ -515,10 +614,7 @@ mod tests {
             options: opts(&[("syslog-address", "unix:///nonexistent/berth.sock")]),
             ..Default::default()
         };
-        let e = SyslogLogger::open(&config, "abc")
-            .err()
-            .unwrap()
-            .to_string();
+        let e = check_peer(&config, "abc").unwrap_err().to_string();
         assert!(e.contains("syslog-address"), "{e}");
     }
 }

@@ -67,9 +67,9 @@ async fn open_follow_and_close_over_grpc() {
             .collect(),
         ..Default::default()
     };
-    let err = client.open_log(open("fluentd", &[])).await.unwrap_err();
+    let err = client.open_log(open("nosuch", &[])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert_eq!(err.message(), "unknown log driver: fluentd");
+    assert_eq!(err.message(), "unknown log driver: nosuch");
     let err = client
         .open_log(open("json-file", &[("max-siz", "1m")]))
         .await

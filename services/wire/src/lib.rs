@@ -121,30 +121,44 @@ fn invalid(msg: &str) -> io::Error {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`. Consumed bytes are dropped only on `push`,
+    /// so taking many small frames out of one big read costs no copying of the rest.
+    start: usize,
 }
 
 impl Decoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
-        if self.buf.len() < HEADER {
+        let rest = &self.buf[self.start..];
+        if rest.len() < HEADER {
             return Ok(None);
         }
-        let len = payload_len(&self.buf)?;
-        if self.buf.len() < HEADER + len {
+        let len = payload_len(rest)?;
+        if rest.len() < HEADER + len {
             return Ok(None);
         }
-        let payload = self.buf[HEADER..HEADER + len].to_vec();
-        let kind = self.buf[0];
-        self.buf.drain(..HEADER + len);
-        Ok(Some(Frame { kind, payload }))
+        let frame = Frame {
+            kind: rest[0],
+            payload: rest[HEADER..HEADER + len].to_vec(),
+        };
+        self.start += HEADER + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(frame))
     }
 
     /// True when no partial frame is buffered.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.start == self.buf.len()
     }
 }
 
