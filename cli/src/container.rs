@@ -140,6 +140,7 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         links: flags.link.clone(),
         dns_search: flags.dns_search.clone(),
         dns_options: flags.dns_option.clone(),
+        resources: None,
     })
 }
 

@@ -901,6 +901,19 @@ impl Engine for Mock {
     ) -> Result<Response<net::Attachment>, Status> {
         unimpl()
     }
+    async fn update_container(
+        &self,
+        _: Request<sup::UpdateResourcesRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        unimpl()
+    }
+    type ContainerStatsStream = Out<sup::ContainerStatsSample>;
+    async fn container_stats(
+        &self,
+        _: Request<sup::ContainerStatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        unimpl()
+    }
 }
 
 fn socket() -> &'static Path {

@@ -819,6 +819,26 @@ impl EngineApi for Engine {
             Engine::disconnect_network(self, request.into_inner()).await?,
         ))
     }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn update_container(
+        &self,
+        request: Request<berth_proto::supervisor::v1::UpdateResourcesRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("UpdateContainer: being written"))
+    }
+
+    type ContainerStatsStream = BoxStream<berth_proto::supervisor::v1::ContainerStatsSample>;
+
+    #[tracing::instrument(skip_all, fields(stream = request.get_ref().stream))]
+    async fn container_stats(
+        &self,
+        request: Request<berth_proto::supervisor::v1::ContainerStatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("ContainerStats: being written"))
+    }
 }
 
 impl Engine {

@@ -269,6 +269,7 @@ pub fn build(
             .iter()
             .map(|p| format!("{}/{}", p.port, p.proto))
             .collect(),
+        resources: req.resources.clone(),
     })
 }
 

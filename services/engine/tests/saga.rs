@@ -539,6 +539,19 @@ impl Supervisor for Super {
         self.set_status(&r.id, sup::ContainerStatus::Running);
         Ok(Response::new(self.find(&r.id)?))
     }
+    async fn update_resources(
+        &self,
+        _: Request<sup::UpdateResourcesRequest>,
+    ) -> Result<Response<sup::Container>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type ContainerStatsStream = BoxStream<sup::ContainerStatsSample>;
+    async fn container_stats(
+        &self,
+        _: Request<sup::ContainerStatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn update_network(
         &self,
         r: Request<sup::UpdateNetworkRequest>,

@@ -222,4 +222,29 @@ impl supervisor_server::Supervisor for Service {
             self.sup.update_network(&r.id, r.network).await?,
         ))
     }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn update_resources(
+        &self,
+        request: Request<berth_proto::supervisor::v1::UpdateResourcesRequest>,
+    ) -> Result<Response<Container>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("UpdateResources: being written"))
+    }
+
+    type ContainerStatsStream = Pin<
+        Box<
+            dyn Stream<Item = Result<berth_proto::supervisor::v1::ContainerStatsSample, Status>>
+                + Send,
+        >,
+    >;
+
+    #[tracing::instrument(skip_all, fields(stream = request.get_ref().stream))]
+    async fn container_stats(
+        &self,
+        request: Request<berth_proto::supervisor::v1::ContainerStatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("ContainerStats: being written"))
+    }
 }
