@@ -211,6 +211,7 @@ impl Supervisor {
             created: r.created.clone(),
             restart_count: r.restart_count,
             bundle_path: self.bundle_dir(&r.id).display().to_string(),
+            warnings: Vec::new(),
         }
     }
 
