@@ -15,6 +15,7 @@ pub mod remote;
 pub mod router;
 pub mod service;
 pub mod syslog;
+pub mod syslog_tls;
 pub mod tag;
 
 pub use error::{Error, Result};

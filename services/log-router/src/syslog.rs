@@ -5,7 +5,7 @@
 //! `<PRI>1 TIMESTAMP HOST TAG PID TAG - MSG` (the tag is both APP-NAME and MSGID, as in
 //! Docker) with second (rfc5424) or up-to-microsecond (rfc5424micro) timestamps.
 //! Framing is Docker's too: every message ends in `\n` on every transport; Docker
-//! octet-counts (RFC 5425) only on `tcp+tls://`, which berth does not offer yet.
+//! octet-counts (RFC 5425) only on `tcp+tls://` (see [`crate::syslog_tls`]).
 //! Timestamps are UTC (the log router does not read the host's zone database).
 //!
 //! Lines go through [`RemoteLogger`]: a peer that is down delays or drops lines (after
@@ -16,13 +16,17 @@ use std::{
     io::{self, Write},
     net::{TcpStream, UdpSocket},
     os::unix::net::{UnixDatagram, UnixStream},
+    sync::Arc,
     time::Duration,
 };
+
+use rustls::ClientConfig;
 
 use crate::{
     error::{Error, Result},
     logger::{LogConfig, Message, STDERR},
     remote::{Mode, RemoteLogger, Retry, Sink, DEFAULT_QUEUE_LIMIT},
+    syslog_tls::{self, TlsFiles, TlsStream},
     tag,
 };
 
@@ -67,6 +71,8 @@ pub const RETRY: Retry = Retry {
 pub enum Address {
     Udp(String),
     Tcp(String),
+    /// `tcp+tls://`: RFC 5425, TLS with octet-counted frames.
+    TcpTls(String),
     Unix(String),
     Unixgram(String),
 }
@@ -76,6 +82,7 @@ impl std::fmt::Display for Address {
         match self {
             Address::Udp(a) => write!(f, "udp://{a}"),
             Address::Tcp(a) => write!(f, "tcp://{a}"),
+            Address::TcpTls(a) => write!(f, "tcp+tls://{a}"),
             Address::Unix(p) => write!(f, "unix://{p}"),
             Address::Unixgram(p) => write!(f, "unixgram://{p}"),
         }
@@ -96,6 +103,8 @@ pub struct Options {
     pub address: Address,
     pub facility: u8,
     pub format: Format,
+    /// `syslog-tls-*`, used with `tcp+tls://` only (Docker ignores them otherwise).
+    pub tls: TlsFiles,
 }
 
 impl Options {
@@ -105,12 +114,6 @@ impl Options {
                 key: key.clone(),
                 driver: NAME.to_string(),
             });
-        }
-        if let Some(key) = opts.keys().find(|k| k.starts_with("syslog-tls-")) {
-            // Refused rather than silently sending in clear text.
-            return Err(Error::InvalidArgument(format!(
-                "log opt '{key}': TLS (tcp+tls://) is not supported by berth's syslog driver yet"
-            )));
         }
         let address = match opts.get("syslog-address").map(String::as_str) {
             None | Some("") => Address::Unixgram("/dev/log".to_string()),
@@ -135,10 +138,30 @@ impl Options {
                 )))
             }
         };
+        let path = |key: &str| opts.get(key).filter(|v| !v.is_empty()).cloned();
+        let tls = TlsFiles {
+            ca_cert: path("syslog-tls-ca-cert"),
+            cert: path("syslog-tls-cert"),
+            key: path("syslog-tls-key"),
+            skip_verify: match opts.get("syslog-tls-skip-verify").map(String::as_str) {
+                None | Some("") | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(v) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid syslog-tls-skip-verify: {v:?} (true or false)"
+                    )))
+                }
+            },
+        };
+        if matches!(address, Address::TcpTls(_)) {
+            // Reads the files: a missing or bad one fails create, naming it.
+            syslog_tls::client_config(&tls)?;
+        }
         Ok(Options {
             address,
             facility,
             format,
+            tls,
         })
     }
 }
@@ -147,7 +170,7 @@ fn parse_address(a: &str) -> Result<Address> {
     let bad = |why: &str| Error::InvalidArgument(format!("invalid syslog-address {a:?}: {why}"));
     let (scheme, rest) = a.split_once("://").ok_or_else(|| bad("no scheme"))?;
     match scheme {
-        "udp" | "tcp" => {
+        "udp" | "tcp" | "tcp+tls" => {
             if rest.is_empty() || rest.contains('/') {
                 return Err(bad("expected host[:port]"));
             }
@@ -161,10 +184,10 @@ fn parse_address(a: &str) -> Result<Address> {
             if port.parse::<u16>().is_err() {
                 return Err(bad("invalid port"));
             }
-            Ok(if scheme == "udp" {
-                Address::Udp(hostport)
-            } else {
-                Address::Tcp(hostport)
+            Ok(match scheme {
+                "udp" => Address::Udp(hostport),
+                "tcp" => Address::Tcp(hostport),
+                _ => Address::TcpTls(hostport),
             })
         }
         "unix" | "unixgram" => {
@@ -177,8 +200,7 @@ fn parse_address(a: &str) -> Result<Address> {
                 Address::Unixgram(rest.to_string())
             })
         }
-        "tcp+tls" => Err(bad("TLS is not supported yet")),
-        _ => Err(bad("scheme must be udp, tcp, unix or unixgram")),
+        _ => Err(bad("scheme must be udp, tcp, tcp+tls, unix or unixgram")),
     }
 }
 
@@ -192,11 +214,12 @@ fn has_port(hostport: &str) -> bool {
 enum Conn {
     Udp(UdpSocket),
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
     Unixgram(UnixDatagram),
 }
 
-fn dial(addr: &Address) -> io::Result<Conn> {
+fn dial(addr: &Address, tls: Option<&Arc<ClientConfig>>) -> io::Result<Conn> {
     Ok(match addr {
         Address::Udp(a) => {
             let target = std::net::ToSocketAddrs::to_socket_addrs(a.as_str())?
@@ -211,13 +234,24 @@ fn dial(addr: &Address) -> io::Result<Conn> {
             s.connect(target)?;
             Conn::Udp(s)
         }
-        Address::Tcp(a) => {
+        Address::Tcp(a) | Address::TcpTls(a) => {
             let target = std::net::ToSocketAddrs::to_socket_addrs(a.as_str())?
                 .next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
             let s = TcpStream::connect_timeout(&target, DIAL_TIMEOUT)?;
             s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-            Conn::Tcp(s)
+            match (addr, tls) {
+                (Address::TcpTls(a), Some(config)) => {
+                    // The handshake has the same bound as writes.
+                    s.set_read_timeout(Some(WRITE_TIMEOUT))?;
+                    let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+                    Conn::Tls(Box::new(syslog_tls::connect(config, host, s)?))
+                }
+                (Address::TcpTls(_), None) => {
+                    return Err(io::Error::other("tcp+tls without a TLS configuration"))
+                }
+                _ => Conn::Tcp(s),
+            }
         }
         Address::Unix(p) => {
             let s = UnixStream::connect(p)?;
@@ -238,6 +272,7 @@ impl Conn {
             Conn::Udp(s) => s.send(msg).map(|_| ()),
             Conn::Unixgram(s) => s.send(msg).map(|_| ()),
             Conn::Tcp(s) => s.write_all(msg),
+            Conn::Tls(s) => s.write_all(msg),
             Conn::Unix(s) => s.write_all(msg),
         }
     }
@@ -247,12 +282,14 @@ impl Conn {
 /// be reached (a udp "connect" only checks the address).
 pub fn check_peer(config: &LogConfig, id: &str) -> Result<()> {
     let sink = SyslogSink::new(config, id)?;
-    dial(&sink.opts.address).map(drop).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "failed to initialize logging driver: syslog-address {}: {e}",
-            sink.opts.address
-        ))
-    })
+    dial(&sink.opts.address, sink.tls.as_ref())
+        .map(drop)
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "failed to initialize logging driver: syslog-address {}: {e}",
+                sink.opts.address
+            ))
+        })
 }
 
 /// Starts delivery of container `id`'s lines; nothing is dialled until the first line.
@@ -272,12 +309,18 @@ pub struct SyslogSink {
     hostname: String,
     pid: u32,
     conn: Option<Conn>,
+    /// Built once from the `syslog-tls-*` files for `tcp+tls://`.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl SyslogSink {
     pub fn new(config: &LogConfig, id: &str) -> Result<SyslogSink> {
         let opts = Options::parse(&config.options)?;
         let tag = tag::expand(config, id, "{{.ID}}")?;
+        let tls = match opts.address {
+            Address::TcpTls(_) => Some(syslog_tls::client_config(&opts.tls)?),
+            _ => None,
+        };
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -288,6 +331,7 @@ impl SyslogSink {
             hostname,
             pid: std::process::id(),
             conn: None,
+            tls,
         })
     }
 
@@ -327,7 +371,12 @@ impl SyslogSink {
                 )
             }
         };
-        format!("{body}\n").into_bytes()
+        let body = format!("{body}\n");
+        match self.opts.address {
+            // RFC 5425 octet counting, as Docker frames messages over TLS.
+            Address::TcpTls(_) => format!("{} {body}", body.len()).into_bytes(),
+            _ => body.into_bytes(),
+        }
     }
 }
 
@@ -344,6 +393,7 @@ fn nil_if_empty(s: &str) -> &str {
 /// the frames not yet written are sent again.
 fn send_frames(
     addr: &Address,
+    tls: Option<&Arc<ClientConfig>>,
     mut conn: Option<Conn>,
     frames: &[Vec<u8>],
 ) -> (Option<Conn>, io::Result<()>) {
@@ -353,7 +403,7 @@ fn send_frames(
         let fresh = conn.is_none();
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match dial(addr) {
+            None => match dial(addr, tls) {
                 Ok(c) => c,
                 Err(e) => return (None, Err(e)),
             },
@@ -386,15 +436,21 @@ impl Sink for SyslogSink {
         &'a mut self,
         batch: &'a [Message],
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
-        let frames: Vec<Vec<u8>> = batch.iter().map(|m| self.encode(m)).collect();
+        let mut frames: Vec<Vec<u8>> = batch.iter().map(|m| self.encode(m)).collect();
+        if self.tls.is_some() {
+            // One write: TLS records of up to 16 KiB instead of one per line.
+            frames = vec![frames.concat()];
+        }
         let addr = self.opts.address.clone();
+        let tls = self.tls.clone();
         let conn = self.conn.take();
         async move {
             // The sockets are blocking (with timeouts): off the async workers.
-            let (conn, res) =
-                tokio::task::spawn_blocking(move || send_frames(&addr, conn, &frames))
-                    .await
-                    .map_err(io::Error::other)?;
+            let (conn, res) = tokio::task::spawn_blocking(move || {
+                send_frames(&addr, tls.as_ref(), conn, &frames)
+            })
+            .await
+            .map_err(io::Error::other)?;
             self.conn = conn;
             res
         }
