@@ -56,7 +56,8 @@ fluent_ms() {
     "$@" run -d --rm --log-driver fluentd --log-opt "fluentd-address=127.0.0.1:$fluent_port" \
         --log-opt "tag=$tag" busybox seq "$logs_lines" >/dev/null
     for _ in $(seq 1200); do
-        n=$(wc -l <"$work/fluent/$tag" 2>/dev/null || echo 0)
+        n=0
+        if [[ -f $work/fluent/$tag ]]; then n=$(wc -l <"$work/fluent/$tag"); fi
         [[ $n -ge $logs_lines ]] && break
         sleep 0.05
     done
