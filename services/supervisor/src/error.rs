@@ -28,6 +28,14 @@ pub enum Error {
         context: String,
         source: std::io::Error,
     },
+    /// The kernel refused a cgroup write (a limit it cannot take, or one below what the
+    /// container uses now).
+    #[error("cannot write {value:?} to {path}: {source}")]
+    CgroupWrite {
+        path: String,
+        value: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Internal(String),
     /// The network service failed a call (activation at start); its code is passed on.
@@ -68,6 +76,13 @@ impl From<Error> for Status {
             Error::StartFailed { exit_code, .. } => {
                 berth_common::status::with_exit_code(msg, exit_code)
             }
+            Error::CgroupWrite { ref source, .. } => match source.raw_os_error() {
+                Some(libc::EINVAL | libc::ERANGE | libc::EOVERFLOW | libc::ENOSPC) => {
+                    Status::invalid_argument(msg)
+                }
+                Some(libc::EBUSY) => Status::failed_precondition(msg),
+                _ => Status::internal(msg),
+            },
             Error::Db(_) | Error::Io { .. } | Error::Internal(_) => Status::internal(msg),
             Error::Network(status) => Status::new(status.code(), msg),
         }
@@ -118,6 +133,16 @@ mod tests {
                 "Bind for 0.0.0.0:8080 failed: port is already allocated"
             )
         );
+        let s: Status = Error::CgroupWrite {
+            path: "/sys/fs/cgroup/cpuset/b/c/cpuset.cpus".into(),
+            value: "7".into(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().starts_with(
+            "cannot write \"7\" to /sys/fs/cgroup/cpuset/b/c/cpuset.cpus: Invalid argument"
+        ));
         let s: Status = Error::RemoveRunning("web".into()).into();
         assert_eq!(
             s.message(),

@@ -35,11 +35,22 @@
 //!   status code. When the exit is recorded it calls DeactivateContainer first (before a
 //!   policy restart re-activates); an unreachable network service is retried in the
 //!   background, and at start-up every container that is not running is deactivated.
+//! - Resource limits ([`limits`]) are stored in the spec and written into the cgroup on
+//!   every run (start, restart, policy restart, also after a supervisor restart) after
+//!   it is created and before the shim moves the process in. A file this kernel lacks
+//!   (v1 blkio.weight here) is skipped: CreateContainer and UpdateResources return
+//!   Docker's warning in `Container.warnings`; StartContainer returns none. A write the
+//!   kernel refuses fails the start (recorded as a start error, exit code 128) or the
+//!   update, naming the file and the value. UpdateResources writes only the files whose
+//!   value changed and stores the merged limits once the writes succeeded.
+//! - ContainerStats ([`stats`]) reads every container in one blocking task per round
+//!   (one per second when streaming), with one buffer and cached paths.
 pub mod attach;
 pub mod cgroup;
 pub mod error;
 pub mod exec;
 pub mod lifecycle;
+pub mod limits;
 pub mod names;
 pub mod pause;
 pub mod restart_policy;
@@ -47,6 +58,7 @@ pub mod server;
 pub mod shim;
 pub mod signal;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod top;
 pub mod watch;

@@ -17,6 +17,7 @@ use berth_proto::{
     },
     supervisor::v1::{
         Container, ContainerSpec, ContainerState, ContainerStatus, ExitStatus, NetworkSettings,
+        Resources,
     },
 };
 use tokio::{sync::watch, task::AbortHandle};
@@ -25,7 +26,7 @@ use tonic::transport::Channel;
 use crate::{
     cgroup,
     error::{Error, IoContext, Result},
-    names, pause, restart_policy, shim, signal, spec,
+    limits, names, pause, restart_policy, shim, signal, spec,
     store::{Record, Store},
     watch::{self as pidwatch, PidFd},
 };
@@ -82,6 +83,8 @@ struct Inner {
     store: Store,
     cap_bounding: u64,
     cgroup_v2: bool,
+    /// Where the cgroup hierarchies are mounted (limits, stats).
+    layout: cgroup::Layout,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     create_lock: tokio::sync::Mutex<()>,
     /// Bumped after every recorded state change; waiters re-read the store.
@@ -121,6 +124,7 @@ impl Supervisor {
                 store,
                 cap_bounding: spec::current_bounding_set(),
                 cgroup_v2: spec::host_is_cgroup_v2(),
+                layout: cgroup::Layout::detect(),
                 locks: Mutex::new(HashMap::new()),
                 create_lock: tokio::sync::Mutex::new(()),
                 changes,
@@ -183,6 +187,18 @@ impl Supervisor {
 
     fn instance(&self) -> &str {
         self.inner.opts.config.cgroup_parent()
+    }
+
+    pub(crate) fn layout(&self) -> &cgroup::Layout {
+        &self.inner.layout
+    }
+
+    pub(crate) fn instance_name(&self) -> &str {
+        self.instance()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -268,6 +284,8 @@ impl Supervisor {
     ) -> Result<Container> {
         let spec = spec.ok_or_else(|| Error::InvalidArgument("missing container spec".into()))?;
         restart_policy::parse(spec.restart_policy.as_ref())?;
+        let resources = spec.resources.clone().unwrap_or_default();
+        limits::validate(&resources)?;
         let id = if id.is_empty() {
             ids::random_id()
         } else if ids::is_full_id(id) {
@@ -328,7 +346,16 @@ impl Supervisor {
         }
         tracing::info!(id = %id, name = %record.name, "created");
         self.notify();
-        Ok(self.to_proto(&record))
+        let mut out = self.to_proto(&record);
+        // Limits this kernel cannot apply: said now (Docker's create warnings); the start
+        // skips them.
+        if resources != Resources::default() {
+            if let Err(e) = cgroup::create_instance(self.instance()) {
+                tracing::warn!("{e}");
+            }
+            out.warnings = limits::unsupported(&self.inner.layout, self.instance(), &resources);
+        }
+        Ok(out)
     }
 
     fn generate_name(&self) -> Result<String> {
@@ -434,10 +461,32 @@ impl Supervisor {
         let socket = self.attach_socket(&id);
         let _ = std::fs::remove_file(&socket);
 
+        // The cgroup and its limits, before the process joins it (between its fork and
+        // exec, in the shim): every run, from the stored spec.
+        let resources = self.get_id(&id)?.spec.resources.unwrap_or_default();
         let (instance, cid) = (self.instance().to_string(), id.clone());
-        tokio::task::spawn_blocking(move || cgroup::create(&instance, &cid))
-            .await
-            .map_err(|e| Error::Internal(format!("create cgroup: {e}")))??;
+        let layout = self.inner.layout.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            cgroup::create(&instance, &cid)?;
+            let writes = limits::writes(&resources, layout.is_v2());
+            Ok::<_, Error>(limits::apply(
+                &layout,
+                &cgroup::path(&instance, &cid),
+                &writes,
+            ))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("create cgroup: {e}")))??;
+        match applied {
+            Ok(warnings) if !warnings.is_empty() => {
+                tracing::warn!(id = %id, ?warnings, "limits discarded");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.start_failed(&id, &e.to_string(), 128).await;
+                return Err(e);
+            }
+        }
 
         let args = shim::Args {
             id: id.clone(),
@@ -576,9 +625,13 @@ impl Supervisor {
         if net.ip_addresses.is_empty() && net.ports.is_empty() {
             return;
         }
-        let mut spec = rec.spec.clone();
-        spec.network = Some(spec::deactivated_network(net));
-        if let Err(e) = self.inner.store.set_spec(&rec.id, &spec) {
+        // Only the network part: an update of other parts (limits) must not be undone.
+        let network = spec::deactivated_network(net);
+        if let Err(e) = self
+            .inner
+            .store
+            .update_spec(&rec.id, |spec| spec.network = Some(network))
+        {
             tracing::warn!(id = %rec.id, "record network settings: {e}");
         }
     }
@@ -1239,6 +1292,68 @@ impl Supervisor {
         tracing::info!(id = %id, "network settings updated");
         self.notify();
         Ok(self.to_proto(&rec))
+    }
+
+    /// Merges the set fields of `update` into the container's limits, writes the changed
+    /// ones into its cgroup when it runs, and stores them (the next runs apply them too).
+    /// The returned container carries Docker's warnings for limits this kernel lacks.
+    pub async fn update_resources(
+        &self,
+        reference: &str,
+        update: Option<Resources>,
+    ) -> Result<Container> {
+        let update = update.ok_or_else(|| Error::InvalidArgument("missing resources".into()))?;
+        let id = self.resolve(reference)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.get_id(&id)?;
+        let old = rec.spec.resources.clone().unwrap_or_default();
+        let merged = limits::merge(&old, &update)?;
+        let v2 = self.inner.layout.is_v2();
+        let before = limits::writes(&old, v2);
+        let mut changed: Vec<limits::Write> = limits::writes(&merged, v2)
+            .into_iter()
+            .filter(|w| !before.contains(w))
+            .collect();
+        changed.extend(limits::removals(&update, v2));
+        let mut warnings = if v2 {
+            limits::v2_unsupported(&update)
+        } else {
+            Vec::new()
+        };
+        let live = rec.is_running() && cgroup::exists(self.instance(), &id);
+        if live {
+            let (layout, rel) = (
+                self.inner.layout.clone(),
+                cgroup::path(self.instance(), &id),
+            );
+            let writes = changed.clone();
+            let res = tokio::task::spawn_blocking(move || limits::apply(&layout, &rel, &writes))
+                .await
+                .map_err(|e| Error::Internal(format!("update cgroup: {e}")))?;
+            match res {
+                Ok(w) => warnings.extend(w),
+                // It stopped meanwhile: the next run applies the stored limits.
+                Err(Error::NotRunning(_)) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            warnings.extend(limits::unsupported_writes(
+                &self.inner.layout,
+                self.instance(),
+                &changed,
+            ));
+        }
+        warnings.dedup();
+        self.inner
+            .store
+            .update_spec(&id, |spec| spec.resources = Some(merged))?
+            .ok_or_else(|| Error::NotFound(reference.to_string()))?;
+        tracing::info!(id = %id, live, writes = ?limits::describe(&self.inner.layout, &cgroup::path(self.instance(), &id), &changed), "resources updated");
+        self.notify();
+        let mut out = self.to_proto(&self.get_id(&id)?);
+        out.warnings = warnings;
+        Ok(out)
     }
 
     /// Stop (if running, with `timeout_seconds`) then start.

@@ -3,16 +3,17 @@ use std::pin::Pin;
 
 use berth_proto::supervisor::v1::{
     attach_input, exec_input, supervisor_server, AttachInput, AttachOutput, Container,
-    CreateContainerRequest, ExecInput, ExitStatus, GetContainerRequest, KillContainerRequest,
-    ListContainersRequest, ListContainersResponse, PauseContainerRequest, RemoveContainerRequest,
-    RemoveContainerResponse, RenameContainerRequest, RestartContainerRequest,
-    StartContainerRequest, StopContainerRequest, TopContainerRequest, TopContainerResponse,
-    TopProcess, UnpauseContainerRequest, UpdateNetworkRequest, WaitContainerRequest,
+    ContainerStatsRequest, ContainerStatsSample, CreateContainerRequest, ExecInput, ExitStatus,
+    GetContainerRequest, KillContainerRequest, ListContainersRequest, ListContainersResponse,
+    PauseContainerRequest, RemoveContainerRequest, RemoveContainerResponse, RenameContainerRequest,
+    RestartContainerRequest, StartContainerRequest, StopContainerRequest, TopContainerRequest,
+    TopContainerResponse, TopProcess, UnpauseContainerRequest, UpdateNetworkRequest,
+    UpdateResourcesRequest, WaitContainerRequest,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{attach, exec, lifecycle::Supervisor, top};
+use crate::{attach, exec, lifecycle::Supervisor, stats, top};
 
 pub const SERVICE_NAME: &str = "berth.supervisor.v1.Supervisor";
 
@@ -226,25 +227,24 @@ impl supervisor_server::Supervisor for Service {
     #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
     async fn update_resources(
         &self,
-        request: Request<berth_proto::supervisor::v1::UpdateResourcesRequest>,
+        request: Request<UpdateResourcesRequest>,
     ) -> Result<Response<Container>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateResources: being written"))
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.sup.update_resources(&r.id, r.resources).await?,
+        ))
     }
 
-    type ContainerStatsStream = Pin<
-        Box<
-            dyn Stream<Item = Result<berth_proto::supervisor::v1::ContainerStatsSample, Status>>
-                + Send,
-        >,
-    >;
+    type ContainerStatsStream =
+        Pin<Box<dyn Stream<Item = Result<ContainerStatsSample, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(stream = request.get_ref().stream))]
+    #[tracing::instrument(skip_all, fields(ids = ?request.get_ref().ids, stream = request.get_ref().stream))]
     async fn container_stats(
         &self,
-        request: Request<berth_proto::supervisor::v1::ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ContainerStats: being written"))
+        let r = request.into_inner();
+        let rx = stats::stats(&self.sup, &r.ids, r.stream).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

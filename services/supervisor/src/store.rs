@@ -316,6 +316,33 @@ impl Store {
         )? > 0)
     }
 
+    /// Changes the stored spec in one step (read, `change`, write under the connection's
+    /// lock), so concurrent changes to other parts of the spec are not lost. Returns the
+    /// new spec; None when there is no such record.
+    pub fn update_spec(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerSpec),
+    ) -> Result<Option<ContainerSpec>> {
+        let conn = self.conn();
+        let bytes: Option<Vec<u8>> = conn
+            .query_row("SELECT spec FROM containers WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let mut spec = ContainerSpec::decode(bytes.as_slice())
+            .map_err(|e| Error::Internal(format!("corrupt spec in meta.db: {e}")))?;
+        change(&mut spec);
+        conn.execute(
+            "UPDATE containers SET spec = ?2 WHERE id = ?1",
+            params![id, spec.encode_to_vec()],
+        )?;
+        Ok(Some(spec))
+    }
+
     /// Records with the given status.
     pub fn with_status(&self, status: ContainerStatus) -> Result<Vec<Record>> {
         let conn = self.conn();
