@@ -56,6 +56,10 @@ pub enum Command {
     Restart(RestartArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
+    /// Update configuration (resource limits) of one or more containers
+    Update(UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
     /// Return low-level information on containers or images
@@ -144,6 +148,10 @@ pub enum ContainerCommand {
     Commit(CommitArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
+    /// Update configuration (resource limits) of one or more containers
+    Update(UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -324,6 +332,8 @@ pub struct ContainerFlags {
     /// Pull image before running ("always", "missing", "never")
     #[arg(long, default_value = "missing")]
     pub pull: String,
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -336,6 +346,142 @@ pub struct ContainerFlags {
         allow_hyphen_values = true
     )]
     pub image_and_cmd: Vec<String>,
+}
+
+/// The resource limit flags of `run` and `create`, as given: the values are parsed in
+/// [`crate::limits`] so that errors use Docker's words.
+#[derive(Args, Debug, Default, Clone)]
+pub struct LimitFlags {
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(
+        long = "memory-swap",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "BYTES")]
+    pub memory_reservation: Option<String>,
+    /// Disable OOM Killer
+    #[arg(long = "oom-kill-disable")]
+    pub oom_kill_disable: bool,
+    /// Tune container memory swappiness (0 to 100) (default -1)
+    #[arg(
+        long = "memory-swappiness",
+        value_name = "INT",
+        allow_negative_numbers = true
+    )]
+    pub memory_swappiness: Option<String>,
+    /// Number of CPUs
+    #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
+    pub cpus: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period", value_name = "INT", allow_negative_numbers = true)]
+    pub cpu_period: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota", value_name = "INT", allow_negative_numbers = true)]
+    pub cpu_quota: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(
+        short = 'c',
+        long = "cpu-shares",
+        value_name = "INT",
+        allow_negative_numbers = true
+    )]
+    pub cpu_shares: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
+    #[arg(long = "blkio-weight", value_name = "UINT16")]
+    pub blkio_weight: Option<String>,
+    /// Limit read rate (bytes per second) from a device (PATH:RATE, e.g. /dev/vda:1mb)
+    #[arg(long = "device-read-bps", value_name = "PATH:RATE")]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device (PATH:RATE, e.g. /dev/vda:1mb)
+    #[arg(long = "device-write-bps", value_name = "PATH:RATE")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device (PATH:N)
+    #[arg(long = "device-read-iops", value_name = "PATH:N")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device (PATH:N)
+    #[arg(long = "device-write-iops", value_name = "PATH:N")]
+    pub device_write_iops: Vec<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", value_name = "INT", allow_negative_numbers = true)]
+    pub pids_limit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
+    #[arg(long = "blkio-weight", value_name = "UINT16")]
+    pub blkio_weight: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period", value_name = "INT", allow_negative_numbers = true)]
+    pub cpu_period: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota", value_name = "INT", allow_negative_numbers = true)]
+    pub cpu_quota: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(
+        short = 'c',
+        long = "cpu-shares",
+        value_name = "INT",
+        allow_negative_numbers = true
+    )]
+    pub cpu_shares: Option<String>,
+    /// Number of CPUs
+    #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
+    pub cpus: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "BYTES")]
+    pub memory_reservation: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(
+        long = "memory-swap",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub memory_swap: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", value_name = "INT", allow_negative_numbers = true)]
+    pub pids_limit: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -940,6 +1086,72 @@ mod tests {
             let r = Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied()));
             assert_eq!(r.is_ok(), ok, "{args:?}");
         }
+    }
+
+    #[test]
+    fn limit_flags() {
+        let Command::Run(r) = parse(&[
+            "run",
+            "-m",
+            "64m",
+            "--memory-swap",
+            "-1",
+            "--memory-swappiness",
+            "-1",
+            "-c",
+            "512",
+            "--cpus=0.5",
+            "--oom-kill-disable",
+            "--device-write-bps",
+            "/dev/vda:1mb",
+            "--device-write-bps",
+            "/dev/vdb:2mb",
+            "--pids-limit",
+            "-1",
+            "busybox",
+            "-m",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        let l = &r.flags.limits;
+        assert_eq!(l.memory.as_deref(), Some("64m"));
+        assert_eq!(l.memory_swap.as_deref(), Some("-1"));
+        assert_eq!(l.memory_swappiness.as_deref(), Some("-1"));
+        assert_eq!(l.cpu_shares.as_deref(), Some("512"));
+        assert_eq!(l.cpus.as_deref(), Some("0.5"));
+        assert_eq!(l.pids_limit.as_deref(), Some("-1"));
+        assert!(l.oom_kill_disable);
+        assert_eq!(l.device_write_bps, vec!["/dev/vda:1mb", "/dev/vdb:2mb"]);
+        assert_eq!(r.flags.image_and_cmd, vec!["busybox", "-m"]);
+        // A flag is not taken for a value.
+        assert!(Cli::try_parse_from(["berth", "run", "--memory-swap", "--rm", "busybox"]).is_err());
+
+        let Command::Update(u) =
+            parse(&["update", "--cpus", "1", "-m", "128m", "web", "db"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(u.cpus.as_deref(), Some("1"));
+        assert_eq!(u.memory.as_deref(), Some("128m"));
+        assert_eq!(u.containers, vec!["web", "db"]);
+        assert!(Cli::try_parse_from(["berth", "update", "--cpus", "1"]).is_err());
+        assert!(matches!(
+            parse(&["container", "update", "-c", "2", "web"]).command,
+            Command::Container(ContainerCommand::Update(_))
+        ));
+
+        let Command::Stats(s) = parse(&["stats", "--no-stream", "--format", "json", "-a"]).command
+        else {
+            panic!()
+        };
+        assert!(s.no_stream && s.all && !s.no_trunc && s.containers.is_empty());
+        assert_eq!(s.format.as_deref(), Some("json"));
+        assert!(matches!(
+            parse(&["container", "stats", "web"]).command,
+            Command::Container(ContainerCommand::Stats(_))
+        ));
     }
 
     #[test]

@@ -10,13 +10,13 @@ use berth_proto::engine::v1::{
 use berth_proto::supervisor::v1::{
     Container, ContainerStatus, KillContainerRequest, ListContainersRequest, LogConfig,
     RenameContainerRequest, RestartContainerRequest, StopContainerRequest, TopContainerRequest,
-    TopContainerResponse,
+    TopContainerResponse, UpdateResourcesRequest,
 };
 use serde_json::{json, Value};
 
 use crate::args::{
     ContainerFlags, CreateArgs, KillArgs, NamesArgs, PruneArgs, PsArgs, RenameArgs, RestartArgs,
-    RmArgs, RunArgs, StartArgs, StopArgs, TopArgs,
+    RmArgs, RunArgs, StartArgs, StopArgs, TopArgs, UpdateArgs,
 };
 use crate::client::Engine;
 use crate::format;
@@ -140,7 +140,7 @@ pub fn create_request(flags: &ContainerFlags) -> Result<CreateContainerRequest> 
         links: flags.link.clone(),
         dns_search: flags.dns_search.clone(),
         dns_options: flags.dns_option.clone(),
-        resources: None,
+        resources: crate::limits::resources(&flags.limits)?,
     })
 }
 
@@ -186,8 +186,55 @@ pub async fn create(mut engine: Engine, args: CreateArgs) -> Result<i32> {
     let req = create_request(&args.flags)?;
     crate::registry::ensure_image(&mut engine, &req.image, &args.flags.pull).await?;
     let container = engine.create_container(req).await?.into_inner();
+    for w in &container.warnings {
+        eprintln!("WARNING: {w}");
+    }
     println!("{}", container.id);
     Ok(0)
+}
+
+/// `berth update`: changes the limits of each container, printing its name as Docker
+/// does; errors go to stderr and make the exit 1. The warnings go to stderr as
+/// "WARNING: ..." like create's (Docker prints them bare on stdout after the names).
+pub async fn update(engine: Engine, args: UpdateArgs) -> Result<i32> {
+    if !crate::limits::any_update_flag(&args) {
+        eprintln!("You must provide one or more flags when using this command.");
+        return Ok(1);
+    }
+    let change = crate::limits::update_resources(&args)?;
+    let mut warnings = Vec::new();
+    let mut failed = false;
+    for name in &args.containers {
+        let req = UpdateResourcesRequest {
+            id: name.clone(),
+            resources: Some(change.clone()),
+        };
+        match engine.clone().update_container(req).await {
+            Ok(c) => {
+                println!("{name}");
+                for w in c.into_inner().warnings {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+            }
+            Err(status) => {
+                let err = anyhow::Error::from(status);
+                if crate::is_connect_failure(&err) {
+                    return Err(err);
+                }
+                eprintln!(
+                    "{}",
+                    crate::client::failure(&err, std::path::Path::new(""), "").message
+                );
+                failed = true;
+            }
+        }
+    }
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 /// Runs `op` for each name, printing errors as they come; the exit code is the first

@@ -74,7 +74,7 @@ pub fn ago(then: SystemTime, now: SystemTime) -> String {
 }
 
 /// Go's `%.<prec>g`.
-fn go_g(value: f64, prec: usize) -> String {
+pub fn go_g(value: f64, prec: usize) -> String {
     if value == 0.0 {
         return "0".into();
     }

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use berth_proto::engine::v1::{ContainerDetails, ContainerRef};
 use berth_proto::image::v1::{GetImageRequest, Image};
 use berth_proto::network::v1::{Attachment, GetNetworkRequest, NetworkInfo};
-use berth_proto::supervisor::v1::NetworkSettings;
+use berth_proto::supervisor::v1::{NetworkSettings, Resources, ThrottleDevice};
 use berth_proto::volume::v1::{GetVolumeRequest, Volume};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -119,7 +119,7 @@ pub fn container_json(details: &ContainerDetails) -> Value {
         .iter()
         .map(|h| format!("{}:{}", h.hostname, h.ip))
         .collect();
-    json!({
+    let mut out = json!({
         "Id": c.id,
         "Created": c.created,
         "Path": path,
@@ -189,7 +189,47 @@ pub fn container_json(details: &ContainerDetails) -> Value {
             },
         },
         "NetworkSettings": network_settings(&attachment, &net, &mode, &first_ip, &ips, &spec.exposed_ports),
-    })
+    });
+    if let Some(Value::Object(host)) = out.get_mut("HostConfig") {
+        host.extend(resources_json(&spec.resources.unwrap_or_default()));
+    }
+    out
+}
+
+/// The limits in `HostConfig`, with Docker's names and defaults (0, "", `null` for an
+/// unset swappiness or pids limit, `[]` for no throttled device).
+pub fn resources_json(r: &Resources) -> Map<String, Value> {
+    let devices = |list: &[ThrottleDevice]| -> Value {
+        list.iter()
+            .map(|d| json!({"Path": d.path, "Rate": d.rate}))
+            .collect()
+    };
+    let mut m = Map::new();
+    m.insert("Memory".into(), json!(r.memory));
+    m.insert("MemorySwap".into(), json!(r.memory_swap));
+    m.insert("MemoryReservation".into(), json!(r.memory_reservation));
+    m.insert("OomKillDisable".into(), json!(r.oom_kill_disable));
+    m.insert("MemorySwappiness".into(), json!(r.memory_swappiness));
+    m.insert("NanoCpus".into(), json!(r.nano_cpus));
+    m.insert("CpuPeriod".into(), json!(r.cpu_period));
+    m.insert("CpuQuota".into(), json!(r.cpu_quota));
+    m.insert("CpuShares".into(), json!(r.cpu_shares));
+    m.insert("CpusetCpus".into(), json!(r.cpuset_cpus));
+    m.insert("CpusetMems".into(), json!(r.cpuset_mems));
+    m.insert("BlkioWeight".into(), json!(r.blkio_weight));
+    m.insert("BlkioDeviceReadBps".into(), devices(&r.device_read_bps));
+    m.insert("BlkioDeviceWriteBps".into(), devices(&r.device_write_bps));
+    m.insert("BlkioDeviceReadIOps".into(), devices(&r.device_read_iops));
+    m.insert("BlkioDeviceWriteIOps".into(), devices(&r.device_write_iops));
+    m.insert(
+        "PidsLimit".into(),
+        if r.pids_limit > 0 {
+            json!(r.pids_limit)
+        } else {
+            Value::Null
+        },
+    );
+    m
 }
 
 fn prefix_len(cidr: &str) -> u32 {
@@ -599,6 +639,88 @@ mod tests {
         assert_eq!(v["Config"]["Env"], Value::Null);
         let t = Template::parse("{{.State.Status}} {{json .Config.Entrypoint}}").unwrap();
         assert_eq!(t.render(&v).unwrap(), "running [\"sh\"]");
+    }
+
+    #[test]
+    fn container_limits_and_oom_killed() {
+        let bare = container_json(&ContainerDetails {
+            container: Some(Container {
+                id: "abc".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let h = &bare["HostConfig"];
+        assert_eq!(h["Memory"], 0);
+        assert_eq!(h["MemorySwap"], 0);
+        assert_eq!(h["NanoCpus"], 0);
+        assert_eq!(h["CpuShares"], 0);
+        assert_eq!(h["CpusetCpus"], "");
+        assert_eq!(h["OomKillDisable"], false);
+        assert_eq!(h["MemorySwappiness"], Value::Null);
+        assert_eq!(h["PidsLimit"], Value::Null);
+        assert_eq!(h["BlkioDeviceReadBps"], json!([]));
+        assert_eq!(bare["State"]["OOMKilled"], false);
+        // The other HostConfig fields are still there.
+        assert_eq!(h["AutoRemove"], false);
+
+        let d = ContainerDetails {
+            container: Some(Container {
+                id: "abc".into(),
+                spec: Some(ContainerSpec {
+                    resources: Some(Resources {
+                        memory: 64 << 20,
+                        memory_swap: 128 << 20,
+                        memory_reservation: 32 << 20,
+                        oom_kill_disable: true,
+                        memory_swappiness: Some(0),
+                        nano_cpus: 500_000_000,
+                        cpu_shares: 512,
+                        cpuset_cpus: "0".into(),
+                        cpuset_mems: "0".into(),
+                        blkio_weight: 300,
+                        device_write_bps: vec![ThrottleDevice {
+                            path: "/dev/vda".into(),
+                            major: 253,
+                            minor: 0,
+                            rate: 1 << 20,
+                        }],
+                        pids_limit: 64,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                state: Some(ContainerState {
+                    status: ContainerStatus::Exited as i32,
+                    exit_code: 137,
+                    oom_killed: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = container_json(&d);
+        let h = &v["HostConfig"];
+        assert_eq!(h["Memory"], 67108864);
+        assert_eq!(h["MemorySwap"], 134217728);
+        assert_eq!(h["MemoryReservation"], 33554432);
+        assert_eq!(h["OomKillDisable"], true);
+        assert_eq!(h["MemorySwappiness"], 0);
+        assert_eq!(h["NanoCpus"], 500000000);
+        assert_eq!(h["CpuShares"], 512);
+        assert_eq!(h["CpusetCpus"], "0");
+        assert_eq!(h["CpusetMems"], "0");
+        assert_eq!(h["BlkioWeight"], 300);
+        assert_eq!(
+            h["BlkioDeviceWriteBps"],
+            json!([{"Path": "/dev/vda", "Rate": 1048576}])
+        );
+        assert_eq!(h["PidsLimit"], 64);
+        assert_eq!(v["State"]["OOMKilled"], true);
+        assert_eq!(v["State"]["ExitCode"], 137);
+        let t = Template::parse("{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}").unwrap();
+        assert_eq!(t.render(&v).unwrap(), "67108864 500000000");
     }
 
     #[test]

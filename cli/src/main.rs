@@ -8,6 +8,7 @@ mod credentials;
 mod format;
 mod image;
 mod inspect;
+mod limits;
 mod logs;
 mod mounts;
 mod network;
@@ -15,6 +16,7 @@ mod parse;
 mod ports;
 mod registry;
 mod session;
+mod stats;
 mod volume;
 
 use std::path::Path;
@@ -159,6 +161,12 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Network(NetworkCommand::Disconnect(a)) => network::disconnect(engine, a).await,
         Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
             network::port(engine, a).await
+        }
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            container::update(engine, a).await
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            stats::stats(engine, a).await
         }
         Command::Version => version(engine).await,
     }

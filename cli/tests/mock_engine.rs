@@ -67,6 +67,45 @@ where
     Box::pin(ReceiverStream::new(rx))
 }
 
+/// The limits a call got, for the argument-mapping tests.
+fn limits_call(r: &sup::Resources) -> String {
+    let devices = |l: &[sup::ThrottleDevice]| {
+        l.iter()
+            .map(|d| format!("{}:{}", d.path, d.rate))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "mem={} swap={} res={} oom={} swappiness={:?} nano={} period={} quota={} shares={} cpus={} mems={} weight={} rbps={} wbps={} riops={} wiops={} pids={}",
+        r.memory,
+        r.memory_swap,
+        r.memory_reservation,
+        r.oom_kill_disable,
+        r.memory_swappiness,
+        r.nano_cpus,
+        r.cpu_period,
+        r.cpu_quota,
+        r.cpu_shares,
+        r.cpuset_cpus,
+        r.cpuset_mems,
+        r.blkio_weight,
+        devices(&r.device_read_bps),
+        devices(&r.device_write_bps),
+        devices(&r.device_read_iops),
+        devices(&r.device_write_iops),
+        r.pids_limit
+    )
+}
+
+/// What a kernel without the blkio weight controller says.
+fn limit_warnings(r: Option<&sup::Resources>) -> Vec<String> {
+    if r.is_some_and(|r| r.blkio_weight > 0) {
+        vec!["Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.".into()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn exit(code: i32) -> sup::attach_output::Output {
     sup::attach_output::Output::Exit(sup::ExitStatus {
         exit_code: code,
@@ -158,8 +197,15 @@ impl Engine for Mock {
             "create {} restart={}:{} init={}",
             r.name, policy.name, policy.maximum_retry_count, r.init
         ));
+        if let Some(limits) = &r.resources {
+            CALLS
+                .lock()
+                .unwrap()
+                .push(format!("create limits {}", limits_call(limits)));
+        }
         Ok(Response::new(sup::Container {
             id: format!("id-of-{}", r.image),
+            warnings: limit_warnings(r.resources.as_ref()),
             ..Default::default()
         }))
     }
@@ -194,6 +240,9 @@ impl Engine for Mock {
         tokio::spawn(async move {
             let out = |o| Ok(RunOutput { output: Some(o) });
             let _ = tx.send(out(run_output::Output::ContainerId(id))).await;
+            for w in limit_warnings(create.resources.as_ref()) {
+                let _ = tx.send(out(run_output::Output::Warning(w))).await;
+            }
             if start.detach {
                 let _ = tx.send(out(run_output::Output::Detached(true))).await;
                 return;
@@ -903,16 +952,72 @@ impl Engine for Mock {
     }
     async fn update_container(
         &self,
-        _: Request<sup::UpdateResourcesRequest>,
+        r: Request<sup::UpdateResourcesRequest>,
     ) -> Result<Response<sup::Container>, Status> {
-        unimpl()
+        let r = r.into_inner();
+        not_found_unless(&r.id)?;
+        let limits = r.resources.unwrap_or_default();
+        if limits.memory != 0 && limits.memory < 6 << 20 {
+            return Err(Status::invalid_argument(
+                "Minimum memory limit allowed is 6MB (--memory 1MiB)",
+            ));
+        }
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("update {} {}", r.id, limits_call(&limits)));
+        Ok(Response::new(sup::Container {
+            warnings: limit_warnings(Some(&limits)),
+            ..container()
+        }))
     }
     type ContainerStatsStream = Out<sup::ContainerStatsSample>;
+    /// Two rounds at once for every container asked for (all: "web"), then silence (the
+    /// CLI must stop by itself with --no-stream); "ending" ends the stream instead.
     async fn container_stats(
         &self,
-        _: Request<sup::ContainerStatsRequest>,
+        r: Request<sup::ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
-        unimpl()
+        let r = r.into_inner();
+        for id in &r.ids {
+            not_found_unless(id)?;
+        }
+        CALLS
+            .lock()
+            .unwrap()
+            .push(format!("stats {:?} stream={}", r.ids, r.stream));
+        let names = if r.ids.is_empty() {
+            vec!["web".to_string()]
+        } else {
+            r.ids.clone()
+        };
+        let ending = names.iter().any(|n| n == "ending");
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            for round in 0..2u64 {
+                for (i, name) in names.iter().enumerate() {
+                    let sample = sup::ContainerStatsSample {
+                        id: format!("{:0>64}", format!("{name}{i}")),
+                        name: name.clone(),
+                        cpu_usage_nanos: round * 500_000_000,
+                        system_cpu_nanos: 1_000_000_000_000 + round * 2_000_000_000,
+                        online_cpus: 2,
+                        memory_usage: 3 << 19,
+                        memory_limit: 64 << 20,
+                        net_rx_bytes: 1234,
+                        net_tx_bytes: 648,
+                        block_read_bytes: 4_260_000,
+                        pids: 3,
+                        ..Default::default()
+                    };
+                    let _ = tx.send(Ok(sample)).await;
+                }
+            }
+            if !ending {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -1795,5 +1900,233 @@ fn bad_publish_values_exit_125() {
         text(&out.stderr).contains("invalid argument \"8080:http\" for \"-p, --publish\" flag"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn limit_flags_reach_the_engine_in_base_units() {
+    let out = berth(&[
+        "create",
+        "--name",
+        "limited",
+        "-m",
+        "64m",
+        "--memory-swap",
+        "128M",
+        "--memory-reservation",
+        "32mb",
+        "--oom-kill-disable",
+        "--memory-swappiness",
+        "0",
+        "--cpus",
+        "0.5",
+        "-c",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--blkio-weight",
+        "300",
+        "--device-read-bps",
+        "/dev/vda:512kb",
+        "--device-write-bps",
+        "/dev/vda:1mb",
+        "--device-read-iops",
+        "/dev/vda:100",
+        "--device-write-iops",
+        "/dev/vda:50",
+        "--pids-limit",
+        "64",
+        "busybox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(called(
+        "create limits mem=67108864 swap=134217728 res=33554432 oom=true swappiness=Some(0) nano=500000000 period=0 quota=0 shares=512 cpus=0 mems=0 weight=300 rbps=/dev/vda:524288 wbps=/dev/vda:1048576 riops=/dev/vda:100 wiops=/dev/vda:50 pids=64"
+    ));
+    // The kernel's warning on stderr, the ID alone on stdout.
+    assert_eq!(text(&out.stdout), "id-of-busybox\n");
+    assert_eq!(
+        text(&out.stderr),
+        "WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.\n"
+    );
+    let out = berth(&[
+        "create",
+        "--name",
+        "quota",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "25000",
+        "--memory-swap=-1",
+        "-m",
+        "1g",
+        "--pids-limit",
+        "-1",
+        "busybox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(called(
+        "create limits mem=1073741824 swap=-1 res=0 oom=false swappiness=None nano=0 period=100000 quota=25000 shares=0 cpus= mems= weight=0 rbps= wbps= riops= wiops= pids=0"
+    ));
+}
+
+#[test]
+fn run_prints_the_warnings() {
+    let out = berth(&["run", "--blkio-weight", "300", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert!(
+        text(&out.stderr).starts_with(
+            "WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_limit_values_exit_125_naming_the_value() {
+    for (args, message) in [
+        (
+            &["run", "-m", "lots", "busybox"][..],
+            "berth: invalid argument \"lots\" for \"-m, --memory\" flag: invalid size: 'lots'\n",
+        ),
+        (
+            &["create", "--memory-swap", "1x", "busybox"][..],
+            "berth: invalid argument \"1x\" for \"--memory-swap\" flag: invalid size: '1x'\n",
+        ),
+        (
+            &["run", "--cpus", "half", "busybox"][..],
+            "berth: invalid argument \"half\" for \"--cpus\" flag: failed to parse half as a rational number\n",
+        ),
+        (
+            &["run", "--cpu-shares", "x", "busybox"][..],
+            "berth: invalid argument \"x\" for \"-c, --cpu-shares\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\n",
+        ),
+        (
+            &["run", "--device-write-bps", "vda", "busybox"][..],
+            "berth: invalid argument \"vda\" for \"--device-write-bps\" flag: bad format: vda\n",
+        ),
+        (
+            &["run", "--device-read-iops", "/dev/vda:fast", "busybox"][..],
+            "berth: invalid argument \"/dev/vda:fast\" for \"--device-read-iops\" flag: invalid rate for device: /dev/vda:fast. The correct format is <device-path>:<number>. Number must be a positive integer\n",
+        ),
+        (
+            &["run", "--blkio-weight", "-5", "busybox"][..],
+            "berth: invalid argument \"-5\" for \"--blkio-weight\" flag: strconv.ParseUint: parsing \"-5\": invalid syntax\n",
+        ),
+    ] {
+        let out = berth(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert_eq!(text(&out.stderr), message, "{args:?}");
+    }
+}
+
+#[test]
+fn update_prints_names_and_fails_per_container() {
+    let out = berth(&[
+        "update",
+        "--cpus",
+        "1",
+        "-m",
+        "128m",
+        "--pids-limit",
+        "0",
+        "web",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "web\n");
+    assert!(called(
+        "update web mem=134217728 swap=0 res=0 oom=false swappiness=None nano=1000000000 period=0 quota=0 shares=0 cpus= mems= weight=0 rbps= wbps= riops= wiops= pids=-1"
+    ));
+    // One bad container: the others are still updated, the exit is 1.
+    let out = berth(&["container", "update", "-c", "512", "web", "nosuch", "db"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "web\ndb\n");
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such container: nosuch\n"
+    );
+    // The engine's refusal.
+    let out = berth(&["update", "-m", "1m", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Minimum memory limit allowed is 6MB"));
+    // Warnings on stderr.
+    let out = berth(&["update", "--blkio-weight", "300", "web"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "web\n");
+    assert!(text(&out.stderr).starts_with("WARNING: Your kernel does not support Block I/O"));
+    // Nothing to change; a bad value.
+    let out = berth(&["update", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "You must provide one or more flags when using this command.\n"
+    );
+    let out = berth(&["update", "--cpus", "x", "web"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("invalid argument \"x\" for \"--cpus\" flag"));
+}
+
+#[test]
+fn stats_no_stream_stops_after_two_rounds() {
+    let started = std::time::Instant::now();
+    let out = berth(&["stats", "--no-stream"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(called("stats [] stream=true"));
+    assert_eq!(
+        text(&out.stdout),
+        "CONTAINER ID   NAME      CPU %     MEM USAGE / LIMIT   MEM %     NET I/O         BLOCK I/O     PIDS\n\
+         000000000000   web       50.00%    1.5MiB / 64MiB      2.34%     1.23kB / 648B   4.26MB / 0B   3\n"
+    );
+    let out = berth(&[
+        "stats",
+        "--no-stream",
+        "--no-trunc",
+        "--format",
+        "json",
+        "web",
+        "db",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(called("stats [\"web\", \"db\"] stream=true"));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["Container"], "db");
+    assert_eq!(lines[1]["Name"], "db");
+    assert_eq!(lines[1]["ID"].as_str().unwrap().len(), 64);
+    assert_eq!(lines[1]["CPUPerc"], "50.00%");
+    assert_eq!(lines[1]["PIDs"], "3");
+    let out = berth(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+        "web",
+    ]);
+    assert_eq!(text(&out.stdout), "web 1.5MiB / 64MiB\n");
+    let out = berth(&["stats", "--no-stream", "nosuch"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such container: nosuch\n"
+    );
+}
+
+#[test]
+fn stats_streams_until_the_stream_ends() {
+    let out = berth(&["stats", "--format", "{{.Name}} {{.CPUPerc}}", "ending"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Not a terminal: no screen clearing; the last draw has the CPU of the two rounds.
+    assert!(!text(&out.stdout).contains('\x1b'));
+    assert!(
+        text(&out.stdout).ends_with("ending 50.00%\n"),
+        "{}",
+        text(&out.stdout)
     );
 }

@@ -27,6 +27,7 @@ use tonic::{Code, Status, Streaming};
 use crate::{
     clients::Clients,
     ports,
+    resources::{self, Host},
     saga::{Failures, UndoStack},
     spec,
 };
@@ -95,6 +96,11 @@ impl Engine {
         let c = self.clients.clone();
         req.name = spec::validate_name(&req.name)?.to_string();
         spec::restart_policy(&req)?;
+        // The limits first: a refused value leaves nothing behind.
+        let warnings = match req.resources.as_mut() {
+            Some(r) => resources::check_create(r, &Host::current(), &resources::block_device)?,
+            None => Vec::new(),
+        };
         if req.image.is_empty() {
             return Err(Status::invalid_argument("no image specified"));
         }
@@ -285,7 +291,10 @@ impl Engine {
         {
             Ok(container) => {
                 undo.commit();
-                let container = container.into_inner();
+                let mut container = container.into_inner();
+                // The engine's warnings first, then the supervisor's (limits the kernel
+                // cannot apply).
+                container.warnings.splice(0..0, warnings);
                 tracing::info!(id = %container.id, name = %container.name, "created");
                 Ok(container)
             }
@@ -584,16 +593,26 @@ impl Engine {
         let id = container.id.clone();
         tracing::Span::current().record("id", id.as_str());
         send(out, run_output::Output::ContainerId(id.clone())).await;
+        for w in &container.warnings {
+            send(out, run_output::Output::Warning(w.clone())).await;
+        }
 
         if start.detach {
-            if let Err(status) = self
+            match self
                 .clients
                 .supervisor
                 .clone()
                 .start_container(StartContainerRequest { id: id.clone() })
                 .await
             {
-                return Err(self.remove_after_failed_start(&id, status).await);
+                Ok(started) => {
+                    for w in started.into_inner().warnings {
+                        if !container.warnings.contains(&w) {
+                            send(out, run_output::Output::Warning(w)).await;
+                        }
+                    }
+                }
+                Err(status) => return Err(self.remove_after_failed_start(&id, status).await),
             }
             if auto_remove {
                 self.watch_auto_remove(id.clone());

@@ -25,11 +25,12 @@ use berth_proto::{
         RemoveNetworkResponse,
     },
     supervisor::v1::{
-        attach_input, exec_input, AttachInput, AttachOutput, Container, ContainerStatus, ExecInput,
-        ExitStatus, KillContainerRequest, ListContainersRequest, ListContainersResponse,
-        PauseContainerRequest, RenameContainerRequest, RestartContainerRequest,
-        StartContainerRequest, StopContainerRequest, TopContainerRequest, TopContainerResponse,
-        UnpauseContainerRequest, WaitContainerRequest,
+        attach_input, exec_input, AttachInput, AttachOutput, Container, ContainerStatsRequest,
+        ContainerStatsSample, ContainerStatus, ExecInput, ExitStatus, KillContainerRequest,
+        ListContainersRequest, ListContainersResponse, PauseContainerRequest,
+        RenameContainerRequest, Resources, RestartContainerRequest, StartContainerRequest,
+        StopContainerRequest, TopContainerRequest, TopContainerResponse, UnpauseContainerRequest,
+        UpdateResourcesRequest, WaitContainerRequest,
     },
     volume::v1::{
         CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
@@ -43,7 +44,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     engine::{upstream, Engine},
-    spec,
+    resources, spec,
 };
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -820,24 +821,76 @@ impl EngineApi for Engine {
         ))
     }
 
+    /// Resolves the container, checks the change against its current limits (Docker's
+    /// rules on the merged result), then has the supervisor apply it, live when it runs.
     #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
     async fn update_container(
         &self,
-        request: Request<berth_proto::supervisor::v1::UpdateResourcesRequest>,
+        request: Request<UpdateResourcesRequest>,
     ) -> Result<Response<Container>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateContainer: being written"))
+        let req = request.into_inner();
+        let mut change = req.resources.unwrap_or_default();
+        if change == Resources::default() {
+            return Err(Status::invalid_argument(
+                "You must provide one or more flags when using this command.",
+            ));
+        }
+        let container = self.resolve(&req.id).await?;
+        let current = container
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.clone())
+            .unwrap_or_default();
+        let warnings = resources::check_update(
+            &current,
+            &mut change,
+            &resources::Host::current(),
+            &resources::block_device,
+        )?;
+        let mut updated = self
+            .clients
+            .supervisor
+            .clone()
+            .update_resources(UpdateResourcesRequest {
+                id: container.id,
+                resources: Some(change),
+            })
+            .await
+            .map_err(upstream("update container"))?
+            .into_inner();
+        updated.warnings.splice(0..0, warnings);
+        tracing::info!(id = %updated.id, "resources updated");
+        Ok(Response::new(updated))
     }
 
-    type ContainerStatsStream = BoxStream<berth_proto::supervisor::v1::ContainerStatsSample>;
+    type ContainerStatsStream = BoxStream<ContainerStatsSample>;
 
-    #[tracing::instrument(skip_all, fields(stream = request.get_ref().stream))]
+    /// Resolves the names to IDs (an unknown one fails the call before anything streams)
+    /// and relays the supervisor's samples: one stream for all the containers.
+    #[tracing::instrument(skip_all, fields(stream = request.get_ref().stream, containers = request.get_ref().ids.len()))]
     async fn container_stats(
         &self,
-        request: Request<berth_proto::supervisor::v1::ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ContainerStats: being written"))
+        let mut req = request.into_inner();
+        let mut ids = Vec::with_capacity(req.ids.len());
+        for reference in &req.ids {
+            let id = self.resolve(reference).await?.id;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        req.ids = ids;
+        let stream = self
+            .clients
+            .supervisor
+            .clone()
+            .container_stats(req)
+            .await
+            .map_err(upstream("container stats"))?
+            .into_inner()
+            .map(|r| r.map_err(upstream("container stats")));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

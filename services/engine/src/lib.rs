@@ -4,7 +4,7 @@
 //! an image and the user's flags into a container spec), [`saga`] (the undo stack and
 //! the teardown collector), [`engine`] (the operations), [`grpc`] (the thin gRPC skin),
 //! [`network`] (links, connect/disconnect) with its pure parts in [`ports`], [`links`]
-//! and [`netsettings`].
+//! and [`netsettings`], [`resources`] (Docker's rules for the resource limits).
 //! The engine owns no durable state.
 pub mod clients;
 pub mod engine;
@@ -13,6 +13,7 @@ pub mod links;
 pub mod netsettings;
 pub mod network;
 pub mod ports;
+pub mod resources;
 pub mod saga;
 pub mod spec;
 

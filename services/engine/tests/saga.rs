@@ -539,18 +539,77 @@ impl Supervisor for Super {
         self.set_status(&r.id, sup::ContainerStatus::Running);
         Ok(Response::new(self.find(&r.id)?))
     }
+    /// Records the change (as the engine sent it) and stores its set fields.
     async fn update_resources(
         &self,
-        _: Request<sup::UpdateResourcesRequest>,
+        r: Request<sup::UpdateResourcesRequest>,
     ) -> Result<Response<sup::Container>, Status> {
-        Err(Status::unimplemented("fake"))
+        let r = r.into_inner();
+        let change = r.resources.unwrap_or_default();
+        log(
+            &self.0,
+            format!(
+                "UpdateResources {} mem={} swap={} nano={} pids={}",
+                short(&r.id),
+                change.memory,
+                change.memory_swap,
+                change.nano_cpus,
+                change.pids_limit
+            ),
+        );
+        let mut all = self.1.containers.lock().unwrap();
+        let c = all
+            .get_mut(&r.id)
+            .ok_or_else(|| Status::not_found(format!("no such container: {}", r.id)))?;
+        let spec = c.spec.get_or_insert_with(Default::default);
+        let limits = spec.resources.get_or_insert_with(Default::default);
+        if change.memory != 0 {
+            limits.memory = change.memory;
+        }
+        if change.memory_swap != 0 {
+            limits.memory_swap = change.memory_swap;
+        }
+        if change.nano_cpus != 0 {
+            limits.nano_cpus = change.nano_cpus;
+        }
+        let mut out = c.clone();
+        out.warnings = vec!["from the supervisor".into()];
+        Ok(Response::new(out))
     }
     type ContainerStatsStream = BoxStream<sup::ContainerStatsSample>;
+    /// One sample per ID asked for (one for "all" when none).
     async fn container_stats(
         &self,
-        _: Request<sup::ContainerStatsRequest>,
+        r: Request<sup::ContainerStatsRequest>,
     ) -> Result<Response<Self::ContainerStatsStream>, Status> {
-        Err(Status::unimplemented("fake"))
+        let r = r.into_inner();
+        log(
+            &self.0,
+            format!(
+                "ContainerStats {:?} stream={}",
+                r.ids
+                    .iter()
+                    .map(|i| short(i).to_string())
+                    .collect::<Vec<_>>(),
+                r.stream
+            ),
+        );
+        let ids = if r.ids.is_empty() {
+            vec!["all".to_string()]
+        } else {
+            r.ids
+        };
+        let samples: Vec<Result<sup::ContainerStatsSample, Status>> = ids
+            .into_iter()
+            .map(|id| {
+                Ok(sup::ContainerStatsSample {
+                    id,
+                    pids: 1,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(samples))))
     }
     async fn update_network(
         &self,
@@ -1483,4 +1542,252 @@ async fn image_calls_pass_through_and_commit_pauses_a_running_container() {
             "PruneImages all=true".into(),
         ]
     );
+}
+
+const MB: i64 = 1 << 20;
+
+#[tokio::test]
+async fn refused_limits_make_nothing() {
+    let mut f = Fixture::new().await;
+    for (resources, message) in [
+        (
+            sup::Resources {
+                memory: 4 * MB,
+                ..Default::default()
+            },
+            "Minimum memory limit allowed is 6MB",
+        ),
+        (
+            sup::Resources {
+                memory_swap: 64 * MB,
+                ..Default::default()
+            },
+            "You should always set the Memory limit when using Memoryswap limit",
+        ),
+        (
+            sup::Resources {
+                nano_cpus: 10_000 * 1_000_000_000,
+                ..Default::default()
+            },
+            "Range of CPUs is from 0.01 to",
+        ),
+        (
+            sup::Resources {
+                cpuset_cpus: "0-4095".into(),
+                ..Default::default()
+            },
+            "Requested CPUs are not available - requested 0-4095, available: ",
+        ),
+        (
+            sup::Resources {
+                device_write_bps: vec![sup::ThrottleDevice {
+                    path: "/dev/null".into(),
+                    rate: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "Invalid device /dev/null for --device-write-bps: not a block device",
+        ),
+    ] {
+        let mut req = request("limited");
+        req.resources = Some(resources);
+        let e = f.client.create_container(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(message), "{}", e.message());
+        assert_eq!(f.take_calls(), Vec::<String>::new(), "{message}");
+        // Through run too: the status ends the stream, nothing was made.
+        let (out, err) = run(&mut f, req, true).await;
+        assert!(out.is_empty());
+        assert_eq!(err.unwrap().code(), Code::InvalidArgument);
+        assert_eq!(f.take_calls(), Vec::<String>::new(), "{message}");
+    }
+    assert!(f.state.containers.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn limits_are_normalized_and_warnings_reach_create_and_run() {
+    let mut f = Fixture::new().await;
+    let mut req = request("limited");
+    req.resources = Some(sup::Resources {
+        memory: 64 * MB,
+        pids_limit: -1,
+        memory_swappiness: Some(-1),
+        ..Default::default()
+    });
+    let c = f.client.create_container(req).await.unwrap().into_inner();
+    let r = c.spec.unwrap().resources.unwrap();
+    assert_eq!(
+        r.memory_swap,
+        128 * MB,
+        "Docker's default: twice the memory"
+    );
+    assert_eq!(r.pids_limit, 0);
+    assert_eq!(r.memory_swappiness, None);
+    assert!(c.warnings.is_empty());
+
+    let mut req = request("unbounded");
+    req.resources = Some(sup::Resources {
+        oom_kill_disable: true,
+        ..Default::default()
+    });
+    let (out, err) = run(&mut f, req, true).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(matches!(&out[0], run_output::Output::ContainerId(_)));
+    assert!(
+        matches!(&out[1], run_output::Output::Warning(w) if w.starts_with("OOM killer is disabled for the container, but no memory limit is set")),
+        "{out:?}"
+    );
+    assert_eq!(out[2], run_output::Output::Detached(true));
+}
+
+#[tokio::test]
+async fn update_resolves_checks_the_merged_limits_and_passes_the_change() {
+    let mut f = Fixture::new().await;
+    let mut req = request("web");
+    req.resources = Some(sup::Resources {
+        memory: 64 * MB,
+        nano_cpus: 500_000_000,
+        ..Default::default()
+    });
+    let c = f.client.create_container(req).await.unwrap().into_inner();
+    let id = short(&c.id).to_string();
+    f.take_calls();
+    let update = |resources: sup::Resources| sup::UpdateResourcesRequest {
+        id: "web".into(),
+        resources: Some(resources),
+    };
+    let updated = f
+        .client
+        .update_container(update(sup::Resources {
+            memory: 100 * MB,
+            nano_cpus: 1_000_000_000,
+            pids_limit: -1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        f.take_calls(),
+        vec![format!(
+            "UpdateResources {id} mem={} swap=0 nano=1000000000 pids=-1",
+            100 * MB
+        )]
+    );
+    assert_eq!(updated.warnings, vec!["from the supervisor"]);
+    assert_eq!(updated.spec.unwrap().resources.unwrap().memory, 100 * MB);
+
+    // Past the swap limit set at create (128 MiB) without a new one: Docker's refusal.
+    let e = f
+        .client
+        .update_container(update(sup::Resources {
+            memory: 256 * MB,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .starts_with("Memory limit should be smaller than already set memoryswap limit"),
+        "{}",
+        e.message()
+    );
+    // --cpu-quota over --cpus.
+    let e = f
+        .client
+        .update_container(update(sup::Resources {
+            cpu_quota: 50_000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set"
+    );
+    let e = f
+        .client
+        .update_container(update(sup::Resources::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = f
+        .client
+        .update_container(sup::UpdateResourcesRequest {
+            id: "nosuch".into(),
+            resources: Some(sup::Resources {
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Only the lookups: no refused change reached the supervisor.
+    assert!(
+        f.take_calls()
+            .iter()
+            .all(|c| !c.starts_with("UpdateResources")),
+        "refused updates were sent"
+    );
+}
+
+#[tokio::test]
+async fn stats_resolve_names_and_relay_the_stream() {
+    let mut f = Fixture::new().await;
+    let a = f
+        .client
+        .create_container(request("a"))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = f
+        .client
+        .create_container(request("b"))
+        .await
+        .unwrap()
+        .into_inner();
+    f.take_calls();
+    let stream = f
+        .client
+        .container_stats(sup::ContainerStatsRequest {
+            ids: vec!["b".into(), a.id[..12].to_string(), "b".into()],
+            stream: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let samples: Vec<_> = stream.map(|s| s.unwrap().id).collect().await;
+    assert_eq!(samples, vec![b.id.clone(), a.id.clone()]);
+    assert_eq!(
+        f.take_calls(),
+        vec![format!(
+            "ContainerStats [{:?}, {:?}] stream=true",
+            short(&b.id),
+            short(&a.id)
+        )]
+    );
+    // All running ones: no names to resolve.
+    let stream = f
+        .client
+        .container_stats(sup::ContainerStatsRequest {
+            ids: vec![],
+            stream: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.collect::<Vec<_>>().await.len(), 1);
+    let e = f
+        .client
+        .container_stats(sup::ContainerStatsRequest {
+            ids: vec!["a".into(), "nosuch".into()],
+            stream: true,
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Code::NotFound);
 }
