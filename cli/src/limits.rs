@@ -218,6 +218,15 @@ pub fn cpus_flag(value: &str) -> Result<i64> {
     Ok(nano)
 }
 
+/// Parses every value of a repeatable flag.
+fn each(
+    values: &[String],
+    flag: &str,
+    parse: fn(&str, &str) -> Result<ThrottleDevice>,
+) -> Result<Vec<ThrottleDevice>> {
+    values.iter().map(|v| parse(flag, v)).collect()
+}
+
 fn opt<T>(v: &Option<String>, parse: impl Fn(&str) -> Result<T>) -> Result<Option<T>> {
     v.as_deref().map(parse).transpose()
 }
@@ -240,26 +249,10 @@ pub fn resources(f: &LimitFlags) -> Result<Option<Resources>> {
         cpuset_cpus: f.cpuset_cpus.clone().unwrap_or_default(),
         cpuset_mems: f.cpuset_mems.clone().unwrap_or_default(),
         blkio_weight: opt(&f.blkio_weight, |v| uint16("--blkio-weight", v))?.unwrap_or(0) as u32,
-        device_read_bps: f
-            .device_read_bps
-            .iter()
-            .map(|v| throttle_bps("--device-read-bps", v))
-            .collect::<Result<_>>()?,
-        device_write_bps: f
-            .device_write_bps
-            .iter()
-            .map(|v| throttle_bps("--device-write-bps", v))
-            .collect::<Result<_>>()?,
-        device_read_iops: f
-            .device_read_iops
-            .iter()
-            .map(|v| throttle_iops("--device-read-iops", v))
-            .collect::<Result<_>>()?,
-        device_write_iops: f
-            .device_write_iops
-            .iter()
-            .map(|v| throttle_iops("--device-write-iops", v))
-            .collect::<Result<_>>()?,
+        device_read_bps: each(&f.device_read_bps, "--device-read-bps", throttle_bps)?,
+        device_write_bps: each(&f.device_write_bps, "--device-write-bps", throttle_bps)?,
+        device_read_iops: each(&f.device_read_iops, "--device-read-iops", throttle_iops)?,
+        device_write_iops: each(&f.device_write_iops, "--device-write-iops", throttle_iops)?,
         // 0 or negative: unlimited.
         pids_limit: opt(&f.pids_limit, |v| int("--pids-limit", v))?
             .unwrap_or(0)
