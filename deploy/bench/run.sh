@@ -23,6 +23,10 @@
 # Logs (deploy/bench/logs-bench.sh): a million lines through json-file attached and
 # detached, `logs` and `logs --tail 10` of them, and fluentd delivery to Fluent Bit.
 # BENCH_ONLY=logs runs only that part and replaces the "## Logs" section of the page.
+#
+# Stats (deploy/bench/stats-bench.sh): `stats --no-stream` over 100 running containers and the
+# CPU time of a streaming `stats` over them for 10 s (CLI + engine processes), beside Docker.
+# BENCH_ONLY=stats runs only that part and replaces the "## Stats" section of the page.
 set -euo pipefail
 image_tar=$1
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -59,7 +63,8 @@ trap cleanup EXIT
 # instance's default bridge and nftables table once the services are down.
 . "$top/deploy/bench/net-bench.sh"
 . "$top/deploy/bench/logs-bench.sh"
-trap 'net_cleanup; logs_cleanup; cleanup; net_teardown_instance' EXIT
+. "$top/deploy/bench/stats-bench.sh"
+trap 'net_cleanup; logs_cleanup; stats_cleanup; cleanup; net_teardown_instance' EXIT
 
 now_ns() { date +%s%N; }
 # stats "v1 v2 ..." -> "median min max" (milliseconds, one decimal)
@@ -434,6 +439,16 @@ pull_section() {
 # Published ports and DNS: measured here (after row() exists), written below.
 if [[ -z $only || $only == net ]]; then measure_net; fi
 if [[ -z $only || $only == logs ]]; then measure_logs; fi
+if [[ -z $only || $only == stats ]]; then measure_stats; fi
+if [[ $only == stats ]]; then
+    doc=$top/docs/benchmarks.md
+    rest=$( [[ -f $doc ]] && awk '/^## Stats$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    stats_section >"$work/stats.md"
+    { printf '%s\n\n' "$rest"; cat "$work/stats.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/stats.md"
+    exit 0
+fi
 if [[ $only == logs ]]; then
     doc=$top/docs/benchmarks.md
     rest=$( [[ -f $doc ]] && awk '/^## Logs$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
@@ -507,5 +522,7 @@ fi
     net_section
     echo
     logs_section
+    echo
+    stats_section
 } >"$top/docs/benchmarks.md"
 cat "$top/docs/benchmarks.md"
