@@ -30,6 +30,7 @@ use tokio::{
 use crate::{
     error::{Error, Result},
     logger::{LogConfig, Message, STDERR},
+    optvalue,
     remote::{BatchLimits, Mode, RemoteLogger, Retry, Sink},
     tag,
 };
@@ -162,7 +163,11 @@ impl Options {
             (None, None) => {}
         }
         if let Some(v) = get("fluentd-buffer-limit") {
-            let n = parse_size(v).ok_or_else(|| bad("fluentd-buffer-limit", v))?;
+            // `units.RAMInBytes`, as Docker reads it; 0 is accepted too.
+            let n = match v.trim() {
+                "0" => 0,
+                _ => optvalue::parse_size(v).ok_or_else(|| bad("fluentd-buffer-limit", v))?,
+            };
             // 0 leaves the default, as in fluent-logger-golang.
             if n > 0 {
                 o.buffer_limit = usize::try_from(n).unwrap_or(usize::MAX);
@@ -212,34 +217,7 @@ fn bad(key: &str, value: &str) -> Error {
 
 /// Go's `strconv.ParseBool`, which Docker uses for boolean options.
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(bad(key, v)),
-    }
-}
-
-/// A count with an optional binary suffix (`1048576`, `64k`, `1m`, `2MiB`), as Docker's
-/// `units.RAMInBytes` reads `fluentd-buffer-limit`.
-fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    if digits == 0 {
-        return None;
-    }
-    let n: u64 = v[..digits].parse().ok()?;
-    let suffix = v[digits..].trim_start().to_ascii_lowercase();
-    let unit = suffix.strip_suffix('b').unwrap_or(&suffix);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return None,
-    };
-    n.checked_mul(1u64 << shift)
+    optvalue::parse_bool(v).ok_or_else(|| bad(key, v))
 }
 
 /// Go's `time.ParseDuration` for non-negative values: `1s`, `500ms`, `1m30s`, `1.5s`,

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod jsonfile;
 pub mod local;
 pub mod logger;
+pub mod optvalue;
 pub mod remote;
 pub mod router;
 pub mod service;

@@ -347,9 +347,9 @@ fn invalid(key: &str, value: &str, why: &str) -> Error {
 fn parse_bool(key: &str, value: Option<&str>, default: bool) -> Result<bool> {
     match value {
         None => Ok(default),
-        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(v) => Err(invalid(key, v, "expected true or false")),
+        Some(v) => {
+            crate::optvalue::parse_bool(v).ok_or_else(|| invalid(key, v, "expected true or false"))
+        }
     }
 }
 

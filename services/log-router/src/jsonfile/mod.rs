@@ -33,6 +33,7 @@ use crate::{
     attrs,
     error::{Error, Result},
     logger::{LogConfig, LogReader, Logger, Message},
+    optvalue,
 };
 
 use compress::{
@@ -69,10 +70,10 @@ pub struct Options {
 
 /// Go's `strconv.ParseBool`, with `""` as false.
 pub fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        _ => None,
+    if v.is_empty() {
+        Some(false)
+    } else {
+        optvalue::parse_bool(v)
     }
 }
 
@@ -142,29 +143,7 @@ pub fn open_for(config: &LogConfig, path: PathBuf) -> Result<JsonFileLogger> {
     Ok(logger.with_attrs(&extra))
 }
 
-/// Docker's RAMInBytes: `123`, `10k`, `10m`, `1.5g`, `10MiB`, binary units.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let unit = unit.trim_start().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return None,
-    };
-    let n = num * mult as f64;
-    (n >= 1.0).then_some(n as u64)
-}
+pub use crate::optvalue::parse_size;
 
 /// The json-file [`Logger`].
 pub struct JsonFileLogger {
