@@ -9,7 +9,8 @@ use clap::{ArgAction, Args, Parser, Subcommand};
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Engine socket to connect to (unix:///path)
+    /// Engine to connect to: unix:///path, or tcp://host:port with mutual TLS (certificates
+    /// from BERTH_TLS_DIR or berth.toml's [tls] dir: ca.pem, client.pem, client-key.pem)
     #[arg(
         short = 'H',
         long,

@@ -1,11 +1,12 @@
-//! Connecting to a service's Unix socket.
+//! Connecting to a service: its Unix socket, or over TCP with mutual TLS when berth.toml
+//! names it in `[remote]` (see [`crate::tls`]).
 use std::path::PathBuf;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Config, Service};
+use crate::{config::FileConfig, tls, Config, Service};
 
 /// A channel that connects on first use and reconnects after the service restarts, so
 /// services may start in any order.
@@ -19,7 +20,33 @@ pub fn unix_channel(socket: impl Into<PathBuf>) -> Channel {
     ))
 }
 
-/// The lazy channel to `service` as configured.
+/// The lazy channel to `service` as configured: its `[remote]` endpoint over mutual TLS
+/// (with `client.pem` from the TLS directory) when the configuration file names one, else
+/// its Unix socket. Must be called within a tokio runtime.
 pub fn channel(config: &Config, service: Service) -> Channel {
-    unix_channel(config.socket(service))
+    // The daemons have loaded (and checked) the file already: an error here means it
+    // changed since; the local socket is the safe reading.
+    let file = FileConfig::load().unwrap_or_default();
+    match file.remote(service) {
+        None => unix_channel(config.socket(service)),
+        Some(url) => match tls::remote_channel(url, &tls::ClientFiles::in_dir(&file.tls_dir())) {
+            Ok(channel) => channel,
+            Err(e) => {
+                let message = format!("{} at {url}: {e:#}", service.name());
+                tracing::error!(error = %message, "cannot reach a remote service");
+                failing_channel(message)
+            }
+        },
+    }
+}
+
+/// A channel whose every call fails as a connection error carrying `message` (a client
+/// whose settings are wrong, so that calls say why).
+pub fn failing_channel(message: String) -> Channel {
+    Endpoint::from_static("http://berth.invalid").connect_with_connector_lazy(tower::service_fn(
+        move |_| {
+            let message = message.clone();
+            async move { Err::<TokioIo<UnixStream>, _>(std::io::Error::other(message)) }
+        },
+    ))
 }

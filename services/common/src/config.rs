@@ -8,9 +8,14 @@
 //! Environment overrides win over the file: `BERTH_ROOT`, `BERTH_RUN`, `BERTH_INSTANCE`,
 //! and `BERTH_<SERVICE>_SOCKET` (e.g. `BERTH_ENGINE_SOCKET`) for one socket;
 //! `BERTH_INSECURE_REGISTRIES` (comma-separated) adds to the file's insecure registries.
+//!
+//! Services on several hosts: `[listen]` gives a service a TCP address served with mutual
+//! TLS next to its Unix socket, `[remote]` the `tcp://host:port` endpoint of a service
+//! that runs elsewhere, and `[tls]` the directory of the certificates (`BERTH_TLS_DIR`
+//! overrides); see [`crate::tls`].
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -47,6 +52,11 @@ impl Service {
             Service::Volume => "volume",
             Service::LogRouter => "log-router",
         }
+    }
+
+    /// The service named `name` ([`Service::name`]).
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
     }
 
     fn env_prefix(self) -> String {
@@ -223,6 +233,49 @@ pub struct FileConfig {
     pub registries: RegistriesConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// `[listen]`: service name → TCP address (`0.0.0.0:7070`) served with mutual TLS
+    /// next to the Unix socket. Absent: the Unix socket only.
+    #[serde(default)]
+    pub listen: BTreeMap<String, SocketAddr>,
+    /// `[remote]`: service name → `tcp://host:port` of a service on another host, reached
+    /// with mutual TLS. Absent: the local Unix socket.
+    #[serde(default)]
+    pub remote: BTreeMap<String, String>,
+}
+
+/// Default directory of the TLS material (`[tls] dir`, `BERTH_TLS_DIR`).
+pub const DEFAULT_TLS_DIR: &str = "/etc/berth/tls";
+
+/// `[tls]`: where the CA and the certificates are. The directory holds `ca.pem`, one
+/// `<service>.pem`/`<service>-key.pem` per service that listens on TCP, and
+/// `client.pem`/`client-key.pem`, the identity of clients (the CLI, services calling
+/// remote services). `deploy/certs.sh` makes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Default [`DEFAULT_TLS_DIR`]; `BERTH_TLS_DIR` overrides.
+    pub dir: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// The TLS directory: `BERTH_TLS_DIR`, else `[tls] dir`, else [`DEFAULT_TLS_DIR`].
+    pub fn tls_dir(&self) -> PathBuf {
+        env_path("BERTH_TLS_DIR")
+            .or_else(|| self.tls.dir.clone())
+            .unwrap_or_else(|| DEFAULT_TLS_DIR.into())
+    }
+
+    /// The TCP address `service` listens on besides its Unix socket, if any.
+    pub fn listen_addr(&self, service: Service) -> Option<SocketAddr> {
+        self.listen.get(service.name()).copied()
+    }
+
+    /// The `tcp://host:port` endpoint of `service` when it runs on another host.
+    pub fn remote(&self, service: Service) -> Option<&str> {
+        self.remote.get(service.name()).map(String::as_str)
+    }
 }
 
 /// `[logs]`: the log driver and options of containers that name none (Docker's
@@ -357,6 +410,37 @@ impl FileConfig {
                 })?;
             }
         }
+        let mut listen = BTreeMap::new();
+        for (service, addr) in raw.listen.unwrap_or_default() {
+            let where_ = at(Some(addr.span()));
+            if Service::from_name(&service).is_none() {
+                return Err(invalid(format!(
+                    "{where_}listen.{service}: {}",
+                    unknown_service(&service)
+                )));
+            }
+            let parsed: SocketAddr = addr.get_ref().parse().map_err(|_| {
+                invalid(format!(
+                    "{where_}listen.{service}: {:?} is not an address ip:port \
+                     (e.g. \"0.0.0.0:7070\")",
+                    addr.get_ref()
+                ))
+            })?;
+            listen.insert(service, parsed);
+        }
+        let mut remote = BTreeMap::new();
+        for (service, url) in raw.remote.unwrap_or_default() {
+            let where_ = at(Some(url.span()));
+            if Service::from_name(&service).is_none() {
+                return Err(invalid(format!(
+                    "{where_}remote.{service}: {}",
+                    unknown_service(&service)
+                )));
+            }
+            parse_tcp_url(url.get_ref())
+                .map_err(|m| invalid(format!("{where_}remote.{service}: {m}")))?;
+            remote.insert(service, url.into_inner());
+        }
         let plain = |v: Vec<toml::Spanned<String>>| v.into_iter().map(|s| s.into_inner()).collect();
         Ok(FileConfig {
             root: raw.root,
@@ -368,6 +452,9 @@ impl FileConfig {
                 mirror: r.mirror.into_iter().map(|(k, v)| (k, plain(v))).collect(),
             },
             logs: raw.logs.unwrap_or_default(),
+            tls: raw.tls.unwrap_or_default(),
+            listen,
+            remote,
         })
     }
 }
@@ -417,6 +504,44 @@ struct RawFile {
     instance: Option<String>,
     registries: Option<RawRegistries>,
     logs: Option<LogsConfig>,
+    tls: Option<TlsConfig>,
+    listen: Option<BTreeMap<String, toml::Spanned<String>>>,
+    remote: Option<BTreeMap<String, toml::Spanned<String>>>,
+}
+
+fn unknown_service(name: &str) -> String {
+    let names: Vec<_> = Service::ALL.iter().map(|s| s.name()).collect();
+    format!("no service named {name:?} (one of {})", names.join(", "))
+}
+
+/// Splits `tcp://host:port` (`tcp://[::1]:7070` for IPv6) into the host, without
+/// brackets, and the port.
+pub fn parse_tcp_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("{url:?} must be tcp://host:port"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, port) = v6
+            .split_once("]:")
+            .ok_or_else(|| format!("{url:?} must be tcp://[ipv6]:port"))?;
+        (host, port)
+    } else {
+        rest.rsplit_once(':')
+            .ok_or_else(|| format!("{url:?} has no port (tcp://host:port)"))?
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{url:?} has an invalid port {port:?}"))?;
+    if host.is_empty()
+        || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@')
+        || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return Err(format!("{url:?} has an invalid host {host:?}"));
+    }
+    Ok((host.to_string(), port))
 }
 
 #[derive(Default, Deserialize)]
@@ -630,6 +755,73 @@ mirrors = ["http://127.0.0.1:5001", "https://mirror.example.com/"]
         );
         let err = parse("[registry]\n").unwrap_err().to_string();
         assert!(err.contains("registry"), "{err}");
+    }
+
+    #[test]
+    fn tls_listen_and_remote_sections() {
+        let f = parse(
+            r#"
+[tls]
+dir = "/srv/tls"
+
+[listen]
+engine = "0.0.0.0:7070"
+image-store = "[::]:7071"
+
+[remote]
+image-store = "tcp://hosta:7071"
+volume = "tcp://[fd00::1]:7074"
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.tls.dir.as_deref(), Some(Path::new("/srv/tls")));
+        assert_eq!(
+            f.listen_addr(Service::Engine),
+            Some("0.0.0.0:7070".parse().unwrap())
+        );
+        assert_eq!(
+            f.listen_addr(Service::ImageStore),
+            Some("[::]:7071".parse().unwrap())
+        );
+        assert_eq!(f.listen_addr(Service::Volume), None);
+        assert_eq!(f.remote(Service::ImageStore), Some("tcp://hosta:7071"));
+        assert_eq!(f.remote(Service::Engine), None);
+        assert_eq!(
+            parse_tcp_url(f.remote(Service::Volume).unwrap()).unwrap(),
+            ("fd00::1".to_string(), 7074)
+        );
+
+        let err = parse("[listen]\nengine = \"7070\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("listen.engine"),
+            "{err}"
+        );
+        let err = parse("[listen]\nengin = \"0.0.0.0:7070\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("listen.engin") && err.contains("image-store"),
+            "{err}"
+        );
+        let err = parse("\n[remote]\nnetwork = \"http://h:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("remote.network") && err.contains("tcp://"),
+            "{err}"
+        );
+        let err = parse("[tls]\ndirr = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("dirr"), "{err}");
+        assert!(parse_tcp_url("tcp://h").is_err());
+        assert!(parse_tcp_url("tcp://:7070").is_err());
+        assert!(parse_tcp_url("tcp://h:0").is_err());
+        assert!(parse_tcp_url("tcp://a:b:7070").is_err());
+        assert_eq!(
+            parse_tcp_url("tcp://127.0.0.1:7070").unwrap(),
+            ("127.0.0.1".to_string(), 7070)
+        );
     }
 
     #[test]

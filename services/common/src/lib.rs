@@ -1,6 +1,7 @@
 //! Shared by berth's services and CLI: where things live ([`config`]), serving gRPC on a
 //! Unix socket with health and reflection ([`serve`]), connecting to a service
-//! ([`client`]), status helpers ([`status`]) and tracing set-up ([`telemetry`]).
+//! ([`client`]), status helpers ([`status`]), tracing set-up ([`telemetry`]) and mutual
+//! TLS over TCP ([`tls`]).
 pub mod client;
 pub mod config;
 pub mod ids;
@@ -9,5 +10,6 @@ pub mod netsettings;
 pub mod serve;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{Config, Service};

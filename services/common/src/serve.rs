@@ -1,22 +1,33 @@
-//! Serving a service's gRPC API on its Unix socket, with gRPC health, reflection, a
-//! tracing span per request, and a clean shutdown on SIGTERM or SIGINT.
-use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
+//! Serving a service's gRPC API on its Unix socket, and on TCP with mutual TLS when
+//! berth.toml's `[listen]` names it, with gRPC health, reflection, a tracing span per
+//! request, and a clean shutdown on SIGTERM or SIGINT.
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use anyhow::Context;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{service::Routes, transport::Server};
+use tonic::{
+    service::Routes,
+    transport::{server::TcpIncoming, Server, ServerTlsConfig},
+};
+
+use crate::{config::FileConfig, Config, Service};
 
 /// How long a stopping service waits for open calls to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `routes` on `socket` (mode 0600) until SIGTERM/SIGINT. `service_names` are the
 /// fully qualified gRPC service names reported as SERVING by the health service.
+///
+/// When `socket` is the configured socket of a berth service ([`Config::socket`]) and
+/// berth.toml's `[listen]` gives that service a TCP address, the same API is also served
+/// there with mutual TLS ([`crate::tls::server_config`]); both stop together.
 pub async fn serve_unix(
     socket: &Path,
     routes: Routes,
     service_names: &[&str],
 ) -> anyhow::Result<()> {
+    let tcp = tcp_listener(socket).await?;
     let listener = bind_unix(socket)?;
     crate::memory::keep_small();
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -49,22 +60,41 @@ pub async fn serve_unix(
         .add_service(reflection_v1alpha);
 
     tracing::info!(socket = %socket.display(), "serving");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let unix = Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
+        .add_routes(routes.clone())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let server = async move {
+        let Some((listener, tls, addr)) = tcp else {
+            return unix.await.context("serve gRPC");
+        };
+        let tcp = Server::builder()
+            .tls_config(tls)
+            .context("TLS settings")?
+            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped(stop_rx),
+            );
+        tracing::info!(%addr, "serving with mutual TLS");
+        let unix = async { unix.await.context("serve gRPC") };
+        let tcp = async { tcp.await.with_context(|| format!("serve gRPC on {addr}")) };
+        tokio::try_join!(unix, tcp).map(|_| ())
+    };
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => result.context("serve gRPC")?,
+        result = &mut server => result?,
         _ = shutdown_signal() => {
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             // Long-lived streams (`logs -f`, attach) would hold a graceful shutdown open
             // forever: give them a moment, then go.
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(result) => result.context("serve gRPC")?,
+                Ok(result) => result?,
                 Err(_) => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
             }
         }
@@ -72,6 +102,37 @@ pub async fn serve_unix(
     let _ = std::fs::remove_file(socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TCP listener and TLS settings of the service whose socket is `socket`, when
+/// berth.toml gives it a `[listen]` address. Missing or invalid certificates and a busy
+/// address are errors: a service configured for TCP does not start without it.
+async fn tcp_listener(
+    socket: &Path,
+) -> anyhow::Result<Option<(TcpListener, ServerTlsConfig, SocketAddr)>> {
+    let file = FileConfig::load()?;
+    let config = Config::from_file(&file);
+    let Some(service) = Service::ALL
+        .into_iter()
+        .find(|s| config.socket(*s) == socket)
+    else {
+        return Ok(None);
+    };
+    let Some(addr) = file.listen_addr(service) else {
+        return Ok(None);
+    };
+    let dir = file.tls_dir();
+    let tls = crate::tls::server_config(&dir, service)
+        .with_context(|| format!("TLS material of {} in {}", service.name(), dir.display()))?;
+    // Check the certificate and key now, not at the first connection.
+    Server::builder()
+        .tls_config(tls.clone())
+        .with_context(|| format!("TLS material of {} in {}", service.name(), dir.display()))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    Ok(Some((listener, tls, addr)))
 }
 
 /// Binds a Unix socket, replacing a stale socket file left by a killed process.
