@@ -67,6 +67,17 @@ trap cleanup EXIT
 trap 'net_cleanup; logs_cleanup; stats_cleanup; cleanup; net_teardown_instance' EXIT
 
 now_ns() { date +%s%N; }
+# BENCH_ONLY=<part>: writes only that part's section into docs/benchmarks.md (replacing the
+# section of that title, or adding it at the end), keeps the rest of the page, and stops.
+replace_section() { # title section-function
+    local doc=$top/docs/benchmarks.md rest
+    rest=$( [[ -f $doc ]] && awk -v t="## $1" '$0 == t {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
+    "$2" >"$work/section.md"
+    { printf '%s\n\n' "$rest"; cat "$work/section.md"; } >"$work/benchmarks.md"
+    cp "$work/benchmarks.md" "$doc"
+    cat "$work/section.md"
+    exit 0
+}
 # stats "v1 v2 ..." -> "median min max" (milliseconds, one decimal)
 stats() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %.1f %.1f", m, a[1], a[NR]}'; }
 # time_ms CMD... -> elapsed milliseconds
@@ -369,15 +380,7 @@ volume_section() {
     echo "target (issue 6) is volume I/O within 5% of the host."
 }
 # BENCH_ONLY=pull|volume: replace that section of the page (or add it) and keep the rest.
-if [[ $only == volume ]]; then
-    doc=$top/docs/benchmarks.md
-    rest=$( [[ -f $doc ]] && awk '/^## Volumes$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
-    volume_section >"$work/volume.md"
-    { printf '%s\n\n' "$rest"; cat "$work/volume.md"; } >"$work/benchmarks.md"
-    cp "$work/benchmarks.md" "$doc"
-    cat "$work/volume.md"
-    exit 0
-fi
+if [[ $only == volume ]]; then replace_section "Volumes" volume_section; fi
 
 row() { # label key unit
     local b=${result[berth.$2]:-} d=${result[docker.$2]:-}
@@ -440,44 +443,12 @@ pull_section() {
 if [[ -z $only || $only == net ]]; then measure_net; fi
 if [[ -z $only || $only == logs ]]; then measure_logs; fi
 if [[ -z $only || $only == stats ]]; then measure_stats; fi
-if [[ $only == stats ]]; then
-    doc=$top/docs/benchmarks.md
-    rest=$( [[ -f $doc ]] && awk '/^## Stats$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
-    stats_section >"$work/stats.md"
-    { printf '%s\n\n' "$rest"; cat "$work/stats.md"; } >"$work/benchmarks.md"
-    cp "$work/benchmarks.md" "$doc"
-    cat "$work/stats.md"
-    exit 0
-fi
-if [[ $only == logs ]]; then
-    doc=$top/docs/benchmarks.md
-    rest=$( [[ -f $doc ]] && awk '/^## Logs$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
-    logs_section >"$work/logs.md"
-    { printf '%s\n\n' "$rest"; cat "$work/logs.md"; } >"$work/benchmarks.md"
-    cp "$work/benchmarks.md" "$doc"
-    cat "$work/logs.md"
-    exit 0
-fi
+if [[ $only == stats ]]; then replace_section "Stats" stats_section; fi
+if [[ $only == logs ]]; then replace_section "Logs" logs_section; fi
 # BENCH_ONLY=net: replace the page's "## Published ports and DNS" section (or add one).
-if [[ $only == net ]]; then
-    doc=$top/docs/benchmarks.md
-    rest=$( [[ -f $doc ]] && awk '/^## Published ports and DNS$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
-    net_section >"$work/net.md"
-    { printf '%s\n\n' "$rest"; cat "$work/net.md"; } >"$work/benchmarks.md"
-    cp "$work/benchmarks.md" "$doc"
-    cat "$work/net.md"
-    exit 0
-fi
+if [[ $only == net ]]; then replace_section "Published ports and DNS" net_section; fi
 # BENCH_ONLY=pull: replace the page's "## Pull" section (or add one) and keep the rest.
-if [[ $only == pull ]]; then
-    doc=$top/docs/benchmarks.md
-    rest=$( [[ -f $doc ]] && awk '/^## Pull$/ {skip=1; next} skip && /^## / {skip=0} !skip' "$doc" || true)
-    pull_section >"$work/pull.md"
-    { printf '%s\n\n' "$rest"; cat "$work/pull.md"; } >"$work/benchmarks.md"
-    cp "$work/benchmarks.md" "$doc"
-    cat "$work/pull.md"
-    exit 0
-fi
+if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
 {
     echo "# Benchmarks"
     echo
