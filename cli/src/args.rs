@@ -103,6 +103,33 @@ pub enum Command {
     Network(NetworkCommand),
     /// Show the berth version information
     Version,
+    /// Display system-wide information
+    Info(InfoArgs),
+    /// Manage berth (info, df)
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Display system-wide information
+    Info(InfoArgs),
+    /// Show berth disk usage
+    Df(DfArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format output: json or a Go template (e.g. '{{json .}}', '{{.NCPU}}')
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DfArgs {
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,12 +17,15 @@ mod ports;
 mod registry;
 mod session;
 mod stats;
+mod system;
 mod volume;
 
 use std::path::Path;
 
 use anyhow::Result;
-use args::{Cli, Command, ContainerCommand, ImageCommand, NetworkCommand, VolumeCommand};
+use args::{
+    Cli, Command, ContainerCommand, ImageCommand, NetworkCommand, SystemCommand, VolumeCommand,
+};
 use clap::Parser;
 
 fn main() {
@@ -169,6 +172,8 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
             stats::stats(engine, a).await
         }
         Command::Version => version(engine).await,
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(engine, a).await,
+        Command::System(SystemCommand::Df(a)) => system::df(engine, a).await,
     }
 }
 

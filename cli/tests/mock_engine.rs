@@ -1019,6 +1019,18 @@ impl Engine for Mock {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+    async fn system_info(
+        &self,
+        _: Request<SystemInfoRequest>,
+    ) -> Result<Response<SystemInfoResponse>, Status> {
+        unimpl()
+    }
+    async fn disk_usage(
+        &self,
+        _: Request<DiskUsageRequest>,
+    ) -> Result<Response<DiskUsageResponse>, Status> {
+        unimpl()
+    }
 }
 
 fn socket() -> &'static Path {

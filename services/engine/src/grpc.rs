@@ -5,9 +5,10 @@ use std::pin::Pin;
 use berth_proto::{
     engine::v1::{
         engine_server::Engine as EngineApi, CommitContainerRequest, ContainerDetails,
-        ContainerLogsRequest, ContainerRef, CreateContainerRequest, PruneContainersRequest,
-        PruneContainersResponse, RemoveContainerRequest, RemoveContainerResponse, RunInput,
-        RunOutput, VersionRequest, VersionResponse,
+        ContainerLogsRequest, ContainerRef, CreateContainerRequest, DiskUsageRequest,
+        DiskUsageResponse, PruneContainersRequest, PruneContainersResponse, RemoveContainerRequest,
+        RemoveContainerResponse, RunInput, RunOutput, SystemInfoRequest, SystemInfoResponse,
+        VersionRequest, VersionResponse,
     },
     image::v1::{
         CheckRegistryAuthRequest, CheckRegistryAuthResponse, CommitSnapshotRequest,
@@ -891,6 +892,26 @@ impl EngineApi for Engine {
             .into_inner()
             .map(|r| r.map_err(upstream("container stats")));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn system_info(
+        &self,
+        _request: Request<SystemInfoRequest>,
+    ) -> Result<Response<SystemInfoResponse>, Status> {
+        let version = self
+            .version(Request::new(VersionRequest {}))
+            .await?
+            .into_inner();
+        Ok(Response::new(self.info_facts(version).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disk_usage(
+        &self,
+        _request: Request<DiskUsageRequest>,
+    ) -> Result<Response<DiskUsageResponse>, Status> {
+        Ok(Response::new(self.measure_disk_usage().await?))
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod clients;
 pub mod engine;
 pub mod grpc;
+pub mod info;
 pub mod links;
 pub mod netsettings;
 pub mod network;
