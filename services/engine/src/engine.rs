@@ -514,9 +514,9 @@ impl Engine {
         }
     }
 
-    /// Removes every stopped container (exited, created, dead).
-    pub async fn prune(&self) -> Result<Vec<String>, Status> {
-        let containers = self
+    /// Every container the supervisor records, running or not.
+    pub async fn all_containers(&self) -> Result<Vec<Container>, Status> {
+        Ok(self
             .clients
             .supervisor
             .clone()
@@ -524,7 +524,12 @@ impl Engine {
             .await
             .map_err(upstream("list containers"))?
             .into_inner()
-            .containers;
+            .containers)
+    }
+
+    /// Removes every stopped container (exited, created, dead).
+    pub async fn prune(&self) -> Result<Vec<String>, Status> {
+        let containers = self.all_containers().await?;
         let stopped = [
             ContainerStatus::Exited,
             ContainerStatus::Created,

@@ -6,7 +6,7 @@ use berth_common::{config::FileConfig, Config};
 use berth_proto::{
     engine::v1::{DiskUsageResponse, DiskUsageRow, SystemInfoResponse, VersionResponse},
     image::v1::ListImagesRequest,
-    supervisor::v1::{Container, ContainerStatus, ListContainersRequest},
+    supervisor::v1::{Container, ContainerStatus},
     volume::v1::ListVolumesRequest,
 };
 use tonic::Status;
@@ -105,18 +105,6 @@ fn row(total: usize, active: usize, size: i64, reclaimable: i64) -> DiskUsageRow
 }
 
 impl Engine {
-    async fn all_containers(&self) -> Result<Vec<Container>, Status> {
-        Ok(self
-            .clients
-            .supervisor
-            .clone()
-            .list_containers(ListContainersRequest { all: true })
-            .await
-            .map_err(upstream("list containers"))?
-            .into_inner()
-            .containers)
-    }
-
     pub async fn info_facts(&self, version: VersionResponse) -> Result<SystemInfoResponse, Status> {
         let containers = self.all_containers().await?;
         let images = self
