@@ -380,6 +380,35 @@ pub struct ContainerFlags {
 /// [`crate::limits`] so that errors use Docker's words.
 #[derive(Args, Debug, Default, Clone)]
 pub struct LimitFlags {
+    #[command(flatten)]
+    pub updatable: UpdatableLimits,
+    /// Disable OOM Killer
+    #[arg(long = "oom-kill-disable")]
+    pub oom_kill_disable: bool,
+    /// Tune container memory swappiness (0 to 100) (default -1)
+    #[arg(
+        long = "memory-swappiness",
+        value_name = "INT",
+        allow_negative_numbers = true
+    )]
+    pub memory_swappiness: Option<String>,
+    /// Limit read rate (bytes per second) from a device (PATH:RATE, e.g. /dev/vda:1mb)
+    #[arg(long = "device-read-bps", value_name = "PATH:RATE")]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device (PATH:RATE, e.g. /dev/vda:1mb)
+    #[arg(long = "device-write-bps", value_name = "PATH:RATE")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device (PATH:N)
+    #[arg(long = "device-read-iops", value_name = "PATH:N")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device (PATH:N)
+    #[arg(long = "device-write-iops", value_name = "PATH:N")]
+    pub device_write_iops: Vec<String>,
+}
+
+/// The limit flags `update` can change; `run` and `create` take them too.
+#[derive(Args, Debug, Default, Clone)]
+pub struct UpdatableLimits {
     /// Memory limit (e.g. 64m, 1g)
     #[arg(short = 'm', long, value_name = "BYTES")]
     pub memory: Option<String>,
@@ -393,16 +422,6 @@ pub struct LimitFlags {
     /// Memory soft limit
     #[arg(long = "memory-reservation", value_name = "BYTES")]
     pub memory_reservation: Option<String>,
-    /// Disable OOM Killer
-    #[arg(long = "oom-kill-disable")]
-    pub oom_kill_disable: bool,
-    /// Tune container memory swappiness (0 to 100) (default -1)
-    #[arg(
-        long = "memory-swappiness",
-        value_name = "INT",
-        allow_negative_numbers = true
-    )]
-    pub memory_swappiness: Option<String>,
     /// Number of CPUs
     #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
     pub cpus: Option<String>,
@@ -429,18 +448,6 @@ pub struct LimitFlags {
     /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
     #[arg(long = "blkio-weight", value_name = "UINT16")]
     pub blkio_weight: Option<String>,
-    /// Limit read rate (bytes per second) from a device (PATH:RATE, e.g. /dev/vda:1mb)
-    #[arg(long = "device-read-bps", value_name = "PATH:RATE")]
-    pub device_read_bps: Vec<String>,
-    /// Limit write rate (bytes per second) to a device (PATH:RATE, e.g. /dev/vda:1mb)
-    #[arg(long = "device-write-bps", value_name = "PATH:RATE")]
-    pub device_write_bps: Vec<String>,
-    /// Limit read rate (IO per second) from a device (PATH:N)
-    #[arg(long = "device-read-iops", value_name = "PATH:N")]
-    pub device_read_iops: Vec<String>,
-    /// Limit write rate (IO per second) to a device (PATH:N)
-    #[arg(long = "device-write-iops", value_name = "PATH:N")]
-    pub device_write_iops: Vec<String>,
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", value_name = "INT", allow_negative_numbers = true)]
     pub pids_limit: Option<String>,
@@ -448,48 +455,8 @@ pub struct LimitFlags {
 
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
-    /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
-    #[arg(long = "blkio-weight", value_name = "UINT16")]
-    pub blkio_weight: Option<String>,
-    /// Limit CPU CFS (Completely Fair Scheduler) period
-    #[arg(long = "cpu-period", value_name = "INT", allow_negative_numbers = true)]
-    pub cpu_period: Option<String>,
-    /// Limit CPU CFS (Completely Fair Scheduler) quota
-    #[arg(long = "cpu-quota", value_name = "INT", allow_negative_numbers = true)]
-    pub cpu_quota: Option<String>,
-    /// CPU shares (relative weight)
-    #[arg(
-        short = 'c',
-        long = "cpu-shares",
-        value_name = "INT",
-        allow_negative_numbers = true
-    )]
-    pub cpu_shares: Option<String>,
-    /// Number of CPUs
-    #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
-    pub cpus: Option<String>,
-    /// CPUs in which to allow execution (0-3, 0,1)
-    #[arg(long = "cpuset-cpus", value_name = "LIST")]
-    pub cpuset_cpus: Option<String>,
-    /// MEMs in which to allow execution (0-3, 0,1)
-    #[arg(long = "cpuset-mems", value_name = "LIST")]
-    pub cpuset_mems: Option<String>,
-    /// Memory limit
-    #[arg(short = 'm', long, value_name = "BYTES")]
-    pub memory: Option<String>,
-    /// Memory soft limit
-    #[arg(long = "memory-reservation", value_name = "BYTES")]
-    pub memory_reservation: Option<String>,
-    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
-    #[arg(
-        long = "memory-swap",
-        value_name = "BYTES",
-        allow_negative_numbers = true
-    )]
-    pub memory_swap: Option<String>,
-    /// Tune container pids limit (set -1 for unlimited)
-    #[arg(long = "pids-limit", value_name = "INT", allow_negative_numbers = true)]
-    pub pids_limit: Option<String>,
+    #[command(flatten)]
+    pub limits: UpdatableLimits,
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
 }
@@ -1144,12 +1111,12 @@ mod tests {
             panic!()
         };
         let l = &r.flags.limits;
-        assert_eq!(l.memory.as_deref(), Some("64m"));
-        assert_eq!(l.memory_swap.as_deref(), Some("-1"));
+        assert_eq!(l.updatable.memory.as_deref(), Some("64m"));
+        assert_eq!(l.updatable.memory_swap.as_deref(), Some("-1"));
         assert_eq!(l.memory_swappiness.as_deref(), Some("-1"));
-        assert_eq!(l.cpu_shares.as_deref(), Some("512"));
-        assert_eq!(l.cpus.as_deref(), Some("0.5"));
-        assert_eq!(l.pids_limit.as_deref(), Some("-1"));
+        assert_eq!(l.updatable.cpu_shares.as_deref(), Some("512"));
+        assert_eq!(l.updatable.cpus.as_deref(), Some("0.5"));
+        assert_eq!(l.updatable.pids_limit.as_deref(), Some("-1"));
         assert!(l.oom_kill_disable);
         assert_eq!(l.device_write_bps, vec!["/dev/vda:1mb", "/dev/vdb:2mb"]);
         assert_eq!(r.flags.image_and_cmd, vec!["busybox", "-m"]);
@@ -1161,8 +1128,8 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(u.cpus.as_deref(), Some("1"));
-        assert_eq!(u.memory.as_deref(), Some("128m"));
+        assert_eq!(u.limits.cpus.as_deref(), Some("1"));
+        assert_eq!(u.limits.memory.as_deref(), Some("128m"));
         assert_eq!(u.containers, vec!["web", "db"]);
         assert!(Cli::try_parse_from(["berth", "update", "--cpus", "1"]).is_err());
         assert!(matches!(

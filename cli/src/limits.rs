@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use berth_proto::supervisor::v1::{Resources, ThrottleDevice};
 
-use crate::args::{LimitFlags, UpdateArgs};
+use crate::args::{LimitFlags, UpdatableLimits, UpdateArgs};
 
 /// Docker's flag error.
 fn flag_error(flag: &str, value: &str, why: impl std::fmt::Display) -> anyhow::Error {
@@ -231,32 +231,42 @@ fn opt<T>(v: &Option<String>, parse: impl Fn(&str) -> Result<T>) -> Result<Optio
     v.as_deref().map(parse).transpose()
 }
 
+/// The flags `run` and `update` share, parsed; `pids_limit` as given (0 when absent).
+fn updatable(u: &UpdatableLimits) -> Result<Resources> {
+    Ok(Resources {
+        memory: opt(&u.memory, |v| size("-m, --memory", v))?.unwrap_or(0),
+        memory_swap: opt(&u.memory_swap, |v| memory_swap("--memory-swap", v))?.unwrap_or(0),
+        memory_reservation: opt(&u.memory_reservation, |v| size("--memory-reservation", v))?
+            .unwrap_or(0),
+        nano_cpus: opt(&u.cpus, cpus_flag)?.unwrap_or(0),
+        cpu_period: opt(&u.cpu_period, |v| int("--cpu-period", v))?.unwrap_or(0),
+        cpu_quota: opt(&u.cpu_quota, |v| int("--cpu-quota", v))?.unwrap_or(0),
+        cpu_shares: opt(&u.cpu_shares, |v| int("-c, --cpu-shares", v))?.unwrap_or(0),
+        cpuset_cpus: u.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: u.cpuset_mems.clone().unwrap_or_default(),
+        blkio_weight: opt(&u.blkio_weight, |v| uint16("--blkio-weight", v))?.unwrap_or(0) as u32,
+        pids_limit: opt(&u.pids_limit, |v| int("--pids-limit", v))?.unwrap_or(0),
+        ..Default::default()
+    })
+}
+
 /// The limits of `run`/`create`; `None` when no flag was given.
 pub fn resources(f: &LimitFlags) -> Result<Option<Resources>> {
     let swappiness = opt(&f.memory_swappiness, |v| int("--memory-swappiness", v))?;
     let r = Resources {
-        memory: opt(&f.memory, |v| size("-m, --memory", v))?.unwrap_or(0),
-        memory_swap: opt(&f.memory_swap, |v| memory_swap("--memory-swap", v))?.unwrap_or(0),
-        memory_reservation: opt(&f.memory_reservation, |v| size("--memory-reservation", v))?
-            .unwrap_or(0),
         oom_kill_disable: f.oom_kill_disable,
         // -1 is Docker's default: the kernel's swappiness.
         memory_swappiness: swappiness.filter(|s| *s != -1),
-        nano_cpus: opt(&f.cpus, cpus_flag)?.unwrap_or(0),
-        cpu_period: opt(&f.cpu_period, |v| int("--cpu-period", v))?.unwrap_or(0),
-        cpu_quota: opt(&f.cpu_quota, |v| int("--cpu-quota", v))?.unwrap_or(0),
-        cpu_shares: opt(&f.cpu_shares, |v| int("-c, --cpu-shares", v))?.unwrap_or(0),
-        cpuset_cpus: f.cpuset_cpus.clone().unwrap_or_default(),
-        cpuset_mems: f.cpuset_mems.clone().unwrap_or_default(),
-        blkio_weight: opt(&f.blkio_weight, |v| uint16("--blkio-weight", v))?.unwrap_or(0) as u32,
         device_read_bps: each(&f.device_read_bps, "--device-read-bps", throttle_bps)?,
         device_write_bps: each(&f.device_write_bps, "--device-write-bps", throttle_bps)?,
         device_read_iops: each(&f.device_read_iops, "--device-read-iops", throttle_iops)?,
         device_write_iops: each(&f.device_write_iops, "--device-write-iops", throttle_iops)?,
-        // 0 or negative: unlimited.
-        pids_limit: opt(&f.pids_limit, |v| int("--pids-limit", v))?
-            .unwrap_or(0)
-            .max(0),
+        ..updatable(&f.updatable)?
+    };
+    // 0 or negative: unlimited.
+    let r = Resources {
+        pids_limit: r.pids_limit.max(0),
+        ..r
     };
     Ok((r != Resources::default()).then_some(r))
 }
@@ -264,27 +274,10 @@ pub fn resources(f: &LimitFlags) -> Result<Option<Resources>> {
 /// The change of `update`: only the flags given (zero values mean "leave as is", so
 /// `--pids-limit 0` or negative is sent as -1, unlimited).
 pub fn update_resources(a: &UpdateArgs) -> Result<Resources> {
-    let r = Resources {
-        memory: opt(&a.memory, |v| size("-m, --memory", v))?.unwrap_or(0),
-        memory_swap: opt(&a.memory_swap, |v| memory_swap("--memory-swap", v))?.unwrap_or(0),
-        memory_reservation: opt(&a.memory_reservation, |v| size("--memory-reservation", v))?
-            .unwrap_or(0),
-        nano_cpus: opt(&a.cpus, cpus_flag)?.unwrap_or(0),
-        cpu_period: opt(&a.cpu_period, |v| int("--cpu-period", v))?.unwrap_or(0),
-        cpu_quota: opt(&a.cpu_quota, |v| int("--cpu-quota", v))?.unwrap_or(0),
-        cpu_shares: opt(&a.cpu_shares, |v| int("-c, --cpu-shares", v))?.unwrap_or(0),
-        cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
-        cpuset_mems: a.cpuset_mems.clone().unwrap_or_default(),
-        blkio_weight: opt(&a.blkio_weight, |v| uint16("--blkio-weight", v))?.unwrap_or(0) as u32,
-        pids_limit: opt(&a.pids_limit, |v| int("--pids-limit", v))?.map_or(0, |p| {
-            if p <= 0 {
-                -1
-            } else {
-                p
-            }
-        }),
-        ..Default::default()
-    };
+    let mut r = updatable(&a.limits)?;
+    if a.limits.pids_limit.is_some() && r.pids_limit <= 0 {
+        r.pids_limit = -1;
+    }
     if !any_update_flag(a) {
         bail!("you must provide one or more flags when using this command");
     }
@@ -293,18 +286,19 @@ pub fn update_resources(a: &UpdateArgs) -> Result<Resources> {
 
 /// Whether `update` was given anything to change.
 pub fn any_update_flag(a: &UpdateArgs) -> bool {
+    let u = &a.limits;
     [
-        &a.memory,
-        &a.memory_swap,
-        &a.memory_reservation,
-        &a.cpus,
-        &a.cpu_period,
-        &a.cpu_quota,
-        &a.cpu_shares,
-        &a.cpuset_cpus,
-        &a.cpuset_mems,
-        &a.blkio_weight,
-        &a.pids_limit,
+        &u.memory,
+        &u.memory_swap,
+        &u.memory_reservation,
+        &u.cpus,
+        &u.cpu_period,
+        &u.cpu_quota,
+        &u.cpu_shares,
+        &u.cpuset_cpus,
+        &u.cpuset_mems,
+        &u.blkio_weight,
+        &u.pids_limit,
     ]
     .iter()
     .any(|f| f.is_some())
@@ -457,19 +451,22 @@ mod tests {
     fn run_flags_to_resources() {
         assert_eq!(resources(&LimitFlags::default()).unwrap(), None);
         let f = LimitFlags {
-            memory: Some("64m".into()),
-            memory_swap: Some("128m".into()),
-            memory_reservation: Some("32m".into()),
+            updatable: UpdatableLimits {
+                memory: Some("64m".into()),
+                memory_swap: Some("128m".into()),
+                memory_reservation: Some("32m".into()),
+                cpus: Some("0.5".into()),
+                cpu_shares: Some("512".into()),
+                cpuset_cpus: Some("0".into()),
+                cpuset_mems: Some("0".into()),
+                blkio_weight: Some("300".into()),
+                pids_limit: Some("64".into()),
+                ..Default::default()
+            },
             oom_kill_disable: true,
             memory_swappiness: Some("0".into()),
-            cpus: Some("0.5".into()),
-            cpu_shares: Some("512".into()),
-            cpuset_cpus: Some("0".into()),
-            cpuset_mems: Some("0".into()),
-            blkio_weight: Some("300".into()),
             device_write_bps: vec!["/dev/vda:1mb".into()],
             device_read_iops: vec!["/dev/vda:100".into()],
-            pids_limit: Some("64".into()),
             ..Default::default()
         };
         let r = resources(&f).unwrap().unwrap();
@@ -487,20 +484,29 @@ mod tests {
         assert_eq!(r.pids_limit, 64);
         // Docker's defaults: swappiness -1 and pids-limit ≤ 0 are "unset".
         let f = LimitFlags {
+            updatable: UpdatableLimits {
+                pids_limit: Some("-1".into()),
+                ..Default::default()
+            },
             memory_swappiness: Some("-1".into()),
-            pids_limit: Some("-1".into()),
             ..Default::default()
         };
         assert_eq!(resources(&f).unwrap(), None);
         let f = LimitFlags {
-            cpu_period: Some("100000".into()),
-            cpu_quota: Some("25000".into()),
+            updatable: UpdatableLimits {
+                cpu_period: Some("100000".into()),
+                cpu_quota: Some("25000".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let r = resources(&f).unwrap().unwrap();
         assert_eq!((r.cpu_period, r.cpu_quota), (100_000, 25_000));
         let f = LimitFlags {
-            memory: Some("lots".into()),
+            updatable: UpdatableLimits {
+                memory: Some("lots".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(resources(&f)
@@ -511,17 +517,7 @@ mod tests {
 
     fn update_args(f: impl FnOnce(&mut UpdateArgs)) -> UpdateArgs {
         let mut a = UpdateArgs {
-            blkio_weight: None,
-            cpu_period: None,
-            cpu_quota: None,
-            cpu_shares: None,
-            cpus: None,
-            cpuset_cpus: None,
-            cpuset_mems: None,
-            memory: None,
-            memory_reservation: None,
-            memory_swap: None,
-            pids_limit: None,
+            limits: UpdatableLimits::default(),
             containers: vec!["web".into()],
         };
         f(&mut a);
@@ -531,15 +527,16 @@ mod tests {
     #[test]
     fn update_flags_to_the_change() {
         let r = update_resources(&update_args(|a| {
-            a.cpus = Some("1".into());
-            a.memory = Some("128m".into());
+            a.limits.cpus = Some("1".into());
+            a.limits.memory = Some("128m".into());
         }))
         .unwrap();
         assert_eq!(r.nano_cpus, 1_000_000_000);
         assert_eq!(r.memory, 128 * MB);
         assert_eq!(r.memory_swap, 0);
         for (given, sent) in [("0", -1), ("-1", -1), ("-7", -1), ("100", 100)] {
-            let r = update_resources(&update_args(|a| a.pids_limit = Some(given.into()))).unwrap();
+            let r = update_resources(&update_args(|a| a.limits.pids_limit = Some(given.into())))
+                .unwrap();
             assert_eq!(r.pids_limit, sent, "{given}");
         }
         assert_eq!(
@@ -548,6 +545,6 @@ mod tests {
                 .to_string(),
             "you must provide one or more flags when using this command"
         );
-        assert!(update_resources(&update_args(|a| a.cpus = Some("x".into()))).is_err());
+        assert!(update_resources(&update_args(|a| a.limits.cpus = Some("x".into()))).is_err());
     }
 }
