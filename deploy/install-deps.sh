@@ -3,7 +3,7 @@
 set -euo pipefail
 # Installs the Debian packages berth needs to build, run and test. Idempotent.
 # `install-deps.sh docker` also installs Docker, for the side-by-side benchmarks.
-packages=(busybox-static iproute2 util-linux procps tmux docker-registry apache2-utils nftables skopeo bind9-dnsutils rsyslog rsyslog-gnutls openssl e2fsprogs python3 python3-pip)
+packages=(busybox-static iproute2 util-linux procps tmux docker-registry apache2-utils nftables skopeo bind9-dnsutils rsyslog rsyslog-gnutls openssl e2fsprogs etcd-server python3 python3-pip)
 # npm fetches Fluent Bit's source (below); a Node.js from elsewhere conflicts with Debian's npm.
 command -v npm >/dev/null || packages+=(npm)
 [[ ${1:-} == docker ]] && packages+=(docker.io)

@@ -907,9 +907,12 @@ pub struct PortArgs {
 
 #[derive(Args, Debug)]
 pub struct NetworkCreateArgs {
-    /// Driver to manage the Network (bridge, macvlan)
+    /// Driver to manage the Network (bridge, macvlan, overlay)
     #[arg(short = 'd', long, default_value = "bridge")]
     pub driver: String,
+    /// Enable manual container attachment (overlay; every berth overlay network takes containers)
+    #[arg(long)]
+    pub attachable: bool,
     /// Subnet in CIDR format that represents a network segment
     #[arg(long)]
     pub subnet: Option<String>,

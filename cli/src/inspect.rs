@@ -308,16 +308,17 @@ pub fn network_json(n: &NetworkInfo) -> Value {
     let mut containers = Map::new();
     for c in &n.endpoints {
         let e = c.endpoint.clone().unwrap_or_default();
-        containers.insert(
-            c.container_id.clone(),
-            json!({
-                "Name": c.container_name,
-                "EndpointID": "",
-                "MacAddress": e.mac_address,
-                "IPv4Address": e.ipv4_address,
-                "IPv6Address": "",
-            }),
-        );
+        let mut entry = json!({
+            "Name": c.container_name,
+            "EndpointID": "",
+            "MacAddress": e.mac_address,
+            "IPv4Address": e.ipv4_address,
+            "IPv6Address": "",
+        });
+        if !c.node.is_empty() {
+            entry["Node"] = json!(c.node);
+        }
+        containers.insert(c.container_id.clone(), entry);
     }
     let mut config = Map::new();
     for (key, value) in [
@@ -329,7 +330,7 @@ pub fn network_json(n: &NetworkInfo) -> Value {
             config.insert(key.to_string(), json!(value));
         }
     }
-    json!({
+    let mut out = json!({
         "Name": n.name,
         "Id": n.id,
         "Created": if n.created.is_empty() { ZERO_TIME } else { n.created.as_str() },
@@ -342,13 +343,22 @@ pub fn network_json(n: &NetworkInfo) -> Value {
             "Config": if config.is_empty() { json!([]) } else { json!([config]) },
         },
         "Internal": n.internal,
-        "Attachable": false,
+        "Attachable": n.attachable,
         "Ingress": false,
         "ConfigOnly": false,
         "Containers": containers,
         "Options": sorted(n.options.clone()),
         "Labels": sorted(n.labels.clone()),
-    })
+    });
+    if n.driver == "overlay" {
+        let peers: Vec<Value> = n
+            .peers
+            .iter()
+            .map(|p| json!({"Name": p.name, "IP": p.ip}))
+            .collect();
+        out["Peers"] = json!(peers);
+    }
+    out
 }
 
 fn is_anonymous(name: &str) -> bool {
@@ -796,6 +806,7 @@ mod tests {
                     mac_address: "02:42:0a:01:00:02".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             }],
             ..Default::default()
         };

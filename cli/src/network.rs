@@ -37,9 +37,9 @@ pub fn filters(values: &[String]) -> Result<HashMap<String, String>> {
 
 /// `berth network create`: prints the new network's ID.
 pub async fn create(mut engine: Engine, args: NetworkCreateArgs) -> Result<i32> {
-    if !matches!(args.driver.as_str(), "bridge" | "macvlan") {
+    if !matches!(args.driver.as_str(), "bridge" | "macvlan" | "overlay") {
         bail!(
-            "plugin \"{}\" not found: berth has the bridge and macvlan drivers",
+            "plugin \"{}\" not found: berth has the bridge, macvlan and overlay drivers",
             args.driver
         );
     }
@@ -52,6 +52,7 @@ pub async fn create(mut engine: Engine, args: NetworkCreateArgs) -> Result<i32> 
         internal: args.internal,
         options: parse::key_values("--opt", &args.opt)?,
         labels: parse::labels(&args.label)?,
+        attachable: args.attachable,
     };
     let n = engine.create_network(req).await?.into_inner();
     println!("{}", n.id);

@@ -11,8 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod etcd;
 pub mod fluentbit;
 pub mod moto;
+pub mod multihost;
 pub mod skopeo;
 
 pub const SERVICES: [&str; 6] = [
@@ -74,6 +76,9 @@ pub struct Engine {
     services: BTreeMap<&'static str, Child>,
     /// Extra environment for the services (and the CLI), set by [`Engine::start_with_env`].
     extra_env: Vec<(String, String)>,
+    /// The network namespace the services run in ([`Engine::start_in_netns`]); None: the
+    /// test's own.
+    netns: Option<PathBuf>,
 }
 
 impl Engine {
@@ -85,6 +90,26 @@ impl Engine {
     /// Like [`Engine::start`], with extra environment for every service (overriding the
     /// harness's own settings, e.g. `BERTH_DNS_UPSTREAMS`).
     pub fn start_with_env(extra_env: &[(&str, &str)]) -> Engine {
+        Engine::start_inner(None, extra_env)
+    }
+
+    /// Like [`Engine::start_with_env`], with every service (also when restarted) inside the
+    /// network namespace `netns` (a namespace file such as `/run/netns/NAME`), as on another
+    /// host. The CLI stays in the test's namespace and reaches the services over their Unix
+    /// sockets; the namespace needs `lo` up (services use 127.0.0.1).
+    pub fn start_in_netns(netns: &Path, extra_env: &[(&str, &str)]) -> Engine {
+        Engine::start_inner(Some(netns), extra_env)
+    }
+
+    /// [`Engine::start_in_netns`] plus the busybox test image as `busybox:latest`.
+    pub fn with_busybox_in_netns(netns: &Path, extra_env: &[(&str, &str)]) -> Engine {
+        let engine = Engine::start_in_netns(netns, extra_env);
+        let image = busybox_image();
+        engine.ok(&["load", "-i", image.to_str().unwrap()]);
+        engine
+    }
+
+    fn start_inner(netns: Option<&Path>, extra_env: &[(&str, &str)]) -> Engine {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short paths: Unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
@@ -106,6 +131,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            netns: netns.map(Path::to_path_buf),
         };
         for service in SERVICES {
             engine.spawn(service);
@@ -152,10 +178,36 @@ impl Engine {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // Opened close-on-exec: the child joins the namespace before exec and the fd is
+        // gone after it; the parent's copy closes when `ns` drops, after the spawn.
+        let ns = self.netns.as_ref().map(|path| {
+            std::fs::File::open(path)
+                .unwrap_or_else(|e| panic!("open network namespace {}: {e}", path.display()))
+        });
+        if let Some(ns) = &ns {
+            use std::os::unix::{io::AsRawFd, process::CommandExt};
+            let fd = ns.as_raw_fd();
+            // SAFETY: only the async-signal-safe setns syscall runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("start berth-{service}: {e} (run `cargo build --workspace --bins` first)")
         });
+        drop(ns);
         self.services.insert(service, child);
+    }
+
+    /// The network namespace the services run in, when not the test's own.
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
     }
 
     pub fn log_path(&self, service: &str) -> PathBuf {
@@ -219,6 +271,25 @@ impl Engine {
     pub fn start_service(&mut self, service: &'static str) {
         self.spawn(service);
         self.wait_socket(service);
+    }
+
+    /// SIGKILLs every service at once, as when the host dies (containers and their shims
+    /// keep running, as after a crash of the services; drop still removes them).
+    pub fn kill_all(&mut self) {
+        for service in SERVICES.iter().rev() {
+            self.stop_service(service, true);
+        }
+    }
+
+    /// Starts every service that is not running (after [`Engine::kill_all`]) and waits until
+    /// the engine answers.
+    pub fn start_all(&mut self) {
+        for service in SERVICES {
+            if !self.services.contains_key(service) {
+                self.spawn(service);
+            }
+        }
+        self.wait_ready();
     }
 
     /// Runs the CLI against this engine.
@@ -412,7 +483,22 @@ impl Engine {
 impl Engine {
     /// Network interfaces of this instance (bridges, veths), by its link prefix.
     pub fn links(&self) -> Vec<String> {
-        instance_links(&self.instance)
+        match &self.netns {
+            None => instance_links(&self.instance),
+            Some(netns) => netns_instance_links(netns, &self.instance),
+        }
+    }
+
+    /// A command run in the services' network namespace (the test's own when none).
+    fn in_netns(&self, program: &str) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(netns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", netns.display())).arg(program);
+                cmd
+            }
+        }
     }
 
     /// Deletes every link and the nft table of this instance; the services are stopped
@@ -420,7 +506,8 @@ impl Engine {
     fn remove_network_objects(&self) {
         for link in self.links() {
             // A veth's peer goes with it: "Cannot find device" then is fine.
-            let _ = Command::new("ip")
+            let _ = self
+                .in_netns("ip")
                 .args(["link", "delete", &link])
                 .stderr(Stdio::null())
                 .status();
@@ -431,7 +518,8 @@ impl Engine {
         }
         .nft_table();
         // "No such file or directory" when the instance never made its table.
-        let _ = Command::new("nft")
+        let _ = self
+            .in_netns("nft")
             .args(["delete", "table", "ip", &table])
             .stderr(Stdio::null())
             .status();
@@ -446,6 +534,30 @@ pub fn instance_links(instance: &str) -> Vec<String> {
         .filter(|l| l.starts_with(&prefix))
         .collect();
     links.sort();
+    links
+}
+
+/// Links in the network namespace `netns` whose name starts with the instance's link prefix
+/// (read with `ip`: sysfs shows the namespace of whoever mounted it).
+pub fn netns_instance_links(netns: &Path, instance: &str) -> Vec<String> {
+    let prefix = berth_common::config::link_prefix(instance);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-o", "link", "show"])
+        .stderr(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    // "7: name@if6: <BROADCAST,…> …"
+    let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    links.sort();
+    links.dedup();
     links
 }
 

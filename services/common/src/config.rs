@@ -243,6 +243,9 @@ pub struct FileConfig {
     /// with mutual TLS. Absent: the local Unix socket.
     #[serde(default)]
     pub remote: BTreeMap<String, String>,
+    /// `[cluster]`: the etcd store for overlay networks; see [`crate::cluster`].
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterFile,
 }
 
 /// Default directory of the TLS material (`[tls] dir`, `BERTH_TLS_DIR`).
@@ -455,6 +458,7 @@ impl FileConfig {
             tls: raw.tls.unwrap_or_default(),
             listen,
             remote,
+            cluster: raw.cluster.unwrap_or_default(),
         })
     }
 }
@@ -507,6 +511,7 @@ struct RawFile {
     tls: Option<TlsConfig>,
     listen: Option<BTreeMap<String, toml::Spanned<String>>>,
     remote: Option<BTreeMap<String, toml::Spanned<String>>>,
+    cluster: Option<crate::cluster::ClusterFile>,
 }
 
 fn unknown_service(name: &str) -> String {

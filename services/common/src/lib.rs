@@ -3,6 +3,7 @@
 //! ([`client`]), status helpers ([`status`]), tracing set-up ([`telemetry`]) and mutual
 //! TLS over TCP ([`tls`]).
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod ids;
 pub mod memory;

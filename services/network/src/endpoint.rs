@@ -22,6 +22,9 @@ pub struct Spec {
     pub mac: [u8; 6],
     /// The gateway of the default route, when this endpoint carries it.
     pub route_via: Option<Ipv4Addr>,
+    /// MTU of both ends of a bridge veth (an overlay's is the underlay's minus 50); None
+    /// leaves the kernel's default. Not used by macvlans, which inherit their parent's.
+    pub mtu: Option<u32>,
     pub kind: Kind,
 }
 
@@ -46,9 +49,9 @@ pub fn create(prefix: &str, spec: &Spec) -> Result<()> {
             bridge,
             host_ifname,
         } => {
-            let (host, bridge) = (host_ifname.clone(), bridge.clone());
+            let (host, bridge, mtu) = (host_ifname.clone(), bridge.clone(), spec.mtu);
             link::run(None, move |h| async move {
-                link::create_veth(&h, &host, &temp, &bridge, &to).await
+                link::create_veth(&h, &host, &temp, &bridge, mtu, &to).await
             })?
         }
         Kind::Macvlan { parent } => {

@@ -18,6 +18,9 @@ pub enum Error {
     /// another mode).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The cluster store (etcd) cannot be reached or refused the call.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("network database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{context}: {source}")]
@@ -44,6 +47,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(_) => Status::already_exists(msg),
             Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
+            Error::Unavailable(_) => Status::unavailable(msg),
             Error::Db(_) | Error::Sys { .. } => Status::internal(msg),
         }
     }

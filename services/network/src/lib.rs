@@ -10,6 +10,7 @@
 //! A container's configuration is recorded at create (AttachContainer); its kernel objects,
 //! ports and DNS names exist only between ActivateContainer and DeactivateContainer, which
 //! the supervisor calls around each run of the container (ADR 7).
+pub mod cluster;
 pub mod dns;
 pub mod endpoint;
 pub mod error;
@@ -21,15 +22,20 @@ pub mod link;
 pub mod names;
 pub mod netns;
 pub mod networks;
+mod overlay;
+mod overlay_sync;
 pub mod proxy;
 mod reconcile;
 pub mod service;
 pub mod state;
 pub mod store;
 pub mod sysctl;
+pub mod vxlan;
 
 pub use error::{Error, Result};
 pub use service::{NetworkService, Options};
 
 #[cfg(test)]
 mod root_tests;
+#[cfg(test)]
+mod vxlan_tests;

@@ -51,7 +51,7 @@ where
 }
 
 /// Context for a netlink error, with the errno when the kernel sent one.
-fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+pub(crate) fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |e| Error::sys(context, io_error(e))
 }
 
@@ -62,7 +62,7 @@ fn io_error(e: rtnetlink::Error) -> std::io::Error {
     }
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) if m.raw_code() < 0 => Some(-m.raw_code()),
         _ => None,
@@ -87,7 +87,7 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
     }
 }
 
-async fn require(h: &Handle, name: &str) -> Result<u32> {
+pub(crate) async fn require(h: &Handle, name: &str) -> Result<u32> {
     index_of(h, name).await?.ok_or_else(|| {
         Error::sys(
             format!("look up link {name}"),
@@ -243,12 +243,14 @@ async fn place(h: &Handle, index: u32, name: &str, to: &Placement) -> Result<()>
 }
 
 /// A veth pair: `host` enslaved to `bridge` and up, its peer (created as `temp`) moved into
-/// the container. On failure nothing is left (deleting one end deletes both).
+/// the container; with `mtu`, both ends get it. On failure nothing is left (deleting one
+/// end deletes both).
 pub async fn create_veth(
     h: &Handle,
     host: &str,
     temp: &str,
     bridge: &str,
+    mtu: Option<u32>,
     to: &Placement,
 ) -> Result<()> {
     let bridge_index = require(h, bridge).await?;
@@ -259,6 +261,10 @@ pub async fn create_veth(
         .map_err(nl(format!("create veth pair {host}/{temp}")))?;
     let result = async {
         let peer = require(h, temp).await?;
+        if let Some(mtu) = mtu {
+            set_mtu(h, require(h, host).await?, host, mtu).await?;
+            set_mtu(h, peer, temp, mtu).await?;
+        }
         place(h, peer, temp, to).await?;
         enslave(h, host, bridge_index, bridge).await
     }
@@ -267,6 +273,15 @@ pub async fn create_veth(
         let _ = delete(h, host).await;
     }
     result
+}
+
+/// Sets the MTU of link `index` (called `name`).
+pub(crate) async fn set_mtu(h: &Handle, index: u32, name: &str, mtu: u32) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("set the MTU of {name} to {mtu}")))
 }
 
 /// A macvlan (mode bridge) on `parent`, created as `temp` and moved into the container.

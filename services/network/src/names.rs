@@ -14,9 +14,28 @@ pub fn default_bridge(prefix: &str) -> String {
 /// A user bridge network's interface: `<prefix>-` and as many hex digits of the network ID
 /// as fit in 15 bytes (Docker: `br-<12 hex>`).
 pub fn user_bridge(prefix: &str, network_id: &str) -> String {
-    let room = IFNAME_MAX.saturating_sub(prefix.len() + 1).min(12);
-    let hex: String = network_id.chars().take(room).collect();
-    format!("{prefix}-{hex}")
+    format!("{prefix}-{}", id_hex(prefix, network_id))
+}
+
+/// An overlay network's bridge on this host: `<prefix>o` and as many hex digits of the
+/// network ID as fit in 15 bytes (at most 12).
+pub fn overlay_bridge(prefix: &str, network_id: &str) -> String {
+    format!("{prefix}o{}", id_hex(prefix, network_id))
+}
+
+/// An overlay network's VXLAN device on this host: `<prefix>x` and the same hex digits as
+/// [`overlay_bridge`].
+pub fn overlay_vxlan(prefix: &str, network_id: &str) -> String {
+    format!("{prefix}x{}", id_hex(prefix, network_id))
+}
+
+/// How many hex digits of a network ID follow `<prefix><kind>` in a name.
+fn id_hex_len(prefix: &str) -> usize {
+    IFNAME_MAX.saturating_sub(prefix.len() + 1).min(12)
+}
+
+fn id_hex(prefix: &str, network_id: &str) -> String {
+    network_id.chars().take(id_hex_len(prefix)).collect()
 }
 
 /// The host end of a veth pair: `<prefix>v<6 hex>`.
@@ -44,8 +63,10 @@ pub fn next_container_ifname<'a>(used: impl IntoIterator<Item = &'a str> + Clone
 }
 
 /// True when `name` is a link this instance makes: `<prefix>0`, `<prefix>-<hex>`,
-/// `<prefix>v<6 hex>` or `<prefix>p<6 hex>`. Exact shapes, so an instance whose prefix is a
-/// prefix of another's (`bert`, `berth`) never claims the other's links.
+/// `<prefix>v<6 hex>`, `<prefix>p<6 hex>`, `<prefix>o<hex>` or `<prefix>x<hex>` (the last
+/// two with exactly as many digits as [`overlay_bridge`] puts there). Exact shapes, so an
+/// instance whose prefix is a prefix of another's (`bert`, `berth`, `berto`) never claims
+/// the other's links.
 pub fn is_own_link(prefix: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix) else {
         return false;
@@ -55,6 +76,7 @@ pub fn is_own_link(prefix: &str, name: &str) -> bool {
         Some(("0", "")) => true,
         Some(("-", tail)) => hex(tail),
         Some(("v" | "p", tail)) => tail.len() == 6 && hex(tail),
+        Some(("o" | "x", tail)) => tail.len() == id_hex_len(prefix) && hex(tail),
         _ => false,
     }
 }
@@ -143,12 +165,38 @@ mod tests {
                 user_bridge(prefix, &id),
                 host_veth(prefix),
                 temp_link(prefix),
+                overlay_bridge(prefix, &id),
+                overlay_vxlan(prefix, &id),
             ];
             for name in &names {
                 assert!(name.len() <= IFNAME_MAX, "{name}");
                 assert!(is_own_link(prefix, name), "{name}");
             }
+            let mut distinct = names.to_vec();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), names.len(), "{names:?}");
         }
+        assert_eq!(overlay_bridge("berth", &id), "bertho012345678");
+        assert_eq!(overlay_vxlan("berth", &id), "berthx012345678");
+        assert_eq!(overlay_bridge("b1a2b3c", &id), "b1a2b3co0123456");
+        assert_eq!(overlay_vxlan("b", &id), "bx0123456789ab");
+        // Instances whose prefix extends another's with `o`/`x`: each name has one owner.
+        for (short, long) in [("bert", "berto"), ("bert", "bertx"), ("bert", "bertoa")] {
+            let theirs = [
+                default_bridge(long),
+                user_bridge(long, &id),
+                overlay_bridge(long, &id),
+                overlay_vxlan(long, &id),
+                host_veth(long),
+            ];
+            for name in &theirs {
+                assert!(is_own_link(long, name), "{name}");
+                assert!(!is_own_link(short, name), "{short} claims {name}");
+            }
+        }
+        assert!(!is_own_link("berth", "berthx0123"));
+        assert!(!is_own_link("berth", "berthx01234567z"));
         assert_eq!(user_bridge("berth", &id), "berth-012345678");
         assert_eq!(user_bridge("b1a2b3c", &id), "b1a2b3c-0123456");
         // Another instance's or a foreign link is never ours.

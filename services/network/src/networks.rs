@@ -72,6 +72,7 @@ impl NetworkService {
         let driver = match req.driver.as_str() {
             "" | "bridge" => "bridge",
             "macvlan" => "macvlan",
+            "overlay" => "overlay",
             other => return Err(Error::NotFound(format!("plugin {other:?} not found"))),
         };
         let _guard = self.inner.lock.lock().await;
@@ -145,6 +146,10 @@ impl NetworkService {
                 self.create_bridge_network(&state, &mut row, subnet, gateway)
                     .await?
             }
+            "overlay" => {
+                self.create_overlay_network(&state, &mut row, subnet, gateway, req.attachable)
+                    .await?
+            }
             _ => {
                 self.create_macvlan_network(&mut row, subnet, gateway)
                     .await?
@@ -152,7 +157,9 @@ impl NetworkService {
         }
         let now = self.state()?;
         tracing::info!(network = %row.name, id = %row.id, driver, subnet = %row.subnet, "created network");
-        Ok(now.network_info(&row))
+        let mut info = now.network_info(&row);
+        self.add_cluster_info(&mut info);
+        Ok(info)
     }
 
     async fn create_bridge_network(
@@ -288,7 +295,11 @@ impl NetworkService {
                 n.name, n.id
             )));
         }
-        self.remove_unused(&n).await?;
+        if n.driver == "overlay" {
+            self.remove_overlay_network(&n).await?;
+        } else {
+            self.remove_unused(&n).await?;
+        }
         Ok(n.id)
     }
 
@@ -326,7 +337,8 @@ impl NetworkService {
             let unused = state.containers_on(n).is_empty();
             let wanted = filters.get("label").is_none_or(|l| has_label(n, l))
                 && filters.get("label!").is_none_or(|l| !has_label(n, l));
-            if !is_builtin(&n.name) && unused && wanted {
+            // Overlay networks belong to the cluster: `network rm` removes them.
+            if !is_builtin(&n.name) && n.driver != "overlay" && unused && wanted {
                 self.remove_unused(n).await?;
                 deleted.push(n.name.clone());
             }
@@ -348,7 +360,14 @@ impl NetworkService {
                 "id" => Box::new(|n| n.id.starts_with(value.as_str())),
                 "driver" => Box::new(|n| n.driver == *value),
                 "label" => Box::new(|n| has_label(n, value)),
-                "scope" => Box::new(|_| value == "local"),
+                "scope" => Box::new(|n| {
+                    let scope = if n.driver == "overlay" {
+                        "global"
+                    } else {
+                        "local"
+                    };
+                    value == scope
+                }),
                 "type" => match value.as_str() {
                     "custom" => Box::new(|n| !is_builtin(&n.name)),
                     "builtin" => Box::new(|n| is_builtin(&n.name)),
@@ -378,7 +397,14 @@ impl NetworkService {
             };
             keep.retain(|n| matches(n));
         }
-        Ok(keep.into_iter().map(|n| state.network_info(n)).collect())
+        Ok(keep
+            .into_iter()
+            .map(|n| {
+                let mut info = state.network_info(n);
+                self.add_cluster_info(&mut info);
+                info
+            })
+            .collect())
     }
 
     pub fn list_networks(&self) -> Result<Vec<NetworkInfo>> {
@@ -391,7 +417,9 @@ impl NetworkService {
         let n = state
             .find_network(name)
             .ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
-        Ok(state.network_info(n))
+        let mut info = state.network_info(n);
+        self.add_cluster_info(&mut info);
+        Ok(info)
     }
 }
 

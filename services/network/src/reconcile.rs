@@ -28,7 +28,7 @@ impl NetworkService {
         self.remove_stray_links(&state).await?;
         self.reopen_ports(&state).await;
         for n in &state.networks {
-            if state.is_user(n) && n.driver == "bridge" {
+            if state.is_user(n) && matches!(n.driver.as_str(), "bridge" | "overlay") {
                 if let Some(gw) = addressing(n).and_then(|a| a.gateway) {
                     if let Err(e) = self.inner.dns.serve_network(&n.id, gw).await {
                         tracing::warn!(network = %n.name, error = %e, "embedded DNS not served");
@@ -78,7 +78,12 @@ impl NetworkService {
     /// its subnet on the first start.
     async fn reconcile_bridges(&self) -> Result<()> {
         let networks = self.inner.store.networks()?;
-        for n in networks.iter().filter(|n| n.driver == "bridge") {
+        // Overlay networks' bridges too: their endpoints are re-plugged below; the VXLAN
+        // device follows when the cluster session starts.
+        for n in networks
+            .iter()
+            .filter(|n| matches!(n.driver.as_str(), "bridge" | "overlay"))
+        {
             let given = addressing(n).and_then(|a| Some((a.subnet, a.gateway?)));
             let known = networks
                 .iter()
@@ -122,7 +127,7 @@ impl NetworkService {
         let netns = PathBuf::from(&row.netns_path);
         let (path, ifname, host) = (netns.clone(), e.ifname.clone(), e.host_ifname.clone());
         if blocking(move || endpoint::exists(&path, &ifname, &host)).await? {
-            if n.driver == "bridge" {
+            if matches!(n.driver.as_str(), "bridge" | "overlay") {
                 // A bridge recreated at start has no ports: put the veth back on it.
                 let (port, bridge) = (e.host_ifname.clone(), n.interface.clone());
                 blocking(move || {
@@ -138,7 +143,7 @@ impl NetworkService {
             Error::FailedPrecondition(format!("network {} has no subnet", n.name))
         })?;
         let kind = match n.driver.as_str() {
-            "bridge" => Kind::Bridge {
+            "bridge" | "overlay" => Kind::Bridge {
                 bridge: n.interface.clone(),
                 host_ifname: e.host_ifname.clone(),
             },
@@ -156,6 +161,7 @@ impl NetworkService {
             subnet: a.subnet,
             mac: names::parse_mac(&e.mac).map_err(Error::InvalidArgument)?,
             route_via: if e.default_route { a.gateway } else { None },
+            mtu: None,
             kind,
         };
         tracing::warn!(container_id = %e.container_id, network = %n.name, "endpoint missing, recreating it");
@@ -171,6 +177,16 @@ impl NetworkService {
             .map(|n| n.interface.as_str())
             .chain(state.endpoints.iter().map(|e| e.host_ifname.as_str()))
             .filter(|n| !n.is_empty())
+            .collect();
+        let vxlans: Vec<String> = state
+            .networks
+            .iter()
+            .filter(|n| n.driver == "overlay")
+            .map(|n| names::overlay_vxlan(&self.inner.prefix, &n.id))
+            .collect();
+        let owned: HashSet<&str> = owned
+            .into_iter()
+            .chain(vxlans.iter().map(String::as_str))
             .collect();
         let all =
             blocking(|| link::run(None, |h| async move { link::link_names(&h).await })).await?;

@@ -93,6 +93,7 @@ impl Env {
             pools: ipam::parse_pools("10.213.0.0/16/24").unwrap(),
             ipam_lock: crate::hosts_lock::ipam_lock_path(),
             dns_upstreams: Vec::new(),
+            cluster: None,
         };
         NetworkService::open_with(&self.config, options)
             .await

@@ -7,13 +7,14 @@ use std::{
     time::SystemTime,
 };
 
-use berth_common::{Config, Service};
+use berth_common::{cluster::ClusterConfig, Config, Service};
 use berth_proto::network::v1::{
     AttachContainerRequest, Attachment, ConnectContainerRequest, DisconnectContainerRequest,
     EndpointConfig, PortBinding,
 };
 
 use crate::{
+    cluster::Cluster,
     dns::DnsServer,
     endpoint::{self, Kind},
     firewall::FirewallDriver,
@@ -37,6 +38,8 @@ pub struct Options {
     pub ipam_lock: PathBuf,
     /// Resolvers the embedded DNS forwards to.
     pub dns_upstreams: Vec<SocketAddr>,
+    /// The etcd cluster store of overlay networks; None on a single host.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Options {
@@ -48,6 +51,11 @@ impl Options {
             pools: ipam::pools_from_env().map_err(Error::InvalidArgument)?,
             ipam_lock: crate::hosts_lock::ipam_lock_path(),
             dns_upstreams: crate::dns::default_upstreams(),
+            cluster: berth_common::config::FileConfig::load()
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                .cluster
+                .resolve()
+                .map_err(Error::InvalidArgument)?,
         })
     }
 }
@@ -70,6 +78,23 @@ pub(crate) struct Inner {
     pub firewall: Box<dyn FirewallDriver>,
     pub proxy: PortProxy,
     pub dns: DnsServer,
+    /// The cluster store and this host's view of it (overlay networks).
+    pub cluster: Option<Arc<Cluster>>,
+    /// The task keeping this host in the cluster.
+    pub cluster_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .cluster_task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// What a mode asks for, parsed.
@@ -139,6 +164,8 @@ enum Step {
     },
     Proxy(String),
     Rows(String),
+    /// An endpoint published in the cluster store: (network, container, ip).
+    Published(String, String, String),
 }
 
 impl NetworkService {
@@ -181,9 +208,12 @@ impl NetworkService {
                 firewall: options.firewall,
                 proxy: PortProxy::new(),
                 dns: DnsServer::new(options.dns_upstreams),
+                cluster: options.cluster.map(|c| Arc::new(Cluster::new(c))),
+                cluster_task: Default::default(),
             }),
         };
         service.reconcile().await?;
+        service.start_cluster_sync();
         Ok(service)
     }
 
@@ -211,9 +241,11 @@ impl NetworkService {
     pub(crate) fn refresh_dns(&self, state: &State, network_id: &str) {
         if let Some(n) = state.network_by_id(network_id) {
             if state.is_user(n) {
-                self.inner
-                    .dns
-                    .set_entries(network_id, state.dns_entries(network_id));
+                let mut entries = state.dns_entries(network_id);
+                if n.driver == "overlay" {
+                    entries.extend(self.remote_dns_entries(network_id));
+                }
+                self.inner.dns.set_entries(network_id, entries);
             }
         }
     }
@@ -418,6 +450,13 @@ impl NetworkService {
                 ifname: ep.ifname.clone(),
                 host_ifname: ep.host_ifname.clone(),
             });
+            if n.driver == "overlay" {
+                undo.0.push(Step::Published(
+                    ep.network_id.clone(),
+                    ep.container_id.clone(),
+                    ep.ip.clone(),
+                ));
+            }
             endpoints.push(ep);
         }
 
@@ -481,8 +520,15 @@ impl NetworkService {
         let a = addressing(n).ok_or_else(|| {
             Error::FailedPrecondition(format!("network {} has no subnet", n.name))
         })?;
+        let overlay = n.driver == "overlay";
         let mut taken = state.taken(&n.id);
-        let ip = if cfg.ipv4_address.is_empty() {
+        let ip = if overlay {
+            let fixed = (!cfg.ipv4_address.is_empty())
+                .then(|| parse_ip(&cfg.ipv4_address))
+                .transpose()?;
+            self.allocate_overlay_ip(state, n, container_id, fixed)
+                .await?
+        } else if cfg.ipv4_address.is_empty() {
             taken.extend(state.reserved(&n.id, container_id));
             ipam::allocate(a.subnet, a.range, a.gateway, &taken).ok_or_else(|| {
                 Error::FailedPrecondition(format!(
@@ -498,7 +544,7 @@ impl NetworkService {
         };
         let mac = endpoint::mac(&cfg.mac_address, ip)?;
         let kind = match n.driver.as_str() {
-            "bridge" => Kind::Bridge {
+            "bridge" | "overlay" => Kind::Bridge {
                 bridge: n.interface.clone(),
                 host_ifname: names::host_veth(&self.inner.prefix),
             },
@@ -524,11 +570,17 @@ impl NetworkService {
             subnet: a.subnet,
             mac,
             route_via,
+            mtu: None,
             kind,
         };
-        let prefix = self.inner.prefix.clone();
-        blocking(move || endpoint::create(&prefix, &spec)).await?;
-        Ok(EndpointRow {
+        let made = self.build_endpoint(spec, overlay).await;
+        if let Err(e) = made {
+            if overlay {
+                let _ = self.release_overlay_ip(&n.id, container_id, ip).await;
+            }
+            return Err(e);
+        }
+        let row = EndpointRow {
             container_id: container_id.to_string(),
             network_id: n.id.clone(),
             ip: ip.to_string(),
@@ -538,7 +590,30 @@ impl NetworkService {
             host_ifname,
             default_route: route_via.is_some(),
             created: now_rfc3339(),
-        })
+        };
+        if overlay {
+            let attachment = state.attachment(container_id).cloned().unwrap_or_default();
+            if let Err(e) = self.publish_endpoint(&row, &attachment).await {
+                let (path, name, host) = (
+                    netns.to_path_buf(),
+                    row.ifname.clone(),
+                    row.host_ifname.clone(),
+                );
+                let _ = blocking(move || endpoint::remove(&path, &name, &host)).await;
+                self.unpublish_endpoint(&n.id, container_id, &row.ip).await;
+                return Err(e);
+            }
+        }
+        Ok(row)
+    }
+
+    /// Makes the endpoint's links; on an overlay network with the tunnel's smaller MTU.
+    async fn build_endpoint(&self, mut spec: endpoint::Spec, overlay: bool) -> Result<()> {
+        if overlay {
+            spec.mtu = Some(self.overlay_mtu().await?);
+        }
+        let prefix = self.inner.prefix.clone();
+        blocking(move || endpoint::create(&prefix, &spec)).await
     }
 
     async fn undo(&self, undo: Undo) {
@@ -556,6 +631,10 @@ impl NetworkService {
                     host_ifname,
                 } => blocking(move || endpoint::remove(&netns, &ifname, &host_ifname)).await,
                 Step::Netns(path) => blocking(move || netns::remove(&path)).await,
+                Step::Published(network, container, ip) => {
+                    self.unpublish_endpoint(&network, &container, &ip).await;
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "undoing a failed activation");
@@ -593,6 +672,13 @@ impl NetworkService {
                 e.host_ifname.clone(),
             );
             blocking(move || endpoint::remove(&netns, &ifname, &host)).await?;
+            if state
+                .network_by_id(&e.network_id)
+                .is_some_and(|n| n.driver == "overlay")
+            {
+                self.unpublish_endpoint(&e.network_id, container_id, &e.ip)
+                    .await;
+            }
         }
         // Also when inactive: a crash may have left the file behind.
         if row.owns_netns && Path::new(&row.netns_path).exists() {
@@ -636,9 +722,9 @@ impl NetworkService {
         let _guard = self.inner.lock.lock().await;
         let state = self.state()?;
         let (row, n) = attachment_and_network(&state, id, &req.network)?;
-        if !matches!(n.driver.as_str(), "bridge" | "macvlan") {
+        if !matches!(n.driver.as_str(), "bridge" | "macvlan" | "overlay") {
             return Err(Error::FailedPrecondition(format!(
-                "container cannot be connected to network {}: only bridge and macvlan networks can be added",
+                "container cannot be connected to network {}: only bridge, macvlan and overlay networks can be added",
                 n.name
             )));
         }
@@ -723,6 +809,9 @@ impl NetworkService {
                 ep.host_ifname.clone(),
             );
             blocking(move || endpoint::remove(&netns, &name, &host)).await?;
+            if n.driver == "overlay" {
+                self.unpublish_endpoint(&n.id, id, &ep.ip).await;
+            }
             self.inner.store.delete_endpoint(id, &n.id)?;
             let forwarded = state
                 .ports

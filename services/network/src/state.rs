@@ -222,7 +222,7 @@ impl State {
             .configs_of(owner)
             .into_iter()
             .filter_map(|c| self.network_by_id(&c.network_id))
-            .find(|n| self.is_user(n) && n.driver == "bridge")
+            .find(|n| self.is_user(n) && matches!(n.driver.as_str(), "bridge" | "overlay"))
             .map(|n| vec![n.gateway.clone()])
             .unwrap_or_default();
         Attachment {
@@ -282,8 +282,11 @@ impl State {
                         .map(|a| a.container_name.clone())
                         .unwrap_or_default(),
                     endpoint: Some(self.endpoint_view(e)),
+                    node: String::new(),
                 })
                 .collect(),
+            attachable: false,
+            peers: Vec::new(),
         }
     }
 
@@ -293,7 +296,9 @@ impl State {
             networks: self
                 .networks
                 .iter()
-                .filter(|n| n.driver == "bridge" && !n.interface.is_empty())
+                .filter(|n| {
+                    matches!(n.driver.as_str(), "bridge" | "overlay") && !n.interface.is_empty()
+                })
                 .filter_map(|n| {
                     let a = addressing(n)?;
                     Some(FirewallNetwork {
