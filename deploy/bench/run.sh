@@ -27,6 +27,12 @@
 # Stats (deploy/bench/stats-bench.sh): `stats --no-stream` over 100 running containers and the
 # CPU time of a streaming `stats` over them for 10 s (CLI + engine processes), beside Docker.
 # BENCH_ONLY=stats runs only that part and replaces the "## Stats" section of the page.
+#
+# Overlay (integration-tests/tests/overlay_bench.rs, with these release services): the
+# netns lab of deploy/multihost, TCP throughput and round trips between containers on two
+# hosts over VXLAN against the same between the hosts over the underlay, and the time until
+# a new container's name resolves on another host. BENCH_ONLY=overlay runs only that part
+# and replaces the "## Overlay across hosts" section of the page.
 set -euo pipefail
 image_tar=$1
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -67,6 +73,15 @@ trap cleanup EXIT
 trap 'net_cleanup; logs_cleanup; stats_cleanup; cleanup; net_teardown_instance' EXIT
 
 now_ns() { date +%s%N; }
+# The overlay lab brings up its own hosts (network namespaces) with the release services.
+measure_overlay() {
+    if ! (cd "$top" && BERTH_BENCH_OUT=$work/overlay.md BERTH_TEST_IMAGE=$image_tar \
+        cargo test -q -p berth-integration-tests --test overlay_bench -- --ignored >"$work/overlay.log" 2>&1); then
+        tail -n 40 "$work/overlay.log" >&2
+        printf '## Overlay across hosts\n\nThe overlay benchmark failed in this run.\n' >"$work/overlay.md"
+    fi
+}
+overlay_section() { cat "$work/overlay.md"; }
 # BENCH_ONLY=<part>: writes only that part's section into docs/benchmarks.md (replacing the
 # section of that title, or adding it at the end), keeps the rest of the page, and stops.
 replace_section() { # title section-function
@@ -86,6 +101,8 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 anon_kib() { awk '/^Anonymous:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 
+if [[ -z $only || $only == overlay ]]; then measure_overlay; fi
+if [[ $only == overlay ]]; then replace_section "Overlay across hosts" overlay_section; fi
 "$top/deploy/local/berth-up.sh" >/dev/null
 berth() { "$bin/berth" "$@"; }
 berth load -i "$image_tar" >/dev/null
@@ -495,5 +512,7 @@ if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
     logs_section
     echo
     stats_section
+    echo
+    overlay_section
 } >"$top/docs/benchmarks.md"
 cat "$top/docs/benchmarks.md"

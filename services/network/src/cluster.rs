@@ -5,7 +5,8 @@
 //! Keys under `<prefix>/v1/` (ADR 14):
 //! - `networks/<id>` an [`OverlayRecord`]; `names/<name>`, `vnis/<vni>`, `subnets/<cidr>`
 //!   hold the network ID so a name, VNI or subnet is taken once, by one transaction;
-//! - `ipam/<network>/<ip>` the container holding the address (on its host's lease);
+//! - `ipam/<network>/<ip>` the container holding the address (on its host's lease), and
+//!   `ipam-last/<network>` the address handed out last (allocation goes on after it);
 //! - `endpoints/<network>/<container>` an [`EndpointRecord`] (on its host's lease);
 //! - `nodes/<node>` a [`NodeRecord`] (on the host's lease).
 //!
@@ -115,6 +116,11 @@ impl Keys {
 
     pub fn ipam(&self, network_id: &str, ip: Ipv4Addr) -> String {
         format!("{}{ip}", self.ipam_prefix(network_id))
+    }
+
+    /// The address last handed out on a network (allocation goes on after it).
+    pub fn ipam_cursor(&self, network_id: &str) -> String {
+        format!("{}ipam-last/{network_id}", self.root)
     }
 
     pub fn endpoint_prefix(&self, network_id: &str) -> String {

@@ -190,6 +190,26 @@ pub fn allocate(
         .find(|ip| usable(subnet, *ip) && Some(*ip) != gateway && !taken.contains(ip))
 }
 
+/// Like [`allocate`], starting after `after` and wrapping around: addresses are handed
+/// out in turn, so one just given back (by a host that may only be cut off) is the last
+/// to be reused. Overlay networks allocate this way, as Docker's do.
+pub fn allocate_after(
+    subnet: Subnet,
+    range: Subnet,
+    gateway: Option<Ipv4Addr>,
+    taken: &[Ipv4Addr],
+    after: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
+    let free = |ip: &Ipv4Addr| usable(subnet, *ip) && Some(*ip) != gateway && !taken.contains(ip);
+    let start = after
+        .filter(|a| range.contains(*a))
+        .map_or(range.first(), |a| u32::from(a).saturating_add(1));
+    (start..=range.last())
+        .chain(range.first()..start.min(range.last().saturating_add(1)))
+        .map(Ipv4Addr::from)
+        .find(free)
+}
+
 /// Checks a fixed address (`--ip`): inside the subnet, usable, not the gateway, free.
 pub fn check_fixed(
     subnet: Subnet,
@@ -298,6 +318,25 @@ mod tests {
             allocate(tiny, tiny, tiny.first_host(), &[ip("10.0.0.2")]),
             None
         );
+    }
+
+    #[test]
+    fn addresses_allocate_in_turn_after_the_last_one() {
+        let net = s("10.0.0.0/29");
+        let gw = net.first_host();
+        let after = |a: Option<&str>, taken: &[&str]| {
+            let taken: Vec<Ipv4Addr> = taken.iter().map(|t| ip(t)).collect();
+            allocate_after(net, net, gw, &taken, a.map(ip))
+        };
+        assert_eq!(after(None, &[]), Some(ip("10.0.0.2")));
+        assert_eq!(after(Some("10.0.0.2"), &[]), Some(ip("10.0.0.3")));
+        // Wraps past the broadcast address to the lowest free one.
+        assert_eq!(after(Some("10.0.0.6"), &["10.0.0.3"]), Some(ip("10.0.0.2")));
+        assert_eq!(after(Some("10.0.0.6"), &["10.0.0.2"]), Some(ip("10.0.0.3")));
+        let all = ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"];
+        assert_eq!(after(Some("10.0.0.4"), &all), None);
+        // A cursor outside the range starts from the beginning.
+        assert_eq!(after(Some("192.168.0.1"), &[]), Some(ip("10.0.0.2")));
     }
 
     #[test]

@@ -280,6 +280,10 @@ impl NetworkService {
             .await
             .map_err(err)?;
         client
+            .delete(&keys.ipam_cursor(&rec.id))
+            .await
+            .map_err(err)?;
+        client
             .delete_prefix(&keys.endpoint_prefix(&rec.id))
             .await
             .map_err(err)?;
@@ -464,12 +468,19 @@ impl NetworkService {
                 }
                 None => {
                     taken.extend(state.reserved(&n.id, container_id));
-                    ipam::allocate(a.subnet, a.range, a.gateway, &taken).ok_or_else(|| {
-                        Error::FailedPrecondition(format!(
-                            "no available IPv4 addresses on network {}",
-                            n.name
-                        ))
-                    })?
+                    let last = client
+                        .get(&cluster.keys.ipam_cursor(&n.id))
+                        .await
+                        .map_err(err)?
+                        .and_then(|kv| String::from_utf8(kv.value).ok()?.parse().ok());
+                    ipam::allocate_after(a.subnet, a.range, a.gateway, &taken, last).ok_or_else(
+                        || {
+                            Error::FailedPrecondition(format!(
+                                "no available IPv4 addresses on network {}",
+                                n.name
+                            ))
+                        },
+                    )?
                 }
             };
             let key = cluster.keys.ipam(&n.id, ip);
@@ -478,6 +489,16 @@ impl NetworkService {
                 .await
                 .map_err(err)?
             {
+                if fixed.is_none() {
+                    // A hint only: a lost race here costs an address reused sooner.
+                    let _ = client
+                        .put(
+                            &cluster.keys.ipam_cursor(&n.id),
+                            ip.to_string().as_bytes(),
+                            None,
+                        )
+                        .await;
+                }
                 return Ok(ip);
             }
             if fixed.is_some() {

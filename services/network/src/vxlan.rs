@@ -87,6 +87,7 @@ async fn create(h: &Handle, name: &str, vni: u32, local: Ipv4Addr, port: u16) ->
                 .local(local)
                 .port(port)
                 .learning(false)
+                .udp_csum(false)
                 .proxy(true)
                 .l2miss(false)
                 .l3miss(false)
