@@ -28,6 +28,11 @@ const NODES: [&str; 3] = ["host-a", "host-b", "host-c"];
 
 impl Lab {
     fn new(hosts: usize) -> Lab {
+        Lab::with_env(hosts, |_| Vec::new())
+    }
+
+    /// Like [`Lab::new`], with extra environment per host.
+    fn with_env(hosts: usize, extra: impl Fn(usize) -> Vec<(&'static str, String)> + Sync) -> Lab {
         let underlay = Underlay::new(hosts);
         let etcd = EtcdPeer::start_in_netns(&underlay.underlay_netns(), Underlay::underlay_ip());
         let prefix = format!(
@@ -45,9 +50,10 @@ impl Lab {
         let started: Vec<Engine> = thread::scope(|s| {
             let handles: Vec<_> = (0..hosts)
                 .map(|i| {
-                    let lab = &lab;
+                    let (lab, extra) = (&lab, &extra);
                     s.spawn(move || {
-                        let env = lab.env(i);
+                        let mut env = lab.env(i);
+                        env.extend(extra(i));
                         let env: Vec<(&str, &str)> =
                             env.iter().map(|(k, v)| (*k, v.as_str())).collect();
                         Engine::with_busybox_in_netns(&lab.underlay.netns_path(i), &env)
@@ -72,6 +78,33 @@ impl Lab {
             // Short, so a dead host's endpoints go quickly.
             ("BERTH_CLUSTER_LEASE_TTL", "3".to_string()),
         ]
+    }
+
+    /// The keys under this lab's prefix in etcd, read from inside the underlay (where etcd
+    /// listens) with berth's own etcd client.
+    fn etcd_keys(&self) -> Vec<String> {
+        let netns = self.underlay.underlay_netns();
+        let (endpoint, prefix) = (self.etcd.endpoint(), format!("{}/v1/", self.prefix));
+        thread::spawn(move || {
+            use std::os::unix::io::AsRawFd;
+            let ns = std::fs::File::open(&netns).unwrap();
+            // SAFETY: setns on this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = berth_etcd::Client::connect(&[endpoint]).await.unwrap();
+                let (kvs, _) = client.get_prefix(&prefix).await.unwrap();
+                kvs.into_iter().map(|kv| kv.key).collect()
+            })
+        })
+        .join()
+        .unwrap()
     }
 
     fn host(&self, i: usize) -> &Engine {
@@ -302,6 +335,109 @@ fn overlay_joins_containers_on_three_hosts_by_name_and_alias() {
         });
         assert!(gone, "ovnet left on {}: {:?}", NODES[i], h.links());
     }
+    // In etcd only the hosts' membership is left.
+    let keys = lab.etcd_keys();
+    assert!(
+        keys.iter().all(|k| k.contains("/v1/nodes/")) && keys.len() == 3,
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn hosts_drive_each_other_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, rogue) = (dir.path().join("tls"), dir.path().join("rogue"));
+    let certs = |d: &std::path::Path, hosts: &[&str]| {
+        let out = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs.sh"),
+        )
+        .arg(d)
+        .args(hosts)
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    certs(&tls, &["192.0.2.11", "192.0.2.12"]);
+    certs(&rogue, &["192.0.2.11"]);
+    // Each host's engine also listens on its underlay address, with mutual TLS.
+    let configs: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| {
+            let path = dir.path().join(format!("berth-{i}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "[tls]\ndir = \"{}\"\n[listen]\nengine = \"192.0.2.1{}:7070\"\n",
+                    tls.display(),
+                    i + 1
+                ),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    let lab = Lab::with_env(2, |i| {
+        vec![("BERTH_CONFIG_FILE", configs[i].display().to_string())]
+    });
+    overlay(lab.host(0), &["--subnet", "10.97.0.0/24", "tlsnet"]);
+    lab.host(0).ok(&[
+        "run", "-d", "--net", "tlsnet", "--name", "on-a", "busybox", "sleep", "300",
+    ]);
+    // From host B's namespace, the CLI drives host A's engine over the underlay.
+    let berth = berth_integration_tests::bin_dir().join("berth");
+    let remote = |env: &[(&str, &std::path::Path)], args: &[&str]| {
+        let mut cmd = lab.underlay.exec_cmd(1, berth.to_str().unwrap());
+        cmd.env_remove("BERTH_CONFIG_FILE")
+            .env("BERTH_CONFIG_FILE", dir.path().join("none.toml"))
+            .env("BERTH_TLS_DIR", &tls)
+            .args(["--host", "tcp://192.0.2.11:7070"])
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ps = loop {
+        let out = remote(&[], &["ps", "--format", "{{.Names}}"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ps.status.success(), "{}\n{}", stderr(&ps), lab.logs());
+    assert_eq!(stdout(&ps).trim(), "on-a");
+    let out = remote(
+        &[],
+        &[
+            "network",
+            "ls",
+            "--filter",
+            "driver=overlay",
+            "--format",
+            "{{.Name}}",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "tlsnet", "{}", stderr(&out));
+    // Another CA's client certificate, or none: refused.
+    let out = remote(
+        &[
+            ("BERTH_TLS_CERT", &rogue.join("client.pem")),
+            ("BERTH_TLS_KEY", &rogue.join("client-key.pem")),
+        ],
+        &["ps"],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(stderr(&out).contains("192.0.2.11"), "{}", stderr(&out));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(tls.join("ca.pem"), empty.join("ca.pem")).unwrap();
+    let out = remote(&[("BERTH_TLS_DIR", &empty)], &["ps"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a client without a certificate was served"
+    );
+    lab.host(0).ok(&["rm", "-f", "on-a"]);
 }
 
 #[test]
