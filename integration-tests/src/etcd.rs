@@ -15,7 +15,6 @@ use std::{
 };
 
 const ETCD: &str = "/usr/bin/etcd";
-/// What etcd logs once it serves clients (the zap logger's `msg`).
 /// Log lines etcd prints once it accepts clients (3.4 prints the second with the zap logger).
 const READY: [&str; 2] = ["ready to serve client requests", "serving client traffic"];
 
@@ -140,7 +139,6 @@ impl EtcdPeer {
             .arg("new")
             .arg("--initial-cluster-token")
             .arg(&self.name)
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
             // Keep test runs quick: elect the single member fast.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .env_remove("ETCDCTL_API")
@@ -175,7 +173,7 @@ impl EtcdPeer {
     }
 
     fn wait_ready(&mut self, log_start: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = String::new();
         let mut offset = log_start;
         while Instant::now() < deadline {

@@ -415,3 +415,35 @@ async fn bad_endpoints_are_errors() {
         b"v"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_next_endpoint() {
+    // Two separate single-member etcds stand in for two members of one cluster.
+    let (first, _, p) = setup().await;
+    let (second, _, _) = setup().await;
+    let client = Client::connect(&[first.endpoint(), second.endpoint()])
+        .await
+        .unwrap();
+    client.put(&format!("{p}k"), b"first", None).await.unwrap();
+    let _first = tokio::task::spawn_blocking(move || {
+        let mut first = first;
+        first.stop();
+        first
+    })
+    .await
+    .unwrap();
+    // The call that meets the stopped endpoint fails; the next ones use the other one.
+    let mut served = false;
+    for _ in 0..3 {
+        if client.put(&format!("{p}k"), b"second", None).await.is_ok() {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the client did not move to the second endpoint");
+    let direct = Client::connect(&[second.endpoint()]).await.unwrap();
+    assert_eq!(
+        direct.get(&format!("{p}k")).await.unwrap().unwrap().value,
+        b"second"
+    );
+}

@@ -55,9 +55,10 @@ async fn run(client: &Client, id: i64, ttl_secs: i64) {
         let (tx, rx) = mpsc::channel(2);
         // The first keepalive goes out with the stream.
         let _ = tx.try_send(LeaseKeepAliveRequest { id });
+        let (index, channel) = client.channel();
         let opened = tokio::time::timeout(
             Duration::from_secs(10),
-            LeaseClient::new(client.channel()).lease_keep_alive(ReceiverStream::new(rx)),
+            LeaseClient::new(channel).lease_keep_alive(ReceiverStream::new(rx)),
         )
         .await;
         let mut stream = match opened {
@@ -67,6 +68,9 @@ async fn run(client: &Client, id: i64, ttl_secs: i64) {
                 return;
             }
             Ok(Err(status)) => {
+                if crate::is_transport(&status) {
+                    client.failed(index);
+                }
                 tracing::debug!(
                     lease = format_args!("{id:x}"),
                     error = %client.error("keepalive", &format!("lease {id:x}"), status),
@@ -76,6 +80,7 @@ async fn run(client: &Client, id: i64, ttl_secs: i64) {
                 continue;
             }
             Err(_) => {
+                client.failed(index);
                 tracing::debug!(
                     lease = format_args!("{id:x}"),
                     endpoints = client.endpoints(),
@@ -100,6 +105,9 @@ async fn run(client: &Client, id: i64, ttl_secs: i64) {
                         return;
                     }
                     Err(status) => {
+                        if crate::is_transport(&status) {
+                            client.failed(index);
+                        }
                         tracing::debug!(
                             lease = format_args!("{id:x}"),
                             error = %client.error("keepalive", &format!("lease {id:x}"), status),

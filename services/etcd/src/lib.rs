@@ -11,16 +11,26 @@
 //! calls berth makes. Here we compile only what berth uses, with the toolchain it already has.
 //!
 //! What the client does:
-//! - [`Client::connect`] tries the endpoints in order; the channel reconnects by itself after
-//!   etcd restarts (a call made while etcd is down fails with [`Error::Unavailable`]; the next
-//!   one after it is back succeeds).
+//! - [`Client::connect`] tries the endpoints in order and uses the first that answers; after a
+//!   transport failure the next call goes to the next endpoint. Connections are re-made by
+//!   themselves after etcd restarts (a call made while etcd is down fails with
+//!   [`Error::Unavailable`]; the next one after it is back succeeds). Calls are not retried
+//!   here: the caller decides what is safe to repeat.
 //! - Conditional writes are single etcd transactions ([`Client::create`],
 //!   [`Client::create_all`], [`Client::replace_if`], [`Client::delete_if_value`]).
 //! - [`Client::keep_alive`] keeps a lease alive from a background task and reports when etcd
 //!   says it is gone; [`Client::watch_prefix`] streams the changes under a prefix.
 //!
 //! Only plain `http://` endpoints are supported (etcd on a private network).
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tonic::{
     transport::{Channel, Endpoint},
@@ -116,10 +126,13 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An etcd client. Cloning is cheap: clones share one HTTP/2 connection.
+/// An etcd client. Cloning is cheap: clones share the connections.
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    /// One channel per endpoint, in the order given; each reconnects by itself.
+    channels: Arc<[Channel]>,
+    /// The index of the endpoint in use; moves on after a transport failure.
+    active: Arc<AtomicUsize>,
     /// The endpoints, comma-separated, for error messages.
     endpoints: Arc<str>,
 }
@@ -156,15 +169,15 @@ fn put_op(key: &str, value: &[u8], lease: Option<i64>) -> RequestOp {
 
 /// True when the status comes from the connection (not from an etcd answer): tonic attaches
 /// the transport error as the source of the statuses it makes itself.
-fn is_transport(status: &Status) -> bool {
+pub(crate) fn is_transport(status: &Status) -> bool {
     status.code() == Code::Unavailable || std::error::Error::source(status).is_some()
 }
 
 impl Client {
     /// Connects to etcd. `endpoints` are URLs such as `http://10.0.0.1:2379` (one per element;
     /// a comma-separated string is not split). They are tried in order and the first that
-    /// accepts a connection serves; with several endpoints the calls are then spread over every
-    /// endpoint that is up, so a member going down does not stop the client.
+    /// accepts a connection (within 2 s) serves; after a transport failure the next call goes
+    /// to the next endpoint, so a member going down does not stop the client.
     pub async fn connect(endpoints: &[String]) -> Result<Client> {
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint("(none given)".into()));
@@ -188,17 +201,25 @@ impl Client {
         }
         let label: Arc<str> = endpoints.join(",").into();
         let mut failures = Vec::new();
-        for (url, endpoint) in &parsed {
+        for (index, (url, endpoint)) in parsed.iter().enumerate() {
             match endpoint.connect().await {
                 Ok(channel) => {
                     tracing::debug!(endpoint = %url, "connected to etcd");
-                    let channel = if parsed.len() == 1 {
-                        channel
-                    } else {
-                        Channel::balance_list(parsed.iter().map(|(_, e)| e.clone()))
-                    };
+                    // The others connect when first used (after a failover).
+                    let channels = parsed
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, e))| {
+                            if i == index {
+                                channel.clone()
+                            } else {
+                                e.connect_lazy()
+                            }
+                        })
+                        .collect();
                     return Ok(Client {
-                        channel,
+                        channels,
+                        active: Arc::new(AtomicUsize::new(index)),
                         endpoints: label,
                     });
                 }
@@ -211,14 +232,24 @@ impl Client {
         )))
     }
 
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+    /// The endpoint in use: its index and channel.
+    pub(crate) fn channel(&self) -> (usize, Channel) {
+        let index = self.active.load(Ordering::Relaxed) % self.channels.len();
+        (index, self.channels[index].clone())
     }
 
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
+    /// After a transport failure on endpoint `index`, the next call tries the next endpoint.
+    pub(crate) fn failed(&self, index: usize) {
+        if self.channels.len() > 1 {
+            let next = (index + 1) % self.channels.len();
+            if self
+                .active
+                .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                tracing::debug!(endpoints = %self.endpoints, next, "etcd endpoint failed; trying the next");
+            }
+        }
     }
 
     /// The error of a failed call, naming the operation, the key and (for transport failures)
@@ -238,21 +269,29 @@ impl Client {
         }
     }
 
-    /// Runs one unary call with [`CALL_TIMEOUT`], mapping errors.
-    async fn call<T>(
-        &self,
-        op: &str,
-        key: &str,
-        fut: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+    /// Runs one unary call on the endpoint in use with [`CALL_TIMEOUT`], mapping errors.
+    async fn call<T, F, Fut>(&self, op: &str, key: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let (index, channel) = self.channel();
+        match tokio::time::timeout(CALL_TIMEOUT, f(channel)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(self.error(op, key, status)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "{op} {key:?} at {}: no answer within {}s",
-                self.endpoints,
-                CALL_TIMEOUT.as_secs()
-            ))),
+            Ok(Err(status)) => {
+                if is_transport(&status) {
+                    self.failed(index);
+                }
+                Err(self.error(op, key, status))
+            }
+            Err(_) => {
+                self.failed(index);
+                Err(Error::Unavailable(format!(
+                    "{op} {key:?} at {}: no answer within {}s",
+                    self.endpoints,
+                    CALL_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
 
@@ -263,7 +302,9 @@ impl Client {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        let response = self.call("get", key, self.kv().range(request)).await?;
+        let response = self
+            .call("get", key, |ch| async move { kv(ch).range(request).await })
+            .await?;
         Ok(response.kvs.into_iter().next().map(KeyValue::from))
     }
 
@@ -280,7 +321,9 @@ impl Client {
             ..Default::default()
         };
         let response = self
-            .call("get prefix", prefix, self.kv().range(request))
+            .call("get prefix", prefix, |ch| async move {
+                kv(ch).range(request).await
+            })
             .await?;
         let revision = response.header.map_or(0, |h| h.revision);
         Ok((
@@ -298,12 +341,15 @@ impl Client {
             lease: lease.unwrap_or(0),
             prev_kv: false,
         };
-        let response = self.call("put", key, self.kv().put(request)).await?;
+        let response = self
+            .call("put", key, |ch| async move { kv(ch).put(request).await })
+            .await?;
         Ok(response.header.map_or(0, |h| h.revision))
     }
 
     async fn txn(&self, op: &str, key: &str, request: TxnRequest) -> Result<pb::TxnResponse> {
-        self.call(op, key, self.kv().txn(request)).await
+        self.call(op, key, |ch| async move { kv(ch).txn(request).await })
+            .await
     }
 
     /// Creates the key only if it does not exist; true when created.
@@ -386,7 +432,9 @@ impl Client {
             ..Default::default()
         };
         let response = self
-            .call("delete", key, self.kv().delete_range(request))
+            .call("delete", key, |ch| async move {
+                kv(ch).delete_range(request).await
+            })
             .await?;
         Ok(response.deleted > 0)
     }
@@ -430,7 +478,9 @@ impl Client {
             prev_kv: false,
         };
         let response = self
-            .call("delete prefix", prefix, self.kv().delete_range(request))
+            .call("delete prefix", prefix, |ch| async move {
+                kv(ch).delete_range(request).await
+            })
             .await?;
         Ok(response.deleted.max(0) as u64)
     }
@@ -444,7 +494,9 @@ impl Client {
         };
         let label = format!("ttl {ttl_secs}s");
         let response = self
-            .call("grant lease", &label, self.lease().lease_grant(request))
+            .call("grant lease", &label, |ch| async move {
+                LeaseClient::new(ch).lease_grant(request).await
+            })
             .await?;
         if !response.error.is_empty() {
             return Err(Error::Status(Status::unknown(format!(
@@ -462,7 +514,9 @@ impl Client {
         let label = format!("lease {id:x}");
         let request = LeaseRevokeRequest { id };
         match self
-            .call("revoke", &label, self.lease().lease_revoke(request))
+            .call("revoke", &label, |ch| async move {
+                LeaseClient::new(ch).lease_revoke(request).await
+            })
             .await
         {
             Ok(_) => Ok(()),
@@ -478,11 +532,9 @@ impl Client {
         let label = format!("lease {id:x}");
         let request = LeaseTimeToLiveRequest { id, keys: false };
         match self
-            .call(
-                "lease ttl",
-                &label,
-                self.lease().lease_time_to_live(request),
-            )
+            .call("lease ttl", &label, |ch| async move {
+                LeaseClient::new(ch).lease_time_to_live(request).await
+            })
             .await
         {
             Ok(response) if response.ttl < 0 => Ok(None),
@@ -510,13 +562,15 @@ impl Client {
         watch::open(self, prefix, start_revision).await
     }
 
-    pub(crate) fn channel(&self) -> Channel {
-        self.channel.clone()
-    }
-
     pub(crate) fn endpoints(&self) -> &str {
         &self.endpoints
     }
+}
+
+fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
 }
 
 /// An error and its sources, for messages ("transport error: tcp connect error: Connection

@@ -16,6 +16,8 @@ use crate::{
 /// The changes under a prefix (see [`Client::watch_prefix`]). Dropping it cancels the watch.
 pub struct WatchStream {
     client: Client,
+    /// The endpoint the watch runs on (see [`Client::failed`]).
+    index: usize,
     prefix: String,
     inbound: Streaming<WatchResponse>,
     /// Keeps the request half of the stream open.
@@ -49,8 +51,9 @@ pub(crate) async fn open(
     };
     let _ = tx.try_send(create);
     let timeout = Duration::from_secs(10);
+    let (index, channel) = client.channel();
     let opened = tokio::time::timeout(timeout, async {
-        let mut inbound = WatchClient::new(client.channel())
+        let mut inbound = WatchClient::new(channel)
             .max_decoding_message_size(256 * 1024 * 1024)
             .watch(ReceiverStream::new(rx))
             .await?
@@ -62,17 +65,24 @@ pub(crate) async fn open(
     .await;
     let (inbound, first) = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(status)) => return Err(client.error("watch", prefix, status)),
+        Ok(Err(status)) => {
+            if crate::is_transport(&status) {
+                client.failed(index);
+            }
+            return Err(client.error("watch", prefix, status));
+        }
         Err(_) => {
+            client.failed(index);
             return Err(Error::Unavailable(format!(
                 "watch {prefix:?} at {}: no answer within {}s",
                 client.endpoints(),
                 timeout.as_secs()
-            )))
+            )));
         }
     };
     let stream = WatchStream {
         client: client.clone(),
+        index,
         prefix: prefix.to_string(),
         inbound,
         _requests: tx,
@@ -117,6 +127,9 @@ impl WatchStream {
                 }
                 Err(status) => {
                     self.ended = true;
+                    if crate::is_transport(&status) {
+                        self.client.failed(self.index);
+                    }
                     return Some(Err(self.client.error("watch", &self.prefix, status)));
                 }
             };
