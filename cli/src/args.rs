@@ -105,7 +105,7 @@ pub enum Command {
     Version,
     /// Display system-wide information
     Info(InfoArgs),
-    /// Manage berth (info, df)
+    /// Manage berth (info, df, prune)
     #[command(subcommand)]
     System(SystemCommand),
 }
@@ -116,6 +116,21 @@ pub enum SystemCommand {
     Info(InfoArgs),
     /// Show berth disk usage
     Df(DfArgs),
+    /// Remove unused data
+    Prune(SystemPruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

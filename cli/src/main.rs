@@ -174,6 +174,7 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Version => version(engine).await,
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(engine, a).await,
         Command::System(SystemCommand::Df(a)) => system::df(engine, a).await,
+        Command::System(SystemCommand::Prune(a)) => system::prune(engine, a).await,
     }
 }
 

@@ -3,11 +3,15 @@ use std::io::Write;
 
 use anyhow::Result;
 use berth_proto::engine::v1::{
-    DiskUsageRequest, DiskUsageResponse, DiskUsageRow, SystemInfoRequest, SystemInfoResponse,
+    DiskUsageRequest, DiskUsageResponse, DiskUsageRow, PruneContainersRequest, SystemInfoRequest,
+    SystemInfoResponse,
 };
+use berth_proto::image::v1::PruneImagesRequest;
+use berth_proto::network::v1::PruneNetworksRequest;
+use berth_proto::volume::v1::PruneVolumesRequest;
 use serde_json::{json, Value};
 
-use crate::args::{DfArgs, InfoArgs};
+use crate::args::{DfArgs, InfoArgs, SystemPruneArgs};
 use crate::client::Engine;
 use crate::format;
 
@@ -317,5 +321,96 @@ mod tests {
         assert_eq!(first["Reclaimable"], "5.556MB (44%)");
         let empty = render_df(&DiskUsageResponse::default(), None).unwrap();
         assert!(empty.contains("Images          0         0         0B        0B\n"));
+    }
+}
+
+/// Docker's warning for `system prune`, listing what the flags add.
+pub fn prune_warning(all: bool, volumes: bool) -> String {
+    let mut out = String::from(
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n",
+    );
+    if volumes {
+        out.push_str("  - all anonymous volumes not used by at least one container\n");
+    }
+    out.push_str(if all {
+        "  - all images without at least one container associated to them\n"
+    } else {
+        "  - all dangling images\n"
+    });
+    out.push_str("  - unused build cache\n");
+    out
+}
+
+/// `berth system prune`: stopped containers, then unused networks, anonymous volumes
+/// (`--volumes`), dangling images (all unused with `-a`), in Docker's order and report.
+/// Build cache: berth has none.
+pub async fn prune(mut engine: Engine, args: SystemPruneArgs) -> Result<i32> {
+    if !args.force && !crate::container::confirm(&prune_warning(args.all, args.volumes))? {
+        return Ok(0);
+    }
+    let mut out = String::new();
+    let section = |out: &mut String, title: &str, lines: &[String]| {
+        if !lines.is_empty() {
+            out.push_str(title);
+            out.push_str(":\n");
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+    };
+    let containers = engine
+        .prune_containers(PruneContainersRequest {})
+        .await?
+        .into_inner();
+    section(&mut out, "Deleted Containers", &containers.deleted);
+    let networks = engine
+        .prune_networks(PruneNetworksRequest::default())
+        .await?
+        .into_inner();
+    section(&mut out, "Deleted Networks", &networks.deleted);
+    let mut reclaimed = 0i64;
+    if args.volumes {
+        let volumes = engine
+            .prune_volumes(PruneVolumesRequest {
+                filters: Vec::new(),
+                all: false,
+            })
+            .await?
+            .into_inner();
+        reclaimed += volumes.space_reclaimed as i64;
+        section(&mut out, "Deleted Volumes", &volumes.deleted);
+    }
+    let images = engine
+        .prune_images(PruneImagesRequest { all: args.all })
+        .await?
+        .into_inner();
+    reclaimed += images.space_reclaimed.max(0);
+    let lines: Vec<String> = images
+        .untagged
+        .iter()
+        .map(|u| format!("untagged: {u}"))
+        .chain(images.deleted.iter().map(|d| format!("deleted: {d}")))
+        .collect();
+    section(&mut out, "Deleted Images", &lines);
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        format::human_size_prec(reclaimed as f64, 4)
+    ));
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod prune_tests {
+    #[test]
+    fn the_warning_lists_what_the_flags_add() {
+        let plain = super::prune_warning(false, false);
+        assert!(plain.contains("all dangling images") && !plain.contains("volumes"));
+        let full = super::prune_warning(true, true);
+        assert!(
+            full.contains("anonymous volumes") && full.contains("without at least one container")
+        );
     }
 }

@@ -154,3 +154,80 @@ fn info_and_df_count_what_was_created() {
     assert!(parse_size(&containers[2]) < 204_800.0, "{df}");
     engine.ok(&["rm", "-f", &running]);
 }
+
+#[test]
+fn system_prune_removes_what_nothing_uses_in_dockers_order() {
+    let engine = Engine::with_busybox();
+    let (stopped, running, net, used_net) = (
+        unique("stopped"),
+        unique("running"),
+        unique("pnet"),
+        unique("usednet"),
+    );
+    engine.ok(&["network", "create", &net]);
+    engine.ok(&["network", "create", &used_net]);
+    // A stopped container with an anonymous volume, and a running one that keeps its
+    // network and its image.
+    engine.ok(&["run", "--name", &stopped, "-v", "/data", "busybox", "true"]);
+    engine.ok(&[
+        "run", "-d", "--name", &running, "--net", &used_net, "busybox", "sleep", "300",
+    ]);
+    engine.ok(&["tag", "busybox", "spare:1"]);
+    let mounts: Value =
+        serde_json::from_str(&engine.inspect(&stopped, "{{json .Mounts}}")).unwrap();
+    let volume = mounts[0]["Name"].as_str().unwrap_or_default().to_string();
+    assert!(!volume.is_empty(), "{mounts}");
+
+    // Without -f it asks; "n" keeps everything.
+    let out = engine.berth_stdin(&["system", "prune"], b"n\n");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("WARNING! This will remove:"), "{text}");
+    assert!(text.contains("all dangling images"), "{text}");
+    assert!(engine.ok(&["ps", "-aq"]).lines().count() == 2);
+
+    let out = engine.ok(&["system", "prune", "-f", "--volumes"]);
+    let stopped_id = out
+        .split("Deleted Containers:\n")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(stopped_id.len(), 64, "{out}");
+    assert!(
+        out.contains(&format!("Deleted Networks:\n{net}\n")),
+        "{out}"
+    );
+    assert!(!out.contains(&used_net), "{out}");
+    assert!(
+        out.contains(&format!("Deleted Volumes:\n{volume}\n")),
+        "{out}"
+    );
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    // Sections come in Docker's order.
+    let order: Vec<usize> = ["Deleted Containers", "Deleted Networks", "Deleted Volumes"]
+        .iter()
+        .map(|t| out.find(t).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    // Nothing running or in use was touched; the images stay without -a.
+    assert_eq!(engine.ok(&["ps", "-aq"]).trim().len(), 12);
+    assert!(engine.ok(&["images"]).contains("spare"));
+
+    // -a: every image no container uses; spare:1 names the image `running` uses, so
+    // both names stay (as with Docker) until that container is gone.
+    engine.ok(&["system", "prune", "-a", "-f"]);
+    let images = engine.ok(&["images"]);
+    assert!(
+        images.contains("busybox") && images.contains("spare"),
+        "{images}"
+    );
+    engine.ok(&["rm", "-f", &running]);
+    let out = engine.ok(&["system", "prune", "-a", "-f"]);
+    assert!(out.contains("Deleted Images:"), "{out}");
+    assert!(
+        out.contains(&format!("Deleted Networks:\n{used_net}\n")),
+        "{out}"
+    );
+    assert_eq!(engine.ok(&["images", "-q"]).trim(), "");
+}
