@@ -28,6 +28,9 @@
 # CPU time of a streaming `stats` over them for 10 s (CLI + engine processes), beside Docker.
 # BENCH_ONLY=stats runs only that part and replaces the "## Stats" section of the page.
 #
+# Every run ends with deploy/bench/chart.py drawing docs/benchmarks.svg: each berth / Docker
+# ratio on the page, on one log-scale chart (linked under the page's title).
+#
 # Overlay (integration-tests/tests/overlay_bench.rs, with these release services): the
 # netns lab of deploy/multihost, TCP throughput and round trips between containers on two
 # hosts over VXLAN against the same between the hosts over the underlay, and the time until
@@ -40,6 +43,7 @@ bin=$top/target/release
 runs=${BENCH_RUNS:-20}
 pull_runs=${BENCH_PULL_RUNS:-3}
 only=${BENCH_ONLY:-}
+ps_n=${BENCH_PS_CONTAINERS:-1000}
 work=$(mktemp -d /tmp/bbench.XXXX)
 export BERTH_ROOT=$work/root BERTH_RUN=$work/run BERTH_INSTANCE=berth-bench-$$ BERTH_LOG_DIR=$work/log
 export BERTH_BIN_DIR=$bin BERTH_ENGINE_SOCKET=$work/run/engine.sock
@@ -90,6 +94,7 @@ replace_section() { # title section-function
     "$2" >"$work/section.md"
     { printf '%s\n\n' "$rest"; cat "$work/section.md"; } >"$work/benchmarks.md"
     cp "$work/benchmarks.md" "$doc"
+    python3 "$top/deploy/bench/chart.py" "$doc" "$top/docs/benchmarks.svg"
     cat "$work/section.md"
     exit 0
 }
@@ -134,7 +139,7 @@ measure_engine() { # name cli...
     "${cli[@]}" rm -f bench-exec >/dev/null
     result[$name.key]=$(python3 "$top/deploy/bench/keystroke.py" "${KEYSTROKES:-1000}" "${cli[@]}")
 
-    for i in $(seq 100); do "${cli[@]}" create --name "bench-ps-$i" busybox true >/dev/null; done
+    for i in $(seq "$ps_n"); do "${cli[@]}" create --name "bench-ps-$i" busybox true >/dev/null; done
     samples=""
     for _ in $(seq "$runs"); do samples+=" $(time_ms "${cli[@]}" ps -a)"; done
     result[$name.ps]=$(echo "$samples" | stats)
@@ -476,7 +481,7 @@ if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
     echo "|---|---|---|---|"
     row '`run --rm busybox true`' run ms
     row '50 × `run -d … sleep 1000`' run50 ms
-    row '`ps -a` with 100 containers' ps ms
+    row "\`ps -a\` with $ps_n containers" ps ms
     row '`exec c true`' exec ms
     row 'keystroke to echo through `run -it` (1,000 keys)' key ms
     mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
@@ -515,4 +520,6 @@ if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
     echo
     overlay_section
 } >"$top/docs/benchmarks.md"
+# The chart of every berth / Docker ratio on the page (docs/benchmarks.svg).
+python3 "$top/deploy/bench/chart.py" "$top/docs/benchmarks.md" "$top/docs/benchmarks.svg"
 cat "$top/docs/benchmarks.md"
