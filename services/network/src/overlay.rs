@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 use berth_proto::network::v1::{ContainerEndpoint, Endpoint, NetworkInfo, NetworkPeer};
 
 use crate::{
-    cluster::{encode, Cluster, EndpointRecord, OverlayRecord},
+    cluster::{encode, Cluster, EndpointRecord, Keys, OverlayRecord, View},
     dns::DnsEntry,
     ipam::{self, Pool, Subnet},
     link, names,
@@ -83,6 +83,53 @@ fn vni_of(row: &NetworkRow) -> Option<u32> {
     row.options.get(VXLAN_ID_OPTION)?.parse().ok()
 }
 
+/// The given VNI unless an overlay network has it, else the first free from 4096.
+fn choose_vni(view: &View, fixed: Option<u32>) -> Result<u32> {
+    match fixed {
+        Some(v) => match view.networks.values().find(|n| n.vni == v) {
+            Some(o) => Err(Error::AlreadyExists(format!(
+                "vxlan-id {v} is already used by overlay network {}",
+                o.name
+            ))),
+            None => Ok(v),
+        },
+        None => (FIRST_VNI..=MAX_VNI)
+            .find(|v| !view.networks.values().any(|n| n.vni == *v))
+            .ok_or_else(|| Error::FailedPrecondition("no free VXLAN ID".into())),
+    }
+}
+
+/// After a refused create: the error when the user's name, subnet or VNI is taken; Ok
+/// when only an automatic choice lost a race (the caller picks again).
+async fn explain_conflict(
+    client: &berth_etcd::Client,
+    keys: &Keys,
+    rec: &OverlayRecord,
+    subnet_given: bool,
+    vni_given: bool,
+) -> Result<()> {
+    let taken = |key: String| async move { client.get(&key).await.ok().flatten().is_some() };
+    if taken(keys.name(&rec.name)).await {
+        return Err(Error::AlreadyExists(format!(
+            "network with name {} already exists",
+            rec.name
+        )));
+    }
+    if subnet_given && taken(keys.subnet(&rec.subnet)).await {
+        return Err(Error::FailedPrecondition(format!(
+            "subnet {} is already used by another overlay network",
+            rec.subnet
+        )));
+    }
+    if vni_given && taken(keys.vni(rec.vni)).await {
+        return Err(Error::AlreadyExists(format!(
+            "vxlan-id {} is already used by another overlay network",
+            rec.vni
+        )));
+    }
+    Ok(())
+}
+
 /// The cluster, or the error telling the user how to get one.
 fn need(cluster: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster> {
     cluster.map(|c| c.as_ref()).ok_or_else(|| {
@@ -128,62 +175,10 @@ impl NetworkService {
                     row.name, other.id, other.creator
                 )));
             }
-            let cluster_subnets: Vec<Subnet> = view
-                .networks
-                .values()
-                .filter_map(|n| n.subnet.parse().ok())
-                .collect();
-            let local_subnets: Vec<Subnet> = state
-                .networks
-                .iter()
-                .filter_map(|n| addressing(n).map(|a| a.subnet))
-                .collect();
-            let (subnet, gateway) = match (subnet, gateway) {
-                (Some(s), g) => {
-                    if let Some(o) = view
-                        .networks
-                        .values()
-                        .find(|n| n.subnet.parse::<Subnet>().is_ok_and(|x| x.overlaps(s)))
-                    {
-                        return Err(Error::FailedPrecondition(format!(
-                            "subnet {s} overlaps with overlay network {} ({})",
-                            o.name, o.subnet
-                        )));
-                    }
-                    let g = g.or_else(|| s.first_host()).ok_or_else(|| {
-                        Error::InvalidArgument(format!("subnet {s} has no host addresses"))
-                    })?;
-                    (s, g)
-                }
-                (None, _) => {
-                    let mut used = blocking(|| {
-                        link::run(None, |h| async move { link::used_subnets(&h).await })
-                    })
-                    .await?;
-                    used.extend(cluster_subnets.iter().copied());
-                    used.extend(local_subnets.iter().copied());
-                    let s = ipam::choose_subnet(&overlay_pools(), &used).ok_or_else(|| {
-                        Error::FailedPrecondition(
-                            "could not find an available subnet for the overlay network in 10.0.0.0/8".into(),
-                        )
-                    })?;
-                    (s, s.first_host().unwrap_or(s.addr))
-                }
-            };
-            let vni = match fixed_vni {
-                Some(v) => {
-                    if let Some(o) = view.networks.values().find(|n| n.vni == v) {
-                        return Err(Error::AlreadyExists(format!(
-                            "vxlan-id {v} is already used by overlay network {}",
-                            o.name
-                        )));
-                    }
-                    v
-                }
-                None => (FIRST_VNI..=MAX_VNI)
-                    .find(|v| !view.networks.values().any(|n| n.vni == *v))
-                    .ok_or_else(|| Error::FailedPrecondition("no free VXLAN ID".into()))?,
-            };
+            let (subnet, gateway) = self
+                .overlay_addressing(&view, state, subnet, gateway)
+                .await?;
+            let vni = choose_vni(&view, fixed_vni)?;
             let rec = OverlayRecord {
                 id: row.id.clone(),
                 name: row.name.clone(),
@@ -225,28 +220,9 @@ impl NetworkService {
                 }
                 return Ok(());
             }
-            // Someone else took the name, VNI or subnet: find out which.
-            let taken = |key: String| {
-                let client = client.clone();
-                async move { client.get(&key).await.ok().flatten().is_some() }
-            };
-            if taken(keys.name(&rec.name)).await {
-                return Err(Error::AlreadyExists(format!(
-                    "network with name {} already exists",
-                    rec.name
-                )));
-            }
-            if subnet_given && taken(keys.subnet(&rec.subnet)).await {
-                return Err(Error::FailedPrecondition(format!(
-                    "subnet {} is already used by another overlay network",
-                    rec.subnet
-                )));
-            }
-            if fixed_vni.is_some() && taken(keys.vni(vni)).await {
-                return Err(Error::AlreadyExists(format!(
-                    "vxlan-id {vni} is already used by another overlay network"
-                )));
-            }
+            // Someone else took the name, VNI or subnet: a user's clash is an error, a
+            // race for an automatic VNI or subnet is tried again.
+            explain_conflict(&client, keys, &rec, subnet_given, fixed_vni.is_some()).await?;
             // A concurrent create took an automatic VNI or subnet: pick again.
             tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await;
         }
@@ -254,6 +230,49 @@ impl NetworkService {
             "could not create overlay network {}: the cluster store kept changing",
             row.name
         )))
+    }
+
+    /// The subnet and gateway of a new overlay network: the given subnet unless another
+    /// overlay network overlaps it, else a free /24 of 10.0.0.0/8 that no overlay network,
+    /// local network or route of this host uses.
+    async fn overlay_addressing(
+        &self,
+        view: &View,
+        state: &State,
+        subnet: Option<Subnet>,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<(Subnet, Ipv4Addr)> {
+        let cluster_subnets = view
+            .networks
+            .values()
+            .filter_map(|n| n.subnet.parse::<Subnet>().ok().map(|s| (n, s)));
+        if let Some(s) = subnet {
+            if let Some((o, _)) = cluster_subnets.clone().find(|(_, x)| x.overlaps(s)) {
+                return Err(Error::FailedPrecondition(format!(
+                    "subnet {s} overlaps with overlay network {} ({})",
+                    o.name, o.subnet
+                )));
+            }
+            let g = gateway.or_else(|| s.first_host()).ok_or_else(|| {
+                Error::InvalidArgument(format!("subnet {s} has no host addresses"))
+            })?;
+            return Ok((s, g));
+        }
+        let mut used =
+            blocking(|| link::run(None, |h| async move { link::used_subnets(&h).await })).await?;
+        used.extend(cluster_subnets.map(|(_, s)| s));
+        used.extend(
+            state
+                .networks
+                .iter()
+                .filter_map(|n| addressing(n).map(|a| a.subnet)),
+        );
+        let s = ipam::choose_subnet(&overlay_pools(), &used).ok_or_else(|| {
+            Error::FailedPrecondition(
+                "could not find an available subnet for the overlay network in 10.0.0.0/8".into(),
+            )
+        })?;
+        Ok((s, s.first_host().unwrap_or(s.addr)))
     }
 
     async fn delete_overlay_keys(&self, rec: &OverlayRecord) -> Result<()> {
