@@ -14,8 +14,10 @@ use std::{
 
 use berth_integration_tests::{etcd::EtcdPeer, eventually, multihost::Underlay, Engine};
 
-const BYTES: usize = 1 << 30;
+const BYTES: usize = 512 << 20;
 const ROUND_TRIPS: usize = 2000;
+/// Underlay and overlay measured in turn this many times (median, min–max).
+const ROUNDS: usize = 5;
 const PORT: u16 = 5001;
 
 /// Runs `f` on a thread inside the network namespace at `netns`.
@@ -32,8 +34,8 @@ fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'sta
     .expect("netns thread")
 }
 
-/// A sink on `bind_ip:PORT` in `netns` counting what it receives, and a TCP echo on
-/// PORT+1; both serve one connection each, on their own threads.
+/// A sink on `bind_ip:PORT` in `netns` reading what it receives, and a TCP echo on
+/// PORT+1; each serves `ROUNDS` connections in turn, on its own thread.
 fn start_servers(netns: &Path, bind_ip: Ipv4Addr) -> Vec<std::thread::JoinHandle<()>> {
     let listeners = in_netns(netns, move || {
         (
@@ -44,18 +46,22 @@ fn start_servers(netns: &Path, bind_ip: Ipv4Addr) -> Vec<std::thread::JoinHandle
     let (sink, echo) = listeners;
     vec![
         std::thread::spawn(move || {
-            let (mut s, _) = sink.accept().unwrap();
-            let mut buf = vec![0u8; 256 << 10];
-            while s.read(&mut buf).unwrap_or(0) > 0 {}
-            let _ = s.write_all(b"k");
+            for _ in 0..ROUNDS {
+                let (mut s, _) = sink.accept().unwrap();
+                let mut buf = vec![0u8; 256 << 10];
+                while s.read(&mut buf).unwrap_or(0) > 0 {}
+                let _ = s.write_all(b"k");
+            }
         }),
         std::thread::spawn(move || {
-            let (mut s, _) = echo.accept().unwrap();
-            s.set_nodelay(true).unwrap();
-            let mut b = [0u8; 1];
-            while s.read_exact(&mut b).is_ok() {
-                if s.write_all(&b).is_err() {
-                    break;
+            for _ in 0..ROUNDS {
+                let (mut s, _) = echo.accept().unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut b = [0u8; 1];
+                while s.read_exact(&mut b).is_ok() {
+                    if s.write_all(&b).is_err() {
+                        break;
+                    }
                 }
             }
         }),
@@ -148,21 +154,34 @@ fn overlay_bench() {
         })
     }));
 
-    // Underlay: host namespace A to host namespace B.
-    let servers = start_servers(&underlay.netns_path(1), underlay.host_ip(1));
-    let (under_gbit, under_rtt) = measure(&underlay.netns_path(0), underlay.host_ip(1));
-    servers.into_iter().for_each(|t| t.join().unwrap());
-
-    // Overlay: a container on A to a container on B.
+    // Underlay (host namespace A to host namespace B) and overlay (a container on A to a
+    // container on B), in turn, so both see the same machine load.
     for (h, name) in [(a, "src"), (b, "dst")] {
         h.ok(&[
             "run", "-d", "--net", "benchnet", "--name", name, "busybox", "sleep", "600",
         ]);
     }
     let dst_ip: Ipv4Addr = b.container_ip("dst", "benchnet").parse().unwrap();
-    let servers = start_servers(&container_netns(b, "dst"), dst_ip);
-    let (over_gbit, over_rtt) = measure(&container_netns(a, "src"), dst_ip);
-    servers.into_iter().for_each(|t| t.join().unwrap());
+    let under_servers = start_servers(&underlay.netns_path(1), underlay.host_ip(1));
+    let over_servers = start_servers(&container_netns(b, "dst"), dst_ip);
+    let (mut under, mut over) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        under.push(measure(&underlay.netns_path(0), underlay.host_ip(1)));
+        over.push(measure(&container_netns(a, "src"), dst_ip));
+    }
+    under_servers
+        .into_iter()
+        .chain(over_servers)
+        .for_each(|t| t.join().unwrap());
+    let spread = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(pick).collect();
+        x.sort_by(|p, q| p.partial_cmp(q).unwrap());
+        (x[x.len() / 2], x[0], x[x.len() - 1])
+    };
+    let (under_gbit, ug_min, ug_max) = spread(&under, |m| m.0);
+    let (under_rtt, _, _) = spread(&under, |m| m.1);
+    let (over_gbit, og_min, og_max) = spread(&over, |m| m.0);
+    let (over_rtt, _, _) = spread(&over, |m| m.1);
 
     // Name propagation: `run -d` on B, until C's embedded DNS answers for the name.
     c.ok(&[
@@ -217,11 +236,12 @@ fn overlay_bench() {
          Written by `BENCH_ONLY=overlay deploy/bench/run.sh` on {date} ({cores} cores): the netns lab of \
          `deploy/multihost` (three hosts, each a network namespace with its own berth services, \
          etcd on the underlay; veth links, MTU 1500). Traffic is made by the benchmark itself from \
-         threads inside the namespaces: 1 GiB over one TCP connection, then {rt} one-byte round \
-         trips (median). Docker needs swarm mode for overlay networks, so it is not compared here.\n\n\
+         threads inside the namespaces: 512 MiB over one TCP connection, then {rt} one-byte \
+         round trips (median); underlay and overlay in turn, {rounds} rounds, median (min–max). \
+         Docker needs swarm mode for overlay networks, so it is not compared here.\n\n\
          | Path | Throughput | Round trip |\n|---|---|---|\n\
-         | underlay: host A → host B | {ug:.2} Gbit/s | {ur:.0} µs |\n\
-         | overlay: container on A → container on B (VXLAN) | {og:.2} Gbit/s ({pct:.0}% of the underlay) | {or:.0} µs |\n\n\
+         | underlay: host A → host B | {ug:.2} Gbit/s ({ugmin:.2}–{ugmax:.2}) | {ur:.0} µs |\n\
+         | overlay: container on A → container on B (VXLAN) | {og:.2} Gbit/s ({ogmin:.2}–{ogmax:.2}), {pct:.0}% of the underlay | {or:.0} µs |\n\n\
          Name visible on another host: from `berth run -d` on host B to host C's embedded DNS \
          answering for the new name, median {vis:.0} ms (min {vmin:.0}, max {vmax:.0}) over 5 runs; \
          `run -d` itself returned after a median {ret:.0} ms. Targets: overlay ≥ 80% of the \
@@ -229,6 +249,11 @@ fn overlay_bench() {
         date = humantime::format_rfc3339_seconds(SystemTime::now()),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         rt = ROUND_TRIPS,
+        rounds = ROUNDS,
+        ugmin = ug_min,
+        ugmax = ug_max,
+        ogmin = og_min,
+        ogmax = og_max,
         ug = under_gbit,
         ur = under_rtt,
         og = over_gbit,
