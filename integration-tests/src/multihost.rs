@@ -152,19 +152,15 @@ impl Underlay {
     /// Takes host `host` off the underlay (its bridge port down): the host is unreachable
     /// until [`Underlay::restore_link`].
     pub fn cut_link(&self, host: usize) {
-        let _ = self.host_name(host);
-        ip(&[
-            "-n",
-            &self.underlay_name(),
-            "link",
-            "set",
-            &Underlay::port_name(host),
-            "down",
-        ]);
+        self.set_port(host, "down");
     }
 
     /// Puts host `host` back on the underlay.
     pub fn restore_link(&self, host: usize) {
+        self.set_port(host, "up");
+    }
+
+    fn set_port(&self, host: usize, state: &str) {
         let _ = self.host_name(host);
         ip(&[
             "-n",
@@ -172,7 +168,7 @@ impl Underlay {
             "link",
             "set",
             &Underlay::port_name(host),
-            "up",
+            state,
         ]);
     }
 

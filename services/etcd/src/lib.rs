@@ -576,22 +576,18 @@ fn kv(channel: Channel) -> KvClient<Channel> {
 /// An error and its sources, for messages ("transport error: tcp connect error: Connection
 /// refused").
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    with_sources(e.to_string(), e.source())
 }
 
 fn status_chain(status: &Status) -> String {
-    let mut out = status.message().to_string();
-    let mut source = std::error::Error::source(status);
+    with_sources(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
+}
+
+/// `out` followed by each source's text that it does not already contain.
+fn with_sources(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {

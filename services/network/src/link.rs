@@ -347,7 +347,7 @@ pub async fn ensure_port(h: &Handle, port: &str, bridge: &str) -> Result<()> {
 }
 
 /// Makes `port` a port of the bridge at `bridge_index` and brings it up.
-async fn enslave(h: &Handle, port: &str, bridge_index: u32, bridge: &str) -> Result<()> {
+pub(crate) async fn enslave(h: &Handle, port: &str, bridge_index: u32, bridge: &str) -> Result<()> {
     let index = require(h, port).await?;
     h.link()
         .set(

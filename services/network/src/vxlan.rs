@@ -18,7 +18,7 @@ use rtnetlink::{
         },
         AddressFamily,
     },
-    Handle, LinkUnspec, LinkVxlan,
+    Handle, LinkVxlan,
 };
 
 use crate::{
@@ -59,16 +59,7 @@ pub async fn ensure_vxlan(
     let result = async {
         let index = require(h, name).await?;
         link::set_mtu(h, index, name, mtu).await?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("attach {name} to {bridge}")))
+        link::enslave(h, name, bridge_index, bridge).await
     }
     .await;
     if let Err(e) = result {
