@@ -193,7 +193,7 @@ if command -v dockerd >/dev/null && command -v docker >/dev/null; then
                 roundtrip="passed: \`berth save | docker load\` and \`docker save | berth load\` (then \`berth run\`)"
             fi
         fi
-        docker_note="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, like berth's default network, containerd and runc)."
+        docker_note="Docker $("${dk[@]}" version --format '{{.Server.Version}}') ran on the same machine in the same run (dockerd with --bridge=none, so its containers get no network, while berth's get its default bridge network: veth, address, DNS; containerd and runc)."
     else
         docker_note="dockerd is installed but could not load the test image; see its log. Only berth's figures are shown."
     fi
