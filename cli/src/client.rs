@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use berth_common::{Config, Service};
 use berth_proto::engine::v1::engine_client::EngineClient;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-pub type Engine = EngineClient<Channel>;
+/// The engine's client; its channel carries the trace context of the command's span.
+pub type Engine = EngineClient<berth_common::client::Traced>;
 
 /// Where the engine is: `-H/--host` (or `BERTH_HOST`) as `unix:///path` or a path, or
 /// `tcp://host:port` (kept as is, reached with mutual TLS by [`connect`]), else the
@@ -46,7 +46,7 @@ pub fn connect(socket: &std::path::Path) -> Engine {
         Some(url) => berth_common::tls::remote_channel(url, &client_files())
             .unwrap_or_else(|e| berth_common::client::failing_channel(format!("{e:#}"))),
     };
-    EngineClient::new(channel).max_decoding_message_size(64 << 20)
+    EngineClient::new(berth_common::client::traced(channel)).max_decoding_message_size(64 << 20)
 }
 
 /// The `tcp://` address [`engine_socket`] returned, if it is one.

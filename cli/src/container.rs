@@ -170,7 +170,9 @@ pub async fn run(mut engine: Engine, args: RunArgs) -> Result<i32> {
     let mut output = engine.run_container(input).await?.into_inner();
     session.begin();
     let mut id = String::new();
-    match session.pump(&engine, &mut output, &mut id).await? {
+    let end = session.pump(&engine, &mut output, &mut id).await;
+    tracing::Span::current().record("container_id", id.as_str());
+    match end? {
         End::Exit(code) => Ok(code),
         End::Detached | End::Closed if args.detach && !id.is_empty() => {
             write_out(format!("{id}\n").as_bytes())?;

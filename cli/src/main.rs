@@ -26,11 +26,17 @@ use anyhow::Result;
 use args::{
     Cli, Command, ContainerCommand, ImageCommand, NetworkCommand, SystemCommand, VolumeCommand,
 };
-use clap::Parser;
+use tracing::Instrument;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .try_get_matches()
+        .and_then(|matches| {
+            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+            Ok((cli, command_path(&matches)))
+        });
+    let (cli, command_name) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             use clap::error::ErrorKind;
             let _ = err.print();
@@ -54,13 +60,106 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = runtime.block_on(dispatch(cli.command, &socket));
+    let result = runtime.block_on(async {
+        // Exports this command's spans when OTEL_EXPORTER_OTLP_ENDPOINT is set; one root
+        // span (`berth run`, …) holds every call the command makes.
+        berth_common::telemetry::init_cli();
+        let span = command_span(&command_name, &cli.command);
+        let result = dispatch(cli.command, &socket).instrument(span).await;
+        berth_common::telemetry::shutdown().await;
+        result
+    });
     match result {
         Ok(code) => {
             drop(runtime);
             std::process::exit(code)
         }
         Err(err) => exit_with_error(&err, &socket, prefix),
+    }
+}
+
+/// The subcommand words (`run`, `network create`) of the parsed command line.
+fn command_path(matches: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut current = matches;
+    while let Some((name, sub)) = current.subcommand() {
+        words.push(name);
+        current = sub;
+    }
+    words.join(" ")
+}
+
+/// The command's root span, `berth <command>`, with the objects it names.
+fn command_span(name: &str, command: &Command) -> tracing::Span {
+    let span = tracing::info_span!(
+        "berth",
+        otel.name = %format!("berth {name}"),
+        otel.kind = "client",
+        image = tracing::field::Empty,
+        container = tracing::field::Empty,
+        container_id = tracing::field::Empty,
+        network = tracing::field::Empty,
+        volume = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let list = |names: &[String]| names.join(",");
+    match command {
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            container_fields(&span, &a.flags);
+        }
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            container_fields(&span, &a.flags);
+        }
+        Command::Start(args::StartArgs { containers, .. })
+        | Command::Container(ContainerCommand::Start(args::StartArgs { containers, .. }))
+        | Command::Stop(args::StopArgs { containers, .. })
+        | Command::Container(ContainerCommand::Stop(args::StopArgs { containers, .. }))
+        | Command::Kill(args::KillArgs { containers, .. })
+        | Command::Container(ContainerCommand::Kill(args::KillArgs { containers, .. }))
+        | Command::Rm(args::RmArgs { containers, .. })
+        | Command::Container(ContainerCommand::Rm(args::RmArgs { containers, .. }))
+        | Command::Restart(args::RestartArgs { containers, .. })
+        | Command::Container(ContainerCommand::Restart(args::RestartArgs { containers, .. }))
+        | Command::Wait(args::NamesArgs { containers, .. })
+        | Command::Container(ContainerCommand::Wait(args::NamesArgs { containers, .. })) => {
+            span.record("container", list(containers));
+        }
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            span.record("image", a.reference.as_str());
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            span.record("image", a.reference.as_str());
+        }
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => {
+            span.record("image", list(&a.images));
+        }
+        Command::Network(NetworkCommand::Create(a)) => {
+            span.record("network", a.name.as_str());
+        }
+        Command::Network(NetworkCommand::Rm(a)) => {
+            span.record("network", list(&a.names));
+        }
+        Command::Volume(VolumeCommand::Create(a)) => {
+            if let Some(name) = a.name.as_ref().or(a.name_flag.as_ref()) {
+                span.record("volume", name.as_str());
+            }
+        }
+        Command::Volume(VolumeCommand::Rm(a)) => {
+            span.record("volume", list(&a.names));
+        }
+        _ => {}
+    }
+    span
+}
+
+fn container_fields(span: &tracing::Span, flags: &args::ContainerFlags) {
+    if let Some(image) = flags.image_and_cmd.first() {
+        span.record("image", image.as_str());
+    }
+    if let Some(name) = &flags.name {
+        span.record("container", name.as_str());
     }
 }
 

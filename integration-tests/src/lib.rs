@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod fluentbit;
 pub mod moto;
 pub mod multihost;
+pub mod rotel;
 pub mod skopeo;
 
 pub const SERVICES: [&str; 6] = [

@@ -1,12 +1,25 @@
 //! Connecting to a service: its Unix socket, or over TCP with mutual TLS when berth.toml
-//! names it in `[remote]` (see [`crate::tls`]).
+//! names it in `[remote]` (see [`crate::tls`]). Clients of berth's own services use a
+//! [`Traced`] channel, which carries the caller's trace context in every call.
 use std::path::PathBuf;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
-use crate::{config::FileConfig, tls, Config, Service};
+use crate::{config::FileConfig, telemetry::TraceInjector, tls, Config, Service};
+
+/// A channel that adds the current span's W3C `traceparent`/`tracestate` to each call's
+/// metadata when spans are exported (see [`crate::telemetry`]); otherwise a plain channel.
+pub type Traced = InterceptedService<Channel, TraceInjector>;
+
+/// `channel` with trace context propagation.
+pub fn traced(channel: Channel) -> Traced {
+    InterceptedService::new(channel, TraceInjector)
+}
 
 /// A channel that connects on first use and reconnects after the service restarts, so
 /// services may start in any order.
@@ -22,8 +35,13 @@ pub fn unix_channel(socket: impl Into<PathBuf>) -> Channel {
 
 /// The lazy channel to `service` as configured: its `[remote]` endpoint over mutual TLS
 /// (with `client.pem` from the TLS directory) when the configuration file names one, else
-/// its Unix socket. Must be called within a tokio runtime.
-pub fn channel(config: &Config, service: Service) -> Channel {
+/// its Unix socket, propagating the trace context. Must be called within a tokio runtime.
+pub fn channel(config: &Config, service: Service) -> Traced {
+    traced(plain_channel(config, service))
+}
+
+/// [`channel`] without trace context propagation.
+fn plain_channel(config: &Config, service: Service) -> Channel {
     // The daemons have loaded (and checked) the file already: an error here means it
     // changed since; the local socket is the safe reading.
     let file = FileConfig::load().unwrap_or_default();

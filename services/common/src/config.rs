@@ -246,6 +246,10 @@ pub struct FileConfig {
     /// `[cluster]`: the etcd store for overlay networks; see [`crate::cluster`].
     #[serde(default)]
     pub cluster: crate::cluster::ClusterFile,
+    /// `[metrics]`: service name → TCP address (`127.0.0.1:9323`) of a plain HTTP
+    /// listener serving Prometheus text at `GET /metrics`; see [`crate::metrics`].
+    #[serde(default)]
+    pub metrics: BTreeMap<String, SocketAddr>,
 }
 
 /// Default directory of the TLS material (`[tls] dir`, `BERTH_TLS_DIR`).
@@ -273,6 +277,11 @@ impl FileConfig {
     /// The TCP address `service` listens on besides its Unix socket, if any.
     pub fn listen_addr(&self, service: Service) -> Option<SocketAddr> {
         self.listen.get(service.name()).copied()
+    }
+
+    /// The address of `service`'s Prometheus `/metrics` listener, if any.
+    pub fn metrics_addr(&self, service: Service) -> Option<SocketAddr> {
+        self.metrics.get(service.name()).copied()
     }
 
     /// The `tcp://host:port` endpoint of `service` when it runs on another host.
@@ -413,24 +422,30 @@ impl FileConfig {
                 })?;
             }
         }
-        let mut listen = BTreeMap::new();
-        for (service, addr) in raw.listen.unwrap_or_default() {
-            let where_ = at(Some(addr.span()));
-            if Service::from_name(&service).is_none() {
-                return Err(invalid(format!(
-                    "{where_}listen.{service}: {}",
-                    unknown_service(&service)
-                )));
-            }
-            let parsed: SocketAddr = addr.get_ref().parse().map_err(|_| {
-                invalid(format!(
-                    "{where_}listen.{service}: {:?} is not an address ip:port \
-                     (e.g. \"0.0.0.0:7070\")",
-                    addr.get_ref()
-                ))
-            })?;
-            listen.insert(service, parsed);
-        }
+        let service_addrs =
+            |section: &str, raw: Option<BTreeMap<String, toml::Spanned<String>>>, example: &str| {
+                let mut out = BTreeMap::new();
+                for (service, addr) in raw.unwrap_or_default() {
+                    let where_ = at(Some(addr.span()));
+                    if Service::from_name(&service).is_none() {
+                        return Err(invalid(format!(
+                            "{where_}{section}.{service}: {}",
+                            unknown_service(&service)
+                        )));
+                    }
+                    let parsed: SocketAddr = addr.get_ref().parse().map_err(|_| {
+                        invalid(format!(
+                            "{where_}{section}.{service}: {:?} is not an address ip:port \
+                         (e.g. \"{example}\")",
+                            addr.get_ref()
+                        ))
+                    })?;
+                    out.insert(service, parsed);
+                }
+                Ok(out)
+            };
+        let listen = service_addrs("listen", raw.listen, "0.0.0.0:7070")?;
+        let metrics = service_addrs("metrics", raw.metrics, "127.0.0.1:9323")?;
         let mut remote = BTreeMap::new();
         for (service, url) in raw.remote.unwrap_or_default() {
             let where_ = at(Some(url.span()));
@@ -459,6 +474,7 @@ impl FileConfig {
             listen,
             remote,
             cluster: raw.cluster.unwrap_or_default(),
+            metrics,
         })
     }
 }
@@ -512,6 +528,7 @@ struct RawFile {
     listen: Option<BTreeMap<String, toml::Spanned<String>>>,
     remote: Option<BTreeMap<String, toml::Spanned<String>>>,
     cluster: Option<crate::cluster::ClusterFile>,
+    metrics: Option<BTreeMap<String, toml::Spanned<String>>>,
 }
 
 fn unknown_service(name: &str) -> String {
@@ -760,6 +777,35 @@ mirrors = ["http://127.0.0.1:5001", "https://mirror.example.com/"]
         );
         let err = parse("[registry]\n").unwrap_err().to_string();
         assert!(err.contains("registry"), "{err}");
+    }
+
+    #[test]
+    fn metrics_section() {
+        let f =
+            parse("[metrics]\nengine = \"127.0.0.1:9323\"\nlog-router = \"[::1]:9324\"\n").unwrap();
+        assert_eq!(
+            f.metrics_addr(Service::Engine),
+            Some("127.0.0.1:9323".parse().unwrap())
+        );
+        assert_eq!(
+            f.metrics_addr(Service::LogRouter),
+            Some("[::1]:9324".parse().unwrap())
+        );
+        assert_eq!(f.metrics_addr(Service::Volume), None);
+        let err = parse("[metrics]\nengine = \"9323\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("metrics.engine"),
+            "{err}"
+        );
+        let err = parse("[metrics]\nengin = \"127.0.0.1:9323\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics.engin") && err.contains("log-router"),
+            "{err}"
+        );
     }
 
     #[test]

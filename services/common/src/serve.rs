@@ -1,7 +1,9 @@
 //! Serving a service's gRPC API on its Unix socket, and on TCP with mutual TLS when
 //! berth.toml's `[listen]` names it, with gRPC health, reflection, a tracing span per
-//! request, and a clean shutdown on SIGTERM or SIGINT.
-use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
+//! request (child of the caller's, see [`crate::telemetry`]), per-method metrics (served
+//! at `/metrics` when `[metrics]` names the service, see [`crate::metrics`]), and a clean
+//! shutdown on SIGTERM or SIGINT that flushes exported spans.
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
@@ -11,7 +13,11 @@ use tonic::{
     transport::{server::TcpIncoming, Server, ServerTlsConfig},
 };
 
-use crate::{config::FileConfig, Config, Service};
+use crate::{
+    config::FileConfig,
+    metrics::{MetricsLayer, Registry},
+    Config, Service,
+};
 
 /// How long a stopping service waits for open calls to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -28,6 +34,7 @@ pub async fn serve_unix(
     service_names: &[&str],
 ) -> anyhow::Result<()> {
     let tcp = tcp_listener(socket).await?;
+    let metrics = metrics_listener(socket).await?;
     let listener = bind_unix(socket)?;
     crate::memory::keep_small();
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -64,8 +71,12 @@ pub async fn serve_unix(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let registry = metrics.as_ref().map(|(_, registry)| registry.clone());
+    let metrics_task = metrics
+        .map(|(listener, registry)| tokio::spawn(crate::metrics::serve_http(listener, registry)));
     let unix = Server::builder()
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .trace_fn(crate::telemetry::rpc_span)
+        .layer(MetricsLayer::new(registry.clone()))
         .add_routes(routes.clone())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
     let server = async move {
@@ -75,7 +86,8 @@ pub async fn serve_unix(
         let tcp = Server::builder()
             .tls_config(tls)
             .context("TLS settings")?
-            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .trace_fn(crate::telemetry::rpc_span)
+            .layer(MetricsLayer::new(registry))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -100,8 +112,34 @@ pub async fn serve_unix(
         }
     }
     let _ = std::fs::remove_file(socket);
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("stopped");
+    crate::telemetry::shutdown().await;
     Ok(())
+}
+
+/// The `/metrics` listener and the registry of the service whose socket is `socket`, when
+/// berth.toml gives it a `[metrics]` address. A busy address is an error.
+async fn metrics_listener(socket: &Path) -> anyhow::Result<Option<(TcpListener, Arc<Registry>)>> {
+    let file = FileConfig::load()?;
+    let config = Config::from_file(&file);
+    let Some(service) = Service::ALL
+        .into_iter()
+        .find(|s| config.socket(*s) == socket)
+    else {
+        return Ok(None);
+    };
+    let Some(addr) = file.metrics_addr(service) else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen for metrics on {addr}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%addr, "serving metrics at /metrics");
+    Ok(Some((listener, Registry::new(service.name()))))
 }
 
 /// The TCP listener and TLS settings of the service whose socket is `socket`, when

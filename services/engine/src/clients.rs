@@ -1,12 +1,15 @@
 //! Clients of the five services the engine coordinates, over lazy Unix-socket channels
-//! (they connect on first use and reconnect after a service restarts).
-use berth_common::{client::channel, Config, Service};
+//! (they connect on first use and reconnect after a service restarts) that carry the trace
+//! context of each call.
+use berth_common::{
+    client::{channel, Traced as Channel},
+    Config, Service,
+};
 use berth_proto::{
     image::v1::image_store_client::ImageStoreClient, logs::v1::log_router_client::LogRouterClient,
     network::v1::network_client::NetworkClient,
     supervisor::v1::supervisor_client::SupervisorClient, volume::v1::volumes_client::VolumesClient,
 };
-use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct Clients {

@@ -42,6 +42,7 @@ use berth_proto::{
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     engine::{upstream, Engine},
@@ -106,11 +107,14 @@ impl EngineApi for Engine {
         let (tx, rx) = mpsc::channel(64);
         let engine = self.clone();
         let inbound = request.into_inner();
-        tokio::spawn(async move { engine.run(inbound, tx).await });
+        // The run outlives this call: keep it in the caller's trace.
+        tokio::spawn(
+            async move { engine.run(inbound, tx).await }.instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn start_container(
         &self,
         request: Request<ContainerRef>,
@@ -133,7 +137,7 @@ impl EngineApi for Engine {
 
     type AttachContainerStream = BoxStream<AttachOutput>;
 
-    #[tracing::instrument(skip_all, fields(id = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(container_id = tracing::field::Empty))]
     async fn attach_container(
         &self,
         request: Request<Streaming<AttachInput>>,
@@ -150,7 +154,7 @@ impl EngineApi for Engine {
             }
         };
         let container = self.resolve(&start.id).await?;
-        tracing::Span::current().record("id", container.id.as_str());
+        tracing::Span::current().record("container_id", container.id.as_str());
         start.id = container.id.clone();
         let starts = start.start;
         let first = AttachInput {
@@ -171,7 +175,7 @@ impl EngineApi for Engine {
         Ok(Response::new(Box::pin(output)))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn stop_container(
         &self,
         request: Request<StopContainerRequest>,
@@ -186,7 +190,7 @@ impl EngineApi for Engine {
             .map_err(upstream("stop container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn kill_container(
         &self,
         request: Request<KillContainerRequest>,
@@ -201,7 +205,7 @@ impl EngineApi for Engine {
             .map_err(upstream("kill container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn wait_container(
         &self,
         request: Request<ContainerRef>,
@@ -215,7 +219,7 @@ impl EngineApi for Engine {
             .map_err(upstream("wait container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn remove_container(
         &self,
         request: Request<RemoveContainerRequest>,
@@ -240,7 +244,7 @@ impl EngineApi for Engine {
             .map_err(upstream("list containers"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn inspect_container(
         &self,
         request: Request<ContainerRef>,
@@ -279,7 +283,7 @@ impl EngineApi for Engine {
 
     type ContainerLogsStream = BoxStream<LogEntry>;
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn container_logs(
         &self,
         request: Request<ContainerLogsRequest>,
@@ -308,7 +312,7 @@ impl EngineApi for Engine {
     type ExecContainerStream = BoxStream<AttachOutput>;
 
     /// Resolves the container, then relays both directions to the supervisor's Exec.
-    #[tracing::instrument(skip_all, fields(id = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(container_id = tracing::field::Empty))]
     async fn exec_container(
         &self,
         request: Request<Streaming<ExecInput>>,
@@ -328,7 +332,7 @@ impl EngineApi for Engine {
             return Err(Status::invalid_argument("No exec command specified"));
         }
         let container = self.resolve(&start.id).await?;
-        tracing::Span::current().record("id", container.id.as_str());
+        tracing::Span::current().record("container_id", container.id.as_str());
         start.id = container.id;
         let first = ExecInput {
             input: Some(exec_input::Input::Start(start)),
@@ -345,7 +349,7 @@ impl EngineApi for Engine {
         Ok(Response::new(Box::pin(output)))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn pause_container(
         &self,
         request: Request<ContainerRef>,
@@ -359,7 +363,7 @@ impl EngineApi for Engine {
             .map_err(upstream("pause container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn unpause_container(
         &self,
         request: Request<ContainerRef>,
@@ -373,7 +377,7 @@ impl EngineApi for Engine {
             .map_err(upstream("unpause container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn top_container(
         &self,
         request: Request<TopContainerRequest>,
@@ -388,7 +392,7 @@ impl EngineApi for Engine {
             .map_err(upstream("top container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
     async fn rename_container(
         &self,
         request: Request<RenameContainerRequest>,
@@ -409,7 +413,7 @@ impl EngineApi for Engine {
             .map_err(upstream("rename container"))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn restart_container(
         &self,
         request: Request<RestartContainerRequest>,
@@ -512,7 +516,7 @@ impl EngineApi for Engine {
     type PullImageStream = BoxStream<PullProgress>;
 
     /// Relays the image store's pull progress; the credentials pass through untouched.
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn pull_image(
         &self,
         request: Request<PullImageRequest>,
@@ -530,7 +534,7 @@ impl EngineApi for Engine {
 
     type PushImageStream = BoxStream<PushProgress>;
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn push_image(
         &self,
         request: Request<PushImageRequest>,
@@ -824,7 +828,7 @@ impl EngineApi for Engine {
 
     /// Resolves the container, checks the change against its current limits (Docker's
     /// rules on the merged result), then has the supervisor apply it, live when it runs.
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn update_container(
         &self,
         request: Request<UpdateResourcesRequest>,

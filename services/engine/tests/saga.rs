@@ -777,7 +777,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     calls: Calls,
     state: SupervisorState,
-    client: EngineClient<tonic::transport::Channel>,
+    client: EngineClient<berth_common::client::Traced>,
     network: berth_network::NetworkService,
     nft_table: String,
 }

@@ -152,7 +152,7 @@ impl ImageStore for ImageStoreService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn get_image(
         &self,
         request: Request<pb::GetImageRequest>,
@@ -185,7 +185,7 @@ impl ImageStore for ImageStoreService {
         Ok(Response::new(pb::TagImageResponse {}))
     }
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference, force = request.get_ref().force))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference, force = request.get_ref().force))]
     async fn remove_image(
         &self,
         request: Request<pb::RemoveImageRequest>,
@@ -235,7 +235,7 @@ impl ImageStore for ImageStoreService {
     type PullImageStream = ProgressStream<pb::PullProgress>;
     type PushImageStream = ProgressStream<pb::PushProgress>;
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn pull_image(
         &self,
         request: Request<pb::PullImageRequest>,
@@ -272,7 +272,7 @@ impl ImageStore for ImageStoreService {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn push_image(
         &self,
         request: Request<pb::PushImageRequest>,
@@ -374,7 +374,7 @@ impl ImageStore for ImageStoreService {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(reference = %request.get_ref().reference))]
+    #[tracing::instrument(skip_all, fields(image = %request.get_ref().reference))]
     async fn image_history(
         &self,
         request: Request<pb::GetImageRequest>,

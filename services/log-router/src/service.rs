@@ -41,7 +41,7 @@ type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Sen
 
 #[tonic::async_trait]
 impl LogRouter for LogRouterService {
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id, driver = %request.get_ref().driver))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id, driver = %request.get_ref().driver))]
     async fn open_log(
         &self,
         request: Request<pb::OpenLogRequest>,
@@ -67,7 +67,7 @@ impl LogRouter for LogRouterService {
 
     type ReadLogsStream = EntryStream;
 
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id, follow = request.get_ref().follow))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id, follow = request.get_ref().follow))]
     async fn read_logs(
         &self,
         request: Request<pb::ReadLogsRequest>,
@@ -92,7 +92,7 @@ impl LogRouter for LogRouterService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn close_log(
         &self,
         request: Request<pb::CloseLogRequest>,
@@ -105,7 +105,7 @@ impl LogRouter for LogRouterService {
         Ok(Response::new(pb::CloseLogResponse {}))
     }
 
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn inspect_log(
         &self,
         request: Request<pb::InspectLogRequest>,

@@ -5,6 +5,7 @@
 //! `shim` holds its stdio, feeds the log router and attach clients, and records the exit.
 pub mod args;
 pub mod error;
+pub mod otlp;
 pub mod rfc3339;
 pub mod runtime;
 pub mod shim;

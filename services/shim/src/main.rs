@@ -16,6 +16,7 @@ fn print_line(line: &str) {
 }
 
 fn main() {
+    berth_shim::otlp::mark_start();
     // Nothing of the caller's (sockets, pipes) must leak into a container.
     sys::close_from_3();
     sys::ensure_std_fds();

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use berth_common::client::Traced;
 use berth_common::{ids, Config, Service};
 use berth_proto::{
     network::v1::{
@@ -21,7 +22,6 @@ use berth_proto::{
     },
 };
 use tokio::{sync::watch, task::AbortHandle};
-use tonic::transport::Channel;
 
 use crate::{
     cgroup,
@@ -54,7 +54,7 @@ pub struct Options {
     pub host_resolv_conf: PathBuf,
     /// The network service, which activates a container's network before each run and
     /// deactivates it after. None: no network calls (tests without a network service).
-    pub network: Option<NetworkClient<Channel>>,
+    pub network: Option<NetworkClient<Traced>>,
 }
 
 impl Options {
@@ -64,8 +64,8 @@ impl Options {
             state_dir: config.state_dir(Service::Supervisor),
             shim_binary: shim::binary(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
-            network: Some(NetworkClient::new(berth_common::client::unix_channel(
-                config.socket(Service::Network),
+            network: Some(NetworkClient::new(berth_common::client::traced(
+                berth_common::client::unix_channel(config.socket(Service::Network)),
             ))),
             config,
         }
@@ -526,7 +526,7 @@ impl Supervisor {
     // ----- network activation -----
 
     /// The network client, when the container has network settings to activate.
-    fn network_for(&self, rec: &Record) -> Option<NetworkClient<Channel>> {
+    fn network_for(&self, rec: &Record) -> Option<NetworkClient<Traced>> {
         rec.spec.network.as_ref()?;
         self.inner.opts.network.clone()
     }
@@ -587,7 +587,7 @@ impl Supervisor {
     }
 
     /// One DeactivateContainer call.
-    async fn call_deactivate(client: &mut NetworkClient<Channel>, id: &str) -> Result<()> {
+    async fn call_deactivate(client: &mut NetworkClient<Traced>, id: &str) -> Result<()> {
         let call = client.deactivate_container(DeactivateContainerRequest {
             container_id: id.to_string(),
         });
@@ -636,7 +636,7 @@ impl Supervisor {
         }
     }
 
-    fn retry_deactivation(&self, id: String, mut client: NetworkClient<Channel>) {
+    fn retry_deactivation(&self, id: String, mut client: NetworkClient<Traced>) {
         let sup = self.clone();
         let key = id.clone();
         let mut pending = self

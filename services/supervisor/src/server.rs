@@ -35,7 +35,7 @@ type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Se
 
 #[tonic::async_trait]
 impl supervisor_server::Supervisor for Service {
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id, name = %request.get_ref().name))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id, name = %request.get_ref().name))]
     async fn create_container(
         &self,
         request: Request<CreateContainerRequest>,
@@ -46,7 +46,7 @@ impl supervisor_server::Supervisor for Service {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn start_container(
         &self,
         request: Request<StartContainerRequest>,
@@ -56,7 +56,7 @@ impl supervisor_server::Supervisor for Service {
 
     type AttachStream = AttachStream;
 
-    #[tracing::instrument(skip_all, fields(id))]
+    #[tracing::instrument(skip_all, fields(container_id))]
     async fn attach(
         &self,
         request: Request<Streaming<AttachInput>>,
@@ -73,12 +73,12 @@ impl supervisor_server::Supervisor for Service {
                 ))
             }
         };
-        tracing::Span::current().record("id", start.id.as_str());
+        tracing::Span::current().record("container_id", start.id.as_str());
         let rx = attach::attach(&self.sup, start, input).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn stop_container(
         &self,
         request: Request<StopContainerRequest>,
@@ -89,7 +89,7 @@ impl supervisor_server::Supervisor for Service {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn kill_container(
         &self,
         request: Request<KillContainerRequest>,
@@ -98,7 +98,7 @@ impl supervisor_server::Supervisor for Service {
         Ok(Response::new(self.sup.kill(&r.id, &r.signal).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn wait_container(
         &self,
         request: Request<WaitContainerRequest>,
@@ -106,7 +106,7 @@ impl supervisor_server::Supervisor for Service {
         Ok(Response::new(self.sup.wait(&request.get_ref().id).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn remove_container(
         &self,
         request: Request<RemoveContainerRequest>,
@@ -118,7 +118,7 @@ impl supervisor_server::Supervisor for Service {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn get_container(
         &self,
         request: Request<GetContainerRequest>,
@@ -138,7 +138,7 @@ impl supervisor_server::Supervisor for Service {
 
     type ExecStream = AttachStream;
 
-    #[tracing::instrument(skip_all, fields(id))]
+    #[tracing::instrument(skip_all, fields(container_id))]
     async fn exec(
         &self,
         request: Request<Streaming<ExecInput>>,
@@ -155,12 +155,12 @@ impl supervisor_server::Supervisor for Service {
                 ))
             }
         };
-        tracing::Span::current().record("id", start.id.as_str());
+        tracing::Span::current().record("container_id", start.id.as_str());
         let rx = exec::exec(&self.sup, start, input).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn pause_container(
         &self,
         request: Request<PauseContainerRequest>,
@@ -168,7 +168,7 @@ impl supervisor_server::Supervisor for Service {
         Ok(Response::new(self.sup.pause(&request.get_ref().id).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn unpause_container(
         &self,
         request: Request<UnpauseContainerRequest>,
@@ -178,7 +178,7 @@ impl supervisor_server::Supervisor for Service {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn top_container(
         &self,
         request: Request<TopContainerRequest>,
@@ -193,7 +193,7 @@ impl supervisor_server::Supervisor for Service {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id, new_name = %request.get_ref().new_name))]
     async fn rename_container(
         &self,
         request: Request<RenameContainerRequest>,
@@ -202,7 +202,7 @@ impl supervisor_server::Supervisor for Service {
         Ok(Response::new(self.sup.rename(&r.id, &r.new_name).await?))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn restart_container(
         &self,
         request: Request<RestartContainerRequest>,
@@ -213,7 +213,7 @@ impl supervisor_server::Supervisor for Service {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn update_network(
         &self,
         request: Request<UpdateNetworkRequest>,
@@ -224,7 +224,7 @@ impl supervisor_server::Supervisor for Service {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().id))]
     async fn update_resources(
         &self,
         request: Request<UpdateResourcesRequest>,

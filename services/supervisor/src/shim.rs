@@ -155,7 +155,13 @@ pub async fn spawn_with(
         .append(true)
         .open(&log_path)
         .map_err(|e| Error::io(format!("open {}", log_path.display()), e))?;
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    // The shim reports its own span, a child of the caller's, when spans are exported.
+    command.env_remove("TRACEPARENT");
+    if let Some(traceparent) = berth_common::telemetry::traceparent() {
+        command.env("TRACEPARENT", traceparent);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

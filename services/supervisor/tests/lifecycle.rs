@@ -1255,9 +1255,9 @@ async fn the_network_is_activated_before_each_run_and_deactivated_after_it() {
     fake_network::serve(fake.clone(), &socket);
     let mut opts = env.options();
     opts.network = Some(
-        berth_proto::network::v1::network_client::NetworkClient::new(
+        berth_proto::network::v1::network_client::NetworkClient::new(berth_common::client::traced(
             berth_common::client::unix_channel(&socket),
-        ),
+        )),
     );
     env.sup = Some(Supervisor::open(opts).unwrap());
     let sup = env.sup();

@@ -144,7 +144,7 @@ impl Volumes for VolumeService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn prepare_mounts(
         &self,
         request: Request<pb::PrepareMountsRequest>,
@@ -181,7 +181,7 @@ impl Volumes for VolumeService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(container = %request.get_ref().container_id))]
+    #[tracing::instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn release_mounts(
         &self,
         request: Request<pb::ReleaseMountsRequest>,

@@ -108,9 +108,11 @@ pub fn run(args: &Args, spec: Spec, report: OwnedFd) -> i32 {
         .unwrap_or_default();
     let started = runtime::start(&spec, &args.bundle);
     drop(spec);
-    let Some(started) =
-        release_or_report(started, args.wait_attach, &args.attach_socket, &mut report)
-    else {
+    let started = release_or_report(started, args.wait_attach, &args.attach_socket, &mut report);
+    // After the report, so that it never waits for a collector.
+    let failed = started.is_none().then_some("the container did not start");
+    crate::otlp::export_start(&args.id, failed);
+    let Some(started) = started else {
         return 1;
     };
     // Setup allocated (the spec, JSON); give it back so the idle shim stays small.
