@@ -120,15 +120,19 @@ pub async fn serve_unix(
     Ok(())
 }
 
+/// The service whose socket is `socket` under `file`'s configuration.
+fn service_at(file: &FileConfig, socket: &Path) -> Option<Service> {
+    let config = Config::from_file(file);
+    Service::ALL
+        .into_iter()
+        .find(|s| config.socket(*s) == socket)
+}
+
 /// The `/metrics` listener and the registry of the service whose socket is `socket`, when
 /// berth.toml gives it a `[metrics]` address. A busy address is an error.
 async fn metrics_listener(socket: &Path) -> anyhow::Result<Option<(TcpListener, Arc<Registry>)>> {
     let file = FileConfig::load()?;
-    let config = Config::from_file(&file);
-    let Some(service) = Service::ALL
-        .into_iter()
-        .find(|s| config.socket(*s) == socket)
-    else {
+    let Some(service) = service_at(&file, socket) else {
         return Ok(None);
     };
     let Some(addr) = file.metrics_addr(service) else {
@@ -149,11 +153,7 @@ async fn tcp_listener(
     socket: &Path,
 ) -> anyhow::Result<Option<(TcpListener, ServerTlsConfig, SocketAddr)>> {
     let file = FileConfig::load()?;
-    let config = Config::from_file(&file);
-    let Some(service) = Service::ALL
-        .into_iter()
-        .find(|s| config.socket(*s) == socket)
-    else {
+    let Some(service) = service_at(&file, socket) else {
         return Ok(None);
     };
     let Some(addr) = file.listen_addr(service) else {
