@@ -105,7 +105,9 @@ pub enum Command {
     Version,
     /// Display system-wide information
     Info(InfoArgs),
-    /// Manage berth (info, df, prune)
+    /// Get real time events from the server
+    Events(EventsArgs),
+    /// Manage berth (info, df, prune, events)
     #[command(subcommand)]
     System(SystemCommand),
 }
@@ -118,6 +120,26 @@ pub enum SystemCommand {
     Df(DfArgs),
     /// Remove unused data
     Prune(SystemPruneArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided (type, event, container, image,
+    /// network, volume, label)
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    /// Format output using a Go template (e.g. '{{json .}}')
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show all events created since timestamp (e.g. 2013-01-02T13:23:37Z) or relative
+    /// (e.g. 10m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp or relative time
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Args, Debug)]

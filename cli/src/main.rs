@@ -5,6 +5,7 @@ mod attach;
 mod client;
 mod container;
 mod credentials;
+mod events;
 mod format;
 mod image;
 mod inspect;
@@ -274,6 +275,9 @@ async fn dispatch(command: Command, socket: &Path) -> Result<i32> {
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(engine, a).await,
         Command::System(SystemCommand::Df(a)) => system::df(engine, a).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(engine, a).await,
+        Command::Events(a) | Command::System(SystemCommand::Events(a)) => {
+            events::events(engine, a).await
+        }
     }
 }
 

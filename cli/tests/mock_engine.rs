@@ -1031,6 +1031,13 @@ impl Engine for Mock {
     ) -> Result<Response<DiskUsageResponse>, Status> {
         unimpl()
     }
+    type EventsStream = Out<EventMessage>;
+    async fn events(
+        &self,
+        _: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        unimpl()
+    }
 }
 
 fn socket() -> &'static Path {

@@ -70,6 +70,13 @@ async fn every_service_serves_health_and_reflection() {
             names.iter().any(|n| n == "grpc.health.v1.Health"),
             "{names:?}"
         );
+        // The services that publish events serve their log (ADR 16).
+        let publishes = matches!(service, "image-store" | "supervisor" | "network" | "volume");
+        assert_eq!(
+            names.iter().any(|n| n == "berth.events.v1.Events"),
+            publishes,
+            "{service}: {names:?}"
+        );
     }
 }
 

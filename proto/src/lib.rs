@@ -26,6 +26,11 @@ pub mod logs {
         tonic::include_proto!("berth.logs.v1");
     }
 }
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("berth.events.v1");
+    }
+}
 pub mod engine {
     pub mod v1 {
         tonic::include_proto!("berth.engine.v1");

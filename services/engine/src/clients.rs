@@ -6,8 +6,8 @@ use berth_common::{
     Config, Service,
 };
 use berth_proto::{
-    image::v1::image_store_client::ImageStoreClient, logs::v1::log_router_client::LogRouterClient,
-    network::v1::network_client::NetworkClient,
+    events::v1::events_client::EventsClient, image::v1::image_store_client::ImageStoreClient,
+    logs::v1::log_router_client::LogRouterClient, network::v1::network_client::NetworkClient,
     supervisor::v1::supervisor_client::SupervisorClient, volume::v1::volumes_client::VolumesClient,
 };
 
@@ -18,6 +18,8 @@ pub struct Clients {
     pub network: NetworkClient<Channel>,
     pub volumes: VolumesClient<Channel>,
     pub logs: LogRouterClient<Channel>,
+    /// The event feeds of the services that publish events (ADR 16).
+    pub events: Vec<crate::events::Source>,
 }
 
 impl Clients {
@@ -32,6 +34,18 @@ impl Clients {
             network: NetworkClient::new(channel(config, Service::Network)),
             volumes: VolumesClient::new(channel(config, Service::Volume)),
             logs: LogRouterClient::new(channel(config, Service::LogRouter)),
+            events: [
+                ("supervisor", Service::Supervisor),
+                ("image-store", Service::ImageStore),
+                ("network", Service::Network),
+                ("volume", Service::Volume),
+            ]
+            .into_iter()
+            .map(|(name, service)| crate::events::Source {
+                service: name,
+                client: EventsClient::new(channel(config, service)),
+            })
+            .collect(),
         }
     }
 }

@@ -6,9 +6,9 @@ use berth_proto::{
     engine::v1::{
         engine_server::Engine as EngineApi, CommitContainerRequest, ContainerDetails,
         ContainerLogsRequest, ContainerRef, CreateContainerRequest, DiskUsageRequest,
-        DiskUsageResponse, PruneContainersRequest, PruneContainersResponse, RemoveContainerRequest,
-        RemoveContainerResponse, RunInput, RunOutput, SystemInfoRequest, SystemInfoResponse,
-        VersionRequest, VersionResponse,
+        DiskUsageResponse, EventMessage, EventsRequest, PruneContainersRequest,
+        PruneContainersResponse, RemoveContainerRequest, RemoveContainerResponse, RunInput,
+        RunOutput, SystemInfoRequest, SystemInfoResponse, VersionRequest, VersionResponse,
     },
     image::v1::{
         CheckRegistryAuthRequest, CheckRegistryAuthResponse, CommitSnapshotRequest,
@@ -916,6 +916,17 @@ impl EngineApi for Engine {
         _request: Request<DiskUsageRequest>,
     ) -> Result<Response<DiskUsageResponse>, Status> {
         Ok(Response::new(self.measure_disk_usage().await?))
+    }
+
+    type EventsStream = BoxStream<EventMessage>;
+
+    #[tracing::instrument(skip_all, fields(since = request.get_ref().since_time_nano, until = request.get_ref().until_time_nano))]
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let stream = crate::events::stream(self.clients.events.clone(), request.get_ref())?;
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

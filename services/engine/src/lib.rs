@@ -4,10 +4,12 @@
 //! an image and the user's flags into a container spec), [`saga`] (the undo stack and
 //! the teardown collector), [`engine`] (the operations), [`grpc`] (the thin gRPC skin),
 //! [`network`] (links, connect/disconnect) with its pure parts in [`ports`], [`links`]
-//! and [`netsettings`], [`resources`] (Docker's rules for the resource limits).
+//! and [`netsettings`], [`resources`] (Docker's rules for the resource limits), [`events`]
+//! (the services' event logs merged for `berth events`).
 //! The engine owns no durable state.
 pub mod clients;
 pub mod engine;
+pub mod events;
 pub mod grpc;
 pub mod info;
 pub mod links;

@@ -2,7 +2,10 @@
 //! file, and runs the blocking store work off the async runtime.
 use std::{path::PathBuf, sync::Arc};
 
-use berth_common::config::RegistriesConfig;
+use berth_common::{
+    config::RegistriesConfig,
+    events::{Event, EventLog},
+};
 use berth_proto::image::v1::{
     self as pb, image_store_server::ImageStore, upload_chunk::Part, UploadChunk, UploadHeader,
 };
@@ -20,6 +23,18 @@ pub struct ImageStoreService {
     store: Arc<Store>,
     inflight: Arc<Inflight>,
     registries: Arc<RegistriesConfig>,
+    /// `image` events (ADR 16), published after each change is committed.
+    events: EventLog,
+}
+
+/// An `image` event with Docker's `name` attribute.
+fn image_event(action: &str, actor_id: &str, name: &str) -> Event {
+    Event::new("image", action, actor_id).attr("name", name)
+}
+
+/// `busybox` → `busybox:latest`; a reference that does not parse is kept as given.
+fn familiar(reference: &str) -> String {
+    crate::reference::normalize(reference).unwrap_or_else(|_| reference.to_string())
 }
 
 fn creds(a: Option<pb::RegistryAuth>) -> Credentials {
@@ -37,7 +52,18 @@ impl ImageStoreService {
             store,
             inflight: Arc::default(),
             registries: Arc::default(),
+            events: EventLog::memory("image-store"),
         }
+    }
+
+    /// Publishes into `events` (the service's persisted log) instead of memory.
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = events;
+        self
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// Insecure registries and mirrors (the configuration file's `[registries]`); none by
@@ -129,6 +155,8 @@ impl ImageStore for ImageStoreService {
                 r
             })
             .await?;
+        let name = image.repo_tags.first().cloned().unwrap_or_default();
+        self.events.publish(image_event("import", &image.id, &name));
         Ok(Response::new(pb::ImportImageResponse {
             image: Some(image_to_pb(image)),
         }))
@@ -147,6 +175,10 @@ impl ImageStore for ImageStoreService {
                 r
             })
             .await?;
+        for image in &images {
+            let name = image.repo_tags.first().cloned().unwrap_or_default();
+            self.events.publish(image_event("load", &image.id, &name));
+        }
         Ok(Response::new(pb::LoadImagesResponse {
             images: images.into_iter().map(image_to_pb).collect(),
         }))
@@ -180,8 +212,15 @@ impl ImageStore for ImageStoreService {
         request: Request<pb::TagImageRequest>,
     ) -> Result<Response<pb::TagImageResponse>, Status> {
         let r = request.into_inner();
-        self.blocking(move |s| s.tag_image(&r.source, &r.target))
+        let target = r.target.clone();
+        let image = self
+            .blocking(move |s| {
+                s.tag_image(&r.source, &r.target)?;
+                s.get_image(&r.target)
+            })
             .await?;
+        self.events
+            .publish(image_event("tag", &image.id, &familiar(&target)));
         Ok(Response::new(pb::TagImageResponse {}))
     }
 
@@ -191,9 +230,18 @@ impl ImageStore for ImageStoreService {
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
         let r = request.into_inner();
-        let removed = self
-            .blocking(move |s| s.remove_image(&r.reference, r.force))
+        let (id, removed) = self
+            .blocking(move |s| {
+                let id = s.get_image(&r.reference)?.id;
+                Ok((id, s.remove_image(&r.reference, r.force)?))
+            })
             .await?;
+        for tag in &removed.untagged {
+            self.events.publish(image_event("untag", &id, tag));
+        }
+        for deleted in &removed.deleted {
+            self.events.publish(image_event("delete", deleted, ""));
+        }
         Ok(Response::new(pb::RemoveImageResponse {
             untagged: removed.untagged,
             deleted: removed.deleted,
@@ -251,8 +299,15 @@ impl ImageStore for ImageStoreService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PullProgress, Status>>(64);
         let store = self.store.clone();
         let inflight = self.inflight.clone();
-        let work =
-            tokio::spawn(async move { registry::pull::pull(store, inflight, req, ptx).await });
+        let (events, pulled) = (self.events.clone(), familiar(&req.reference));
+        let work = tokio::spawn(async move {
+            let info = registry::pull::pull(store, inflight, req, ptx).await?;
+            let name = pulled.rsplit_once(':').map_or(pulled.as_str(), |(n, _)| n);
+            // Docker's actor is the reference pulled; `name` is its repository.
+            let name = if pulled.contains('@') { "" } else { name };
+            events.publish(image_event("pull", &pulled, name));
+            Ok::<_, Error>(info)
+        });
         tokio::spawn(async move {
             while let Some(m) = prx.recv().await {
                 let _ = tx.send(Ok(m)).await;
@@ -282,8 +337,13 @@ impl ImageStore for ImageStoreService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PushProgress, Status>>(64);
         let store = self.store.clone();
         let registries = self.registries.clone();
+        let events = self.events.clone();
         let work = tokio::spawn(async move {
-            registry::push::push(store, r.reference, creds(r.auth), registries, ptx).await
+            let pushed = familiar(&r.reference);
+            let done =
+                registry::push::push(store, r.reference, creds(r.auth), registries, ptx).await?;
+            events.publish(image_event("push", &pushed, ""));
+            Ok::<_, Error>(done)
         });
         tokio::spawn(async move {
             while let Some(m) = prx.recv().await {
@@ -328,7 +388,11 @@ impl ImageStore for ImageStoreService {
         let refs = request.into_inner().references;
         let spool = Spool(self.store.temp_path("save"));
         let path = spool.0.clone();
+        let saved = refs.clone();
         self.blocking(move |s| s.save_images(&refs, &path)).await?;
+        for reference in &saved {
+            self.events.publish(image_event("save", reference, ""));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SaveChunk, Status>>(8);
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
@@ -403,6 +467,12 @@ impl ImageStore for ImageStoreService {
     ) -> Result<Response<pb::PruneImagesResponse>, Status> {
         let all = request.into_inner().all;
         let p = self.blocking(move |s| s.prune_images(all)).await?;
+        for tag in &p.untagged {
+            self.events.publish(image_event("untag", tag, tag));
+        }
+        for deleted in &p.deleted {
+            self.events.publish(image_event("delete", deleted, ""));
+        }
         Ok(Response::new(pb::PruneImagesResponse {
             untagged: p.untagged,
             deleted: p.deleted,

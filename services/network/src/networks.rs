@@ -157,6 +157,7 @@ impl NetworkService {
         }
         let now = self.state()?;
         tracing::info!(network = %row.name, id = %row.id, driver, subnet = %row.subnet, "created network");
+        self.publish("create", &row, "");
         let mut info = now.network_info(&row);
         self.add_cluster_info(&mut info);
         Ok(info)
@@ -297,6 +298,7 @@ impl NetworkService {
         }
         if n.driver == "overlay" {
             self.remove_overlay_network(&n).await?;
+            self.publish("destroy", &n, "");
         } else {
             self.remove_unused(&n).await?;
         }
@@ -319,6 +321,7 @@ impl NetworkService {
         }
         self.apply_firewall().await?;
         tracing::info!(network = %n.name, id = %n.id, "removed network");
+        self.publish("destroy", n, "");
         Ok(())
     }
 

@@ -7,7 +7,11 @@ use std::{
     time::SystemTime,
 };
 
-use berth_common::{cluster::ClusterConfig, Config, Service};
+use berth_common::{
+    cluster::ClusterConfig,
+    events::{Event, EventLog},
+    Config, Service,
+};
 use berth_proto::network::v1::{
     AttachContainerRequest, Attachment, ConnectContainerRequest, DisconnectContainerRequest,
     EndpointConfig, PortBinding,
@@ -82,6 +86,8 @@ pub(crate) struct Inner {
     pub cluster: Option<Arc<Cluster>>,
     /// The task keeping this host in the cluster.
     pub cluster_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `network` events (ADR 16), published after each committed change.
+    pub events: EventLog,
 }
 
 impl Drop for Inner {
@@ -181,6 +187,7 @@ impl NetworkService {
         berth_common::config::ensure_private_dir(&state)
             .map_err(|e| Error::sys(format!("create {}", state.display()), e))?;
         let store = Store::open(&state.join("meta.db"))?;
+        let events = EventLog::open_or_memory(&state, "network");
         let prefix = config.link_prefix();
         for (name, driver) in state::BUILTIN {
             let interface = if name == state::DEFAULT_NETWORK {
@@ -210,11 +217,36 @@ impl NetworkService {
                 dns: DnsServer::new(options.dns_upstreams),
                 cluster: options.cluster.map(|c| Arc::new(Cluster::new(c))),
                 cluster_task: Default::default(),
+                events,
             }),
         };
         service.reconcile().await?;
         service.start_cluster_sync();
         Ok(service)
+    }
+
+    /// The log this service serves as `berth.events.v1.Events`.
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    /// Publishes a `network` event about `n` with Docker's attributes (name, type, and
+    /// the container for connect and disconnect).
+    pub(crate) fn publish(&self, action: &str, n: &NetworkRow, container_id: &str) {
+        let event = Event::new("network", action, &n.id)
+            .attr("name", &n.name)
+            .attr("type", &n.driver)
+            .attr("container", container_id);
+        self.inner.events.publish(event);
+    }
+
+    /// Publishes `action` (connect, disconnect) for each of `endpoints`.
+    fn publish_endpoints(&self, action: &str, state: &State, endpoints: &[EndpointRow]) {
+        for e in endpoints {
+            if let Some(n) = state.network_by_id(&e.network_id) {
+                self.publish(action, n, &e.container_id);
+            }
+        }
     }
 
     /// The prefix of every interface this service makes.
@@ -413,6 +445,12 @@ impl NetworkService {
         }
         tracing::info!(container_id, mode = %row.mode, "activated");
         let now = self.state()?;
+        let endpoints: Vec<EndpointRow> = now
+            .endpoints_of(container_id)
+            .into_iter()
+            .cloned()
+            .collect();
+        self.publish_endpoints("connect", &now, &endpoints);
         let row = now.attachment(container_id).unwrap_or(&row);
         Ok(now.attachment_view(row))
     }
@@ -696,6 +734,7 @@ impl NetworkService {
         }
         if row.active {
             tracing::info!(container_id, mode = %row.mode, "deactivated");
+            self.publish_endpoints("disconnect", &state, &endpoints);
         }
         Ok(())
     }
@@ -768,7 +807,8 @@ impl NetworkService {
             };
             match made {
                 Ok(ep) => {
-                    tracing::info!(container_id = id, network = %n.name, ip = %ep.ip, ifname = %ep.ifname, "connected")
+                    tracing::info!(container_id = id, network = %n.name, ip = %ep.ip, ifname = %ep.ifname, "connected");
+                    self.publish("connect", &n, id);
                 }
                 Err(e) => {
                     let _ = self.inner.store.delete_config(id, &n.id);
@@ -797,12 +837,12 @@ impl NetworkService {
                 n.name
             )));
         }
-        if let Some(ep) = state
+        let live = state
             .endpoints_of(id)
             .into_iter()
             .find(|e| e.network_id == n.id)
-            .cloned()
-        {
+            .cloned();
+        if let Some(ep) = &live {
             let (netns, name, host) = (
                 PathBuf::from(&row.netns_path),
                 ep.ifname.clone(),
@@ -827,6 +867,9 @@ impl NetworkService {
         let now = self.state()?;
         self.refresh_dns(&now, &n.id);
         tracing::info!(container_id = id, network = %n.name, "disconnected");
+        if live.is_some() {
+            self.publish("disconnect", &n, id);
+        }
         Ok(now.attachment_view(&row))
     }
 

@@ -148,9 +148,15 @@ where
             return Err(e);
         }
     };
+    // Docker's names: the action carries the command line.
+    let command = start.args.join(" ");
+    let exec_attrs = [("execID", eid.clone())];
+    sup.publish(&rec, &format!("exec_create: {command}"), &exec_attrs);
+    sup.publish(&rec, &format!("exec_start: {command}"), &exec_attrs);
     // Clean up once the exec's shim has gone (it outlives the process briefly).
     {
         let (bundle, eid, socket) = (bundle.clone(), eid.clone(), socket.clone());
+        let (sup, rec) = (sup.clone(), rec.clone());
         let shim_fd = PidFd::open(shim_pid).ok();
         tokio::spawn(async move {
             let waited = match shim_fd {
@@ -162,6 +168,16 @@ where
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+            let status_file = bundle.join(format!("exec-{eid}.json"));
+            let exit = crate::watch::read_exit_file(&status_file, shim_pid, CLEANUP_DELAY).await;
+            sup.publish(
+                &rec,
+                "exec_die",
+                &[
+                    ("execID", eid.clone()),
+                    ("exitCode", exit.exit_code.to_string()),
+                ],
+            );
             tokio::time::sleep(CLEANUP_DELAY).await;
             remove_files(&bundle, &eid, &socket);
         });

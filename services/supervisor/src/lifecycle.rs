@@ -10,7 +10,10 @@ use std::{
 };
 
 use berth_common::client::Traced;
-use berth_common::{ids, Config, Service};
+use berth_common::{
+    events::{Event, EventLog},
+    ids, Config, Service,
+};
 use berth_proto::{
     network::v1::{
         network_client::NetworkClient, ActivateContainerRequest, Attachment,
@@ -97,6 +100,8 @@ struct Inner {
     /// Background deactivations retrying while the network service is unreachable;
     /// a start cancels its container's.
     deactivations: Mutex<HashMap<String, AbortHandle>>,
+    /// `container` events (ADR 16), published after each recorded change.
+    events: EventLog,
 }
 
 fn now() -> (String, i64) {
@@ -118,6 +123,7 @@ impl Supervisor {
             .ctx(|| format!("create {}", containers.display()))?;
         let store = Store::open(&opts.state_dir.join("meta.db"))?;
         let (changes, _) = watch::channel(0);
+        let events = EventLog::open_or_memory(&opts.state_dir, "supervisor");
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 opts,
@@ -132,6 +138,7 @@ impl Supervisor {
                 restarts: Mutex::new(HashMap::new()),
                 delays: Mutex::new(HashMap::new()),
                 deactivations: Mutex::new(HashMap::new()),
+                events,
             }),
         })
     }
@@ -208,6 +215,23 @@ impl Supervisor {
 
     fn notify(&self) {
         self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The log this service serves as `berth.events.v1.Events`.
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    /// Publishes a `container` event about `rec` with Docker's attributes (image, name,
+    /// labels) plus `extra`.
+    pub(crate) fn publish(&self, rec: &Record, action: &str, extra: &[(&str, String)]) {
+        let mut event = Event::new("container", action, &rec.id)
+            .attr("image", &rec.spec.image)
+            .attr("name", &rec.name);
+        for (key, value) in extra {
+            event = event.attr(key, value.as_str());
+        }
+        self.inner.events.publish(event.attrs(&rec.spec.labels));
     }
 
     pub fn to_proto(&self, r: &Record) -> Container {
@@ -346,6 +370,7 @@ impl Supervisor {
         }
         tracing::info!(id = %id, name = %record.name, "created");
         self.notify();
+        self.publish(&record, "create", &[]);
         let mut out = self.to_proto(&record);
         // Limits this kernel cannot apply: said now (Docker's create warnings); the start
         // skips them.
@@ -520,7 +545,9 @@ impl Supervisor {
         tracing::info!(id = %id, pid, shim_pid, "started");
         self.spawn_watcher(id.clone(), pid, shim_pid, fd);
         self.notify();
-        self.get_id(&id)
+        let rec = self.get_id(&id)?;
+        self.publish(&rec, "start", &[]);
+        Ok(rec)
     }
 
     // ----- network activation -----
@@ -782,6 +809,12 @@ impl Supervisor {
         match self.inner.store.set_ended(id, pid, &exit, status) {
             Ok(true) => {
                 tracing::info!(id = %id, exit_code = exit.exit_code, restart, "exited");
+                if let Ok(rec) = self.get_id(id) {
+                    if exit.oom_killed {
+                        self.publish(&rec, "oom", &[]);
+                    }
+                    self.publish(&rec, "die", &[("exitCode", exit.exit_code.to_string())]);
+                }
                 if restart {
                     self.schedule_restart(id);
                 }
@@ -1084,11 +1117,13 @@ impl Supervisor {
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
         tracing::info!(id = %id, sig, timeout, "stopping");
         self.signal_and_thaw(&rec, sig).await?;
+        self.publish(&rec, "kill", &[("signal", sig.to_string())]);
         let grace = (timeout >= 0).then(|| Duration::from_secs(timeout as u64));
         let rec = self.wait_not_running(&id, grace).await?;
         let rec = if rec.is_running() {
             tracing::info!(id = %id, "did not stop in {timeout} s; killing");
             self.signal_record(&rec, libc::SIGKILL)?;
+            self.publish(&rec, "kill", &[("signal", libc::SIGKILL.to_string())]);
             self.wait_not_running(&id, Some(KILL_GRACE)).await?
         } else {
             rec
@@ -1098,6 +1133,7 @@ impl Supervisor {
                 "container {id} did not exit after SIGKILL"
             )));
         }
+        self.publish(&rec, "stop", &[]);
         Ok(rec)
     }
 
@@ -1115,6 +1151,7 @@ impl Supervisor {
         tracing::info!(id = %rec.id, sig, "killing");
         self.inner.store.set_stopped_by_user(&rec.id, true)?;
         self.signal_and_thaw(&rec, sig).await?;
+        self.publish(&rec, "kill", &[("signal", sig.to_string())]);
         Ok(self.to_proto(&self.get_id(&rec.id)?))
     }
 
@@ -1159,6 +1196,7 @@ impl Supervisor {
             }
             self.inner.store.set_stopped_by_user(&id, true)?;
             self.signal_and_thaw(&rec, libc::SIGKILL).await?;
+            self.publish(&rec, "kill", &[("signal", libc::SIGKILL.to_string())]);
             rec = self.wait_not_running(&id, Some(KILL_GRACE)).await?;
             if rec.is_running() {
                 return Err(Error::Internal(format!(
@@ -1191,6 +1229,7 @@ impl Supervisor {
             .remove(&id);
         tracing::info!(id = %id, "removed");
         self.notify();
+        self.publish(&rec, "destroy", &[]);
         Ok(out)
     }
 
@@ -1221,7 +1260,9 @@ impl Supervisor {
         }
         tracing::info!(id = %id, "paused");
         self.notify();
-        Ok(self.to_proto(&self.get_id(&id)?))
+        let rec = self.get_id(&id)?;
+        self.publish(&rec, "pause", &[]);
+        Ok(self.to_proto(&rec))
     }
 
     pub async fn unpause(&self, reference: &str) -> Result<Container> {
@@ -1240,7 +1281,9 @@ impl Supervisor {
             .transition(&id, ContainerStatus::Paused, ContainerStatus::Running)?;
         tracing::info!(id = %id, "unpaused");
         self.notify();
-        Ok(self.to_proto(&self.get_id(&id)?))
+        let rec = self.get_id(&id)?;
+        self.publish(&rec, "unpause", &[]);
+        Ok(self.to_proto(&rec))
     }
 
     pub async fn rename(&self, reference: &str, new_name: &str) -> Result<Container> {
@@ -1264,7 +1307,9 @@ impl Supervisor {
         self.inner.store.rename(&id, &name)?;
         tracing::info!(id = %id, old = %rec.name, new = %name, "renamed");
         self.notify();
-        Ok(self.to_proto(&self.get_id(&id)?))
+        let renamed = self.get_id(&id)?;
+        self.publish(&renamed, "rename", &[("oldName", format!("/{}", rec.name))]);
+        Ok(self.to_proto(&renamed))
     }
 
     /// Replaces the container's network settings (after a network connect/disconnect) and
@@ -1351,7 +1396,9 @@ impl Supervisor {
             .ok_or_else(|| Error::NotFound(reference.to_string()))?;
         tracing::info!(id = %id, live, writes = ?limits::describe(&self.inner.layout, &cgroup::path(self.instance(), &id), &changed), "resources updated");
         self.notify();
-        let mut out = self.to_proto(&self.get_id(&id)?);
+        let rec = self.get_id(&id)?;
+        self.publish(&rec, "update", &[]);
+        let mut out = self.to_proto(&rec);
         out.warnings = warnings;
         Ok(out)
     }
@@ -1367,6 +1414,7 @@ impl Supervisor {
         let _g = lock.lock().await;
         let rec = self.stop_locked(&id, timeout_seconds, "").await?;
         let rec = self.start_locked(rec, false).await?;
+        self.publish(&rec, "restart", &[]);
         Ok(self.to_proto(&rec))
     }
 

@@ -1,6 +1,6 @@
 //! `berth-supervisor`: serves the Supervisor API on its Unix socket until SIGTERM/SIGINT.
 use anyhow::Context;
-use berth_common::{Config, Service};
+use berth_common::{events, Config, Service};
 use berth_supervisor::{server, Options, Supervisor};
 
 #[tokio::main]
@@ -13,8 +13,14 @@ async fn main() -> anyhow::Result<()> {
     let sup = Supervisor::start_up(opts)
         .await
         .context("open and reconcile container records")?;
-    let routes = tonic::service::Routes::new(server::Service::new(sup.clone()).into_server());
-    berth_common::serve::serve_unix(&socket, routes, &[server::SERVICE_NAME]).await?;
+    let routes = tonic::service::Routes::new(server::Service::new(sup.clone()).into_server())
+        .add_service(events::server(sup.events().clone()));
+    berth_common::serve::serve_unix(
+        &socket,
+        routes,
+        &[server::SERVICE_NAME, events::SERVICE_NAME],
+    )
+    .await?;
     sup.shutdown();
     Ok(())
 }

@@ -2,7 +2,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_common::{Config, Service};
+use berth_common::{
+    events::{self, EventLog},
+    Config, Service,
+};
 use berth_volume::{service::VolumeService, Store, SERVICE_NAME};
 
 #[tokio::main]
@@ -12,11 +15,18 @@ async fn main() -> anyhow::Result<()> {
     let state = config.state_dir(Service::Volume);
     berth_common::config::ensure_private_dir(&state)
         .with_context(|| format!("create {}", state.display()))?;
+    let events = EventLog::open_or_memory(&state, "volume");
     let store = tokio::task::spawn_blocking(move || Store::open(&state))
         .await
         .context("open volume store")?
         .context("open volume store")?;
-    let service = VolumeService::new(Arc::new(store));
-    let routes = tonic::service::Routes::new(service.into_server());
-    berth_common::serve::serve_unix(&config.socket(Service::Volume), routes, &[SERVICE_NAME]).await
+    let service = VolumeService::new(Arc::new(store)).with_events(events.clone());
+    let routes =
+        tonic::service::Routes::new(service.into_server()).add_service(events::server(events));
+    berth_common::serve::serve_unix(
+        &config.socket(Service::Volume),
+        routes,
+        &[SERVICE_NAME, events::SERVICE_NAME],
+    )
+    .await
 }

@@ -2,6 +2,7 @@
 //! off the async runtime.
 use std::sync::Arc;
 
+use berth_common::events::{Event, EventLog};
 use berth_proto::volume::v1::{self as pb, volumes_server::Volumes};
 use tonic::{Request, Response, Status};
 
@@ -14,11 +15,31 @@ use crate::{
 #[derive(Clone)]
 pub struct VolumeService {
     store: Arc<Store>,
+    /// `volume` events (ADR 16), published after each committed change.
+    events: EventLog,
+}
+
+/// A `volume` event with Docker's `driver` attribute.
+fn volume_event(action: &str, name: &str, driver: &str) -> Event {
+    Event::new("volume", action, name).attr("driver", driver)
 }
 
 impl VolumeService {
     pub fn new(store: Arc<Store>) -> Self {
-        VolumeService { store }
+        VolumeService {
+            store,
+            events: EventLog::memory("volume"),
+        }
+    }
+
+    /// Publishes into `events` (the service's persisted log) instead of memory.
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = events;
+        self
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     pub fn into_server(self) -> pb::volumes_server::VolumesServer<Self> {
@@ -79,6 +100,23 @@ fn resolved_to_pb(m: ResolvedMount) -> pb::ResolvedMount {
     }
 }
 
+impl VolumeService {
+    /// `create` for the volumes a mount made, then `mount` for every volume mounted.
+    fn publish_mounts(&self, container: &str, mounts: &[ResolvedMount], created: &[String]) {
+        for name in created {
+            self.events.publish(volume_event("create", name, "local"));
+        }
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let event = volume_event("mount", &m.volume_name, "local")
+                .attr("container", container)
+                .attr("destination", m.destination.as_str())
+                .attr("read/write", (!m.read_only).to_string())
+                .attr("propagation", "");
+            self.events.publish(event);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Volumes for VolumeService {
     #[tracing::instrument(skip_all, fields(volume = %request.get_ref().name))]
@@ -94,6 +132,8 @@ impl Volumes for VolumeService {
             options: r.options.into_iter().collect(),
         };
         let v = self.run(move |s| s.create_volume(req)).await?;
+        self.events
+            .publish(volume_event("create", &v.name, &v.driver));
         Ok(Response::new(to_pb(v)))
     }
 
@@ -125,7 +165,18 @@ impl Volumes for VolumeService {
         request: Request<pb::RemoveVolumeRequest>,
     ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
         let r = request.into_inner();
-        self.run(move |s| s.remove_volume(&r.name, r.force)).await?;
+        let name = r.name.clone();
+        let driver = self
+            .run(move |s| {
+                let driver = s.get_volume(&r.name).map(|v| v.driver).ok();
+                s.remove_volume(&r.name, r.force)?;
+                Ok(driver)
+            })
+            .await?;
+        // None: it did not exist and `force` made that a success; nothing happened.
+        if let Some(driver) = driver {
+            self.events.publish(volume_event("destroy", &name, &driver));
+        }
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
 
@@ -138,6 +189,9 @@ impl Volumes for VolumeService {
         let (deleted, space_reclaimed) = self
             .run(move |s| s.prune_volumes(&r.filters, r.all))
             .await?;
+        for name in &deleted {
+            self.events.publish(volume_event("destroy", name, "local"));
+        }
         Ok(Response::new(pb::PruneVolumesResponse {
             deleted,
             space_reclaimed,
@@ -173,9 +227,31 @@ impl Volumes for VolumeService {
         let id = r.container_id;
         let lower: Vec<std::path::PathBuf> =
             r.image_lower_dirs.into_iter().map(Into::into).collect();
-        let mounts = self
-            .run(move |s| s.prepare_mounts(&id, &specs, &lower))
+        let container = id.clone();
+        let (mounts, created) = self
+            .run(move |s| {
+                // Named volumes that do not exist yet are created by their first mount.
+                let missing: Vec<String> = specs
+                    .iter()
+                    .filter(|m| m.kind == Some(MountKind::Volume) && !m.source.is_empty())
+                    .filter(|m| s.get_volume(&m.source).is_err())
+                    .map(|m| m.source.clone())
+                    .collect();
+                let named: Vec<&str> = specs.iter().map(|m| m.source.as_str()).collect();
+                let mounts = s.prepare_mounts(&id, &specs, &lower)?;
+                // Made now: a missing named volume, or an anonymous one (a fresh name).
+                let created: Vec<String> = mounts
+                    .iter()
+                    .filter(|m| m.kind == MountKind::Volume)
+                    .filter(|m| {
+                        missing.contains(&m.volume_name) || !named.contains(&m.volume_name.as_str())
+                    })
+                    .map(|m| m.volume_name.clone())
+                    .collect();
+                Ok((mounts, created))
+            })
             .await?;
+        self.publish_mounts(&container, &mounts, &created);
         Ok(Response::new(pb::PrepareMountsResponse {
             mounts: mounts.into_iter().map(resolved_to_pb).collect(),
         }))
@@ -187,7 +263,22 @@ impl Volumes for VolumeService {
         request: Request<pb::ReleaseMountsRequest>,
     ) -> Result<Response<pb::ReleaseMountsResponse>, Status> {
         let id = request.into_inner().container_id;
-        let anonymous_volumes = self.run(move |s| s.release_mounts(&id)).await?;
+        let container = id.clone();
+        let (used, anonymous_volumes) = self
+            .run(move |s| {
+                let used: Vec<VolumeInfo> = s
+                    .list_volumes(&[])?
+                    .into_iter()
+                    .filter(|v| v.used_by.contains(&id))
+                    .collect();
+                Ok((used, s.release_mounts(&id)?))
+            })
+            .await?;
+        for v in &used {
+            self.events.publish(
+                volume_event("unmount", &v.name, &v.driver).attr("container", container.as_str()),
+            );
+        }
         Ok(Response::new(pb::ReleaseMountsResponse {
             anonymous_volumes,
         }))
