@@ -188,6 +188,28 @@ fn each_command_is_one_trace_across_the_services() {
         describe(&spans)
     );
 
+    // exec: the exec's shim reports its own span under the supervisor's.
+    let sleeper = unique("trace-exec");
+    engine.ok(&["run", "-d", "--name", &sleeper, "busybox", "sleep", "100"]);
+    engine.ok(&["exec", &sleeper, "true"]);
+    let (trace, _) = trace_of(
+        &rotel,
+        "berth exec",
+        &[
+            "berth-cli",
+            "berth-engine",
+            "berth-supervisor",
+            "berth-shim",
+        ],
+    );
+    let spans = settled_tree(&rotel, &trace);
+    let shim = spans.iter().find(|s| s.service == "berth-shim").unwrap();
+    assert_eq!(shim.name, "shim exec", "{}", describe(&spans));
+    assert_eq!(shim.attributes.get("exec_id").map(String::len), Some(64));
+    let parent = spans.iter().find(|s| s.span_id == shim.parent_id).unwrap();
+    assert_eq!(parent.service, "berth-supervisor", "{}", describe(&spans));
+    engine.ok(&["rm", "-f", &sleeper]);
+
     // network create and volume create.
     let net = unique("trace-net");
     engine.ok(&["network", "create", &net]);
@@ -221,6 +243,98 @@ fn each_command_is_one_trace_across_the_services() {
     );
     engine.ok(&["network", "rm", &net]);
     engine.ok(&["volume", "rm", &vol]);
+}
+
+/// The spans of the trace whose root is `service`'s span `name` about `container_id`,
+/// once it holds a span of every service in `services`.
+fn background_trace(
+    rotel: &Rotel,
+    service: &str,
+    name: &str,
+    container_id: &str,
+    services: &[&str],
+) -> Vec<Span> {
+    let want: BTreeSet<&str> = services.iter().copied().collect();
+    let is_root = |s: &Span| {
+        s.service == service
+            && s.name == name
+            && s.parent_id.is_empty()
+            && s.attributes.get("container_id").map(String::as_str) == Some(container_id)
+    };
+    let spans = rotel.wait_for(TIMEOUT, |spans| {
+        let Some(root) = spans.iter().find(|s| is_root(s)) else {
+            return false;
+        };
+        let have: BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == root.trace_id)
+            .map(|s| s.service.as_str())
+            .collect();
+        want.is_subset(&have)
+    });
+    let root = spans
+        .iter()
+        .find(|s| is_root(s))
+        .unwrap_or_else(|| panic!("no `{name}` root span from {service}:\n{}", rotel.output()));
+    let trace: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .cloned()
+        .collect();
+    let have: BTreeSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
+    assert!(want.is_subset(&have), "{}", describe(&trace));
+    trace
+}
+
+#[test]
+fn work_without_a_request_is_traced_too() {
+    let rotel = Rotel::start();
+    let env = otel_env(&rotel);
+    let engine = start_engine(&env);
+    engine.ok(&["load", "-i", busybox_image().to_str().unwrap()]);
+
+    // A restart policy restarts the container: a trace rooted in the supervisor.
+    let failing = unique("trace-restart");
+    engine.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &failing,
+        "--restart",
+        "on-failure:1",
+        "busybox",
+        "false",
+    ]);
+    let id = engine.inspect(&failing, "{{.Id}}");
+    let spans = background_trace(
+        &rotel,
+        "berth-supervisor",
+        "policy restart",
+        &id,
+        &["berth-supervisor", "berth-network", "berth-shim"],
+    );
+    assert!(
+        spans.iter().any(|s| s.name == "shim start"),
+        "{}",
+        describe(&spans)
+    );
+    engine.ok(&["rm", "-f", &failing]);
+
+    // A detached --rm container is removed by the engine when it exits.
+    let short = unique("trace-rm");
+    let id = engine.ok(&["run", "-d", "--rm", "--name", &short, "busybox", "true"]);
+    background_trace(
+        &rotel,
+        "berth-engine",
+        "auto-remove",
+        id.trim(),
+        &[
+            "berth-engine",
+            "berth-supervisor",
+            "berth-network",
+            "berth-volume",
+        ],
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ use berth_proto::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     clients::Clients,
@@ -448,7 +449,11 @@ impl Engine {
                             delay = (delay * 2).min(Duration::from_secs(1));
                             continue;
                         }
-                        if let Err(e) = engine.remove(&id, true, true).await {
+                        // No request is behind it: the removal is a trace of its own.
+                        let span =
+                            tracing::info_span!(parent: None, "auto-remove", container_id = %id);
+                        let removed = engine.remove(&id, true, true).instrument(span).await;
+                        if let Err(e) = removed {
                             tracing::warn!(%id, error = %e.message(), "auto-remove failed");
                         }
                         break;

@@ -163,6 +163,20 @@ pub fn request_body(
 
 /// Sends the `shim start` span of container `id`, ending now, if export is configured.
 pub fn export_start(id: &str, error: Option<&str>) {
+    export("shim start", &[("container_id", id)], error);
+}
+
+/// Sends the `shim exec` span of exec `exec_id` in container `id`, ending now.
+pub fn export_exec(id: &str, exec_id: &str, error: Option<&str>) {
+    export(
+        "shim exec",
+        &[("container_id", id), ("exec_id", exec_id)],
+        error,
+    );
+}
+
+/// Sends one span named `name` from the shim's start until now, if export is configured.
+fn export(name: &str, attributes: &[(&str, &str)], error: Option<&str>) {
     let env = |name: &str| std::env::var(name).ok();
     let Some((host, port, path)) = endpoint(env) else {
         return;
@@ -174,11 +188,11 @@ pub fn export_start(id: &str, error: Option<&str>) {
     let start = START.get().copied().unwrap_or(end);
     let body = request_body(
         &service,
-        "shim start",
+        name,
         env("TRACEPARENT").as_deref(),
         start,
         end,
-        &[("container_id", id)],
+        attributes,
         error,
     );
     let _ = post(&host, port, &path, &body);

@@ -25,6 +25,7 @@ use berth_proto::{
     },
 };
 use tokio::{sync::watch, task::AbortHandle};
+use tracing::Instrument;
 
 use crate::{
     cgroup,
@@ -881,7 +882,10 @@ impl Supervisor {
             {
                 tracing::error!(id = %id, "record restart count: {e}");
             }
-            if let Err(e) = sup.start_run(rec, false).await {
+            // No request is behind it: the restart is a trace of its own.
+            let span = tracing::info_span!(parent: None, "policy restart", container_id = %id);
+            let started = sup.start_run(rec, false).instrument(span).await;
+            if let Err(e) = started {
                 tracing::warn!(id = %id, "policy restart failed: {e}");
                 let _ = sup.inner.store.transition(
                     &id,

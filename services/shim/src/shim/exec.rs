@@ -43,9 +43,11 @@ pub fn run(args: &ExecArgs, report: OwnedFd) -> i32 {
     };
     let started = runtime::exec::exec(args.pid, &process, &args.user);
     drop(process);
-    let Some(started) =
-        release_or_report(started, args.wait_attach, &args.attach_socket, &mut report)
-    else {
+    let started = release_or_report(started, args.wait_attach, &args.attach_socket, &mut report);
+    // After the report, so that it never waits for a collector.
+    let failed = started.is_none().then_some("the exec did not start");
+    crate::otlp::export_exec(&args.id, &args.exec_id, failed);
+    let Some(started) = started else {
         return 1;
     };
     let config = Config {
