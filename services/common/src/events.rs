@@ -350,10 +350,11 @@ impl EventLog {
                 e.time_nano >= since_time_nano
             }
         };
-        // Under the lock: no publish lands half-written in what is read.
-        let st = self.lock();
         match self.inner.path.as_deref() {
-            None => st.memory.iter().filter(|e| keep(e)).cloned().collect(),
+            None => self.lock().memory.iter().filter(|e| keep(e)).cloned().collect(),
+            // Without the lock, so that publishers never wait for a reader: a line being
+            // appended reads as torn and is left out (a subscriber gets it from the
+            // broadcast), and a compaction renames a new file over the one being read.
             Some(path) => match read_file(path) {
                 Ok((events, _)) => events.into_iter().filter(keep).collect(),
                 Err(e) => {
