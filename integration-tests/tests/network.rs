@@ -1,9 +1,9 @@
 //! Network modes (the default bridge, none, host, container:<name>), user-defined
 //! networks, fixed addresses and macvlan. Traffic stays inside the engine's own bridges and
 //! namespaces; the macvlan parent is one end of a veth pair this test makes.
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
-use berth_integration_tests::{instance_links, stderr, unique, Engine};
+use berth_integration_tests::{eventually, instance_links, stderr, unique, Engine};
 
 fn interfaces(engine: &Engine, args: &[&str]) -> Vec<String> {
     let mut cmd = vec!["run", "--rm"];
@@ -59,7 +59,12 @@ fn the_default_is_the_bridge_and_none_has_only_loopback() {
         "eth0 has no address in {subnet}: {addr}"
     );
     assert!(engine.footprint().netns.is_empty(), "netns left behind");
-    assert_eq!(engine.links(), links_before, "veths left behind");
+    // The kernel destroys a gone namespace's links in the background.
+    assert!(
+        eventually(Duration::from_secs(5), || engine.links() == links_before),
+        "veths left behind: {:?}",
+        engine.links()
+    );
 }
 
 #[test]
@@ -209,7 +214,11 @@ fn a_user_network_is_created_inspected_used_with_a_fixed_ip_and_removed() {
         .berth(&["network", "inspect", "appnet"])
         .status
         .success());
-    assert_eq!(engine.links(), links_before);
+    assert!(
+        eventually(Duration::from_secs(5), || engine.links() == links_before),
+        "{:?}",
+        engine.links()
+    );
     assert!(engine.footprint().netns.is_empty());
 }
 
@@ -305,7 +314,12 @@ fn macvlan_endpoints_sit_on_a_test_made_parent() {
     );
     engine.ok(&["rm", "-f", &first]);
     engine.ok(&["network", "rm", "mv"]);
-    assert_eq!(instance_links(&engine.instance), links_before);
+    assert!(
+        eventually(Duration::from_secs(5), || instance_links(&engine.instance)
+            == links_before),
+        "{:?}",
+        instance_links(&engine.instance)
+    );
     drop(parent);
 }
 

@@ -43,7 +43,6 @@ pub fn create(prefix: &str, spec: &Spec) -> Result<()> {
         ifname: spec.ifname.clone(),
         mac: spec.mac,
     };
-    let temp = names::temp_link(prefix);
     match &spec.kind {
         Kind::Bridge {
             bridge,
@@ -51,11 +50,12 @@ pub fn create(prefix: &str, spec: &Spec) -> Result<()> {
         } => {
             let (host, bridge, mtu) = (host_ifname.clone(), bridge.clone(), spec.mtu);
             link::run(None, move |h| async move {
-                link::create_veth(&h, &host, &temp, &bridge, mtu, &to).await
+                link::create_veth(&h, &host, &bridge, mtu, &to).await
             })?
         }
         Kind::Macvlan { parent } => {
             let parent = parent.clone();
+            let temp = names::temp_link(prefix);
             link::run(None, move |h| async move {
                 link::create_macvlan(&h, &parent, &temp, &to).await
             })?

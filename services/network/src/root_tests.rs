@@ -108,6 +108,19 @@ impl Env {
         v.sort();
         v
     }
+
+    /// This test's links once `settled` holds of them (within 5 s): a namespace that goes
+    /// takes its links along, and the kernel destroys them in the background.
+    fn own_links_once(&self, settled: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let links = self.own_links();
+            if settled(&links) || std::time::Instant::now() >= deadline {
+                return links;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Env {
@@ -232,7 +245,8 @@ async fn default_bridge_gives_containers_addresses_and_they_reach_each_other() {
 
     service.detach(&c1).await.unwrap();
     service.detach(&c2).await.unwrap();
-    assert_eq!(env.own_links(), vec![bridge]);
+    let only_bridge = vec![bridge];
+    assert_eq!(env.own_links_once(|l| l == only_bridge), only_bridge);
     assert!(!p1.exists() && !p2.exists());
     // Only this test's own links are compared: other tests make links in parallel.
 }
@@ -366,7 +380,7 @@ async fn user_networks_fixed_ips_connect_disconnect_and_remove() {
     assert!(a.ip_addresses.is_empty() && a.endpoints[0].ipv4_address.is_empty());
     assert!(!Path::new(&a.netns_path).exists());
     assert!(
-        env.own_links().len() < veths.len(),
+        env.own_links_once(|l| l.len() < veths.len()).len() < veths.len(),
         "veth kept after deactivation"
     );
     let a = service
@@ -501,7 +515,7 @@ async fn macvlan_on_a_test_veth_and_published_ports() {
     service.deactivate(&id(7)).await.unwrap();
     service.deactivate(&id(7)).await.unwrap();
     assert!(!env.config.netns_dir().join(id(7)).exists());
-    assert_eq!(env.own_links(), before);
+    assert_eq!(env.own_links_once(|l| l == before), before);
     assert!(env.firewall.last().ports.is_empty());
     TcpListener::bind(("127.0.0.1", port)).expect("port released at deactivation");
     service.detach(&id(7)).await.unwrap();
@@ -569,5 +583,6 @@ async fn a_restart_keeps_endpoints_and_removes_strays() {
     let master = std::fs::read_link(format!("/sys/class/net/{host}/master")).unwrap();
     assert!(master.ends_with(&bridge), "{master:?}");
     service.detach(&c).await.unwrap();
-    assert_eq!(env.own_links(), vec![bridge]);
+    let only_bridge = vec![bridge];
+    assert_eq!(env.own_links_once(|l| l == only_bridge), only_bridge);
 }

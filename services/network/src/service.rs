@@ -703,13 +703,25 @@ impl NetworkService {
             .into_iter()
             .cloned()
             .collect();
+        // A namespace nobody else joined takes its links along when it goes: the kernel
+        // then destroys them (and the veths' host ends) in the background, where deleting
+        // each link here waits for an RCU grace period on the path of every stop.
+        let joined = format!("container:{container_id}");
+        let links_go_with_netns = row.owns_netns
+            && netns::is_namespace(Path::new(&row.netns_path))
+            && !state
+                .attachments
+                .iter()
+                .any(|a| a.active && a.mode == joined);
         for e in &endpoints {
             let (netns, ifname, host) = (
                 PathBuf::from(&row.netns_path),
                 e.ifname.clone(),
                 e.host_ifname.clone(),
             );
-            blocking(move || endpoint::remove(&netns, &ifname, &host)).await?;
+            if !links_go_with_netns {
+                blocking(move || endpoint::remove(&netns, &ifname, &host)).await?;
+            }
             if state
                 .network_by_id(&e.network_id)
                 .is_some_and(|n| n.driver == "overlay")

@@ -200,7 +200,7 @@ fn container(hns: &Path, c: &Path, ip: Ipv4Addr, mtu: u32) -> [u8; 6] {
         mac,
     };
     run(hns, move |h| async move {
-        link::create_veth(&h, "vethc", "vethp", BRIDGE, Some(mtu), &to).await
+        link::create_veth(&h, "vethc", BRIDGE, Some(mtu), &to).await
     });
     run(c, move |h| async move {
         link::configure(&h, "eth0", ip, 24, Some(GATEWAY)).await
