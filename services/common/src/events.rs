@@ -351,7 +351,13 @@ impl EventLog {
             }
         };
         match self.inner.path.as_deref() {
-            None => self.lock().memory.iter().filter(|e| keep(e)).cloned().collect(),
+            None => self
+                .lock()
+                .memory
+                .iter()
+                .filter(|e| keep(e))
+                .cloned()
+                .collect(),
             // Without the lock, so that publishers never wait for a reader: a line being
             // appended reads as torn and is left out (a subscriber gets it from the
             // broadcast), and a compaction renames a new file over the one being read.
