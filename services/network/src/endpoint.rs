@@ -37,7 +37,7 @@ pub enum Kind {
 }
 
 /// Builds the endpoint; blocking (runs netlink on threads of its own).
-pub fn create(prefix: &str, spec: &Spec) -> Result<()> {
+pub fn create(spec: &Spec) -> Result<()> {
     let to = Placement {
         netns: spec.netns.clone(),
         ifname: spec.ifname.clone(),
@@ -55,9 +55,8 @@ pub fn create(prefix: &str, spec: &Spec) -> Result<()> {
         }
         Kind::Macvlan { parent } => {
             let parent = parent.clone();
-            let temp = names::temp_link(prefix);
             link::run(None, move |h| async move {
-                link::create_macvlan(&h, &parent, &temp, &to).await
+                link::create_macvlan(&h, &parent, &to).await
             })?
         }
     }

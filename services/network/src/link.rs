@@ -212,36 +212,6 @@ pub struct Placement {
     pub mac: [u8; 6],
 }
 
-/// Moves link `index` (host namespace) into the container namespace as `ifname` with
-/// `mac`. The MAC is set first, while the name is still unique.
-async fn place(h: &Handle, index: u32, name: &str, to: &Placement) -> Result<()> {
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .address(to.mac.to_vec())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!("set the MAC address of {name}")))?;
-    let ns = std::fs::File::open(&to.netns)
-        .map_err(|e| Error::sys(format!("open {}", to.netns.display()), e))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .setns_by_fd(ns.as_raw_fd())
-                .name(to.ifname.clone())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!(
-            "move {name} into {} as {}",
-            to.netns.display(),
-            to.ifname
-        )))
-}
-
 /// A veth pair: `host` enslaved to `bridge` and up, its peer made right inside the
 /// container's namespace as `to.ifname` with `to.mac`; with `mtu`, both ends get it. On
 /// failure nothing is left (deleting one end deletes both).
@@ -292,25 +262,23 @@ pub(crate) async fn set_mtu(h: &Handle, index: u32, name: &str, mtu: u32) -> Res
         .map_err(nl(format!("set the MTU of {name} to {mtu}")))
 }
 
-/// A macvlan (mode bridge) on `parent`, created as `temp` and moved into the container.
-pub async fn create_macvlan(h: &Handle, parent: &str, temp: &str, to: &Placement) -> Result<()> {
+/// A macvlan (mode bridge) on `parent` (a host link), made right inside the container's
+/// namespace as `to.ifname` with `to.mac`: never moved, for the reason of [`create_veth`].
+pub async fn create_macvlan(h: &Handle, parent: &str, to: &Placement) -> Result<()> {
     let parent_index = index_of(h, parent).await?.ok_or_else(|| {
         Error::InvalidArgument(format!("macvlan parent interface {parent} does not exist"))
     })?;
-    h.link()
-        .add(LinkMacVlan::new(temp, parent_index, MacVlanMode::Bridge).build())
-        .execute()
-        .await
-        .map_err(nl(format!("create macvlan {temp} on {parent}")))?;
-    let result = async {
-        let index = require(h, temp).await?;
-        place(h, index, temp, to).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = delete(h, temp).await;
-    }
-    result
+    let ns = std::fs::File::open(&to.netns)
+        .map_err(|e| Error::sys(format!("open {}", to.netns.display()), e))?;
+    let link = LinkMacVlan::new(&to.ifname, parent_index, MacVlanMode::Bridge)
+        .address(to.mac.to_vec())
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    h.link().add(link).execute().await.map_err(nl(format!(
+        "create macvlan {} on {parent} in {}",
+        to.ifname,
+        to.netns.display()
+    )))
 }
 
 /// Inside a container: puts `ip/prefix` on `ifname`, brings it up and, with `gateway`, adds

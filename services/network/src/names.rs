@@ -43,12 +43,6 @@ pub fn host_veth(prefix: &str) -> String {
     format!("{prefix}v{}", random_hex(6))
 }
 
-/// A temporary name for a link that is about to move into a container (veth peer,
-/// macvlan), so two attaches in flight never clash on `eth0` in the host namespace.
-pub fn temp_link(prefix: &str) -> String {
-    format!("{prefix}p{}", random_hex(6))
-}
-
 /// The interface name of a container's n-th network (`eth0`, `eth1`, …).
 pub fn container_ifname(n: usize) -> String {
     format!("eth{n}")
@@ -75,6 +69,8 @@ pub fn is_own_link(prefix: &str, name: &str) -> bool {
     match rest.split_at_checked(1) {
         Some(("0", "")) => true,
         Some(("-", tail)) => hex(tail),
+        // `p`: the temporary names of links on their way into a container, made by
+        // versions that moved them in; a crash could have left one behind.
         Some(("v" | "p", tail)) => tail.len() == 6 && hex(tail),
         Some(("o" | "x", tail)) => tail.len() == id_hex_len(prefix) && hex(tail),
         _ => false,
@@ -164,7 +160,6 @@ mod tests {
                 default_bridge(prefix),
                 user_bridge(prefix, &id),
                 host_veth(prefix),
-                temp_link(prefix),
                 overlay_bridge(prefix, &id),
                 overlay_vxlan(prefix, &id),
             ];

@@ -165,8 +165,7 @@ impl NetworkService {
             kind,
         };
         tracing::warn!(container_id = %e.container_id, network = %n.name, "endpoint missing, recreating it");
-        let prefix = self.inner.prefix.clone();
-        blocking(move || endpoint::create(&prefix, &spec)).await
+        blocking(move || endpoint::create(&spec)).await
     }
 
     /// Deletes this instance's links that no record owns (a crash mid-attach).

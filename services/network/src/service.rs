@@ -650,8 +650,7 @@ impl NetworkService {
         if overlay {
             spec.mtu = Some(self.overlay_mtu().await?);
         }
-        let prefix = self.inner.prefix.clone();
-        blocking(move || endpoint::create(&prefix, &spec)).await
+        blocking(move || endpoint::create(&spec)).await
     }
 
     async fn undo(&self, undo: Undo) {
