@@ -233,7 +233,7 @@ fn overlay_bench() {
 
     let section = format!(
         "## Overlay across hosts\n\n\
-         Written by `BENCH_ONLY=overlay deploy/bench/run.sh` on {date} ({cores} cores): the netns lab of \
+         Written by `just bench` (or `BENCH_ONLY=overlay deploy/bench/run.sh`) on {date} ({cores} cores): the netns lab of \
          `deploy/multihost` (three hosts, each a network namespace with its own berth services, \
          etcd on the underlay; veth links, MTU 1500). Traffic is made by the benchmark itself from \
          threads inside the namespaces: 512 MiB over one TCP connection, then {rt} one-byte \
