@@ -3,6 +3,7 @@
 set -euo pipefail
 image_tar=$1
 show() { printf '\n$ %s\n' "$*"; "$@"; }
+started=$(date +%s.%N)
 show berth load -i "$image_tar"
 show berth images
 show berth run --rm busybox echo hello
@@ -28,4 +29,7 @@ show berth run -d --name demo-api --net demo-net --net-alias api busybox sleep 1
 show berth run --rm --net demo-net busybox ping -c1 api
 show berth rm -f demo-site demo-api
 show berth network rm demo-net
+
+# What happened to demo-web, from the services' event logs.
+show berth events --since "$started" --until 0s --filter container=demo-web
 printf '\nThe engine is still running: try `berth run --rm busybox uname -a`; `just down` stops it.\n'
