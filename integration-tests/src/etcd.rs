@@ -28,6 +28,9 @@ pub struct EtcdPeer {
     peer_port: u16,
     /// The network namespace etcd runs in, when not the test's own.
     netns: Option<PathBuf>,
+    /// A `deploy/certs.sh` directory: etcd then serves https with `network.pem` and asks
+    /// every client for a certificate signed by its `ca.pem`.
+    tls: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -41,6 +44,16 @@ fn free_port() -> u16 {
 impl EtcdPeer {
     /// An etcd on free loopback ports, ready to serve.
     pub fn start() -> EtcdPeer {
+        EtcdPeer::start_with(None)
+    }
+
+    /// [`EtcdPeer::start`] over https with client certificates, from the `deploy/certs.sh`
+    /// directory `tls` (whose server certificates name 127.0.0.1).
+    pub fn start_tls(tls: &Path) -> EtcdPeer {
+        EtcdPeer::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&Path>) -> EtcdPeer {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: run deploy/install-deps.sh (apt-get install etcd-server)"
@@ -49,6 +62,7 @@ impl EtcdPeer {
         // The ports are free when we look; another process may take one before etcd binds.
         for _ in 0..5 {
             let mut peer = EtcdPeer::new("127.0.0.1".into(), free_port(), free_port(), None);
+            peer.tls = tls.map(Path::to_path_buf);
             if peer.spawn() {
                 return peer;
             }
@@ -61,7 +75,14 @@ impl EtcdPeer {
     /// on `ip:2379` (clients) and `ip:2380` (peers); `ip` must be an address of that
     /// namespace.
     pub fn start_in_netns(netns_path: &Path, ip: Ipv4Addr) -> EtcdPeer {
+        EtcdPeer::start_in_netns_with(netns_path, ip, None)
+    }
+
+    /// [`EtcdPeer::start_in_netns`] over https with client certificates (see
+    /// [`EtcdPeer::start_tls`]; the certificates must name `ip`).
+    pub fn start_in_netns_with(netns_path: &Path, ip: Ipv4Addr, tls: Option<&Path>) -> EtcdPeer {
         let mut peer = EtcdPeer::new(ip.to_string(), 2379, 2380, Some(netns_path.to_path_buf()));
+        peer.tls = tls.map(Path::to_path_buf);
         if !peer.spawn() {
             panic!(
                 "etcd in {} on {ip} did not come up:\n{}",
@@ -85,13 +106,15 @@ impl EtcdPeer {
             client_port,
             peer_port,
             netns,
+            tls: None,
             child: None,
         }
     }
 
-    /// `http://HOST:PORT` of the client URL.
+    /// `http://HOST:PORT` (`https://` with TLS) of the client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.host, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.client_port)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -142,6 +165,7 @@ impl EtcdPeer {
             // Keep test runs quick: elect the single member fast.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .env_remove("ETCDCTL_API")
+            .args(self.tls_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -170,6 +194,22 @@ impl EtcdPeer {
         }
         self.kill();
         false
+    }
+
+    fn tls_args(&self) -> Vec<String> {
+        let Some(dir) = &self.tls else {
+            return Vec::new();
+        };
+        let file = |name: &str| dir.join(name).display().to_string();
+        vec![
+            "--cert-file".into(),
+            file("network.pem"),
+            "--key-file".into(),
+            file("network-key.pem"),
+            "--trusted-ca-file".into(),
+            file("ca.pem"),
+            "--client-cert-auth".into(),
+        ]
     }
 
     fn wait_ready(&mut self, log_start: u64) -> bool {

@@ -447,3 +447,80 @@ async fn fails_over_to_the_next_endpoint() {
         b"second"
     );
 }
+
+/// `deploy/certs.sh DIR`: a CA, server certificates naming 127.0.0.1, a client identity.
+fn certs(dir: &std::path::Path) {
+    let out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs.sh"),
+    )
+    .arg(dir)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls(dir: &std::path::Path, with_identity: bool) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca.pem")));
+    if with_identity {
+        config.identity(Identity::from_pem(
+            read("client.pem"),
+            read("client-key.pem"),
+        ))
+    } else {
+        config
+    }
+}
+
+/// A put through a client of `endpoint` with `tls`: Ok, or the error (at connect or put).
+async fn try_put(
+    endpoint: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<(), Error> {
+    let client = Client::connect_tls(&[endpoint.to_string()], tls).await?;
+    client
+        .put(&format!("/{}", unique("tls-put")), b"v", None)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_needs_the_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, rogue) = (dir.path().join("good"), dir.path().join("rogue"));
+    certs(&good);
+    certs(&rogue);
+    let peer = {
+        let good = good.clone();
+        tokio::task::spawn_blocking(move || EtcdPeer::start_tls(&good))
+            .await
+            .unwrap()
+    };
+    let endpoint = peer.endpoint();
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+
+    // The right CA and a client certificate it signed: keys go in and come out.
+    let client = Client::connect_tls(&[endpoint.clone()], Some(tls(&good, true)))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", peer.log()));
+    let key = format!("/{}", unique("tls"));
+    client.put(&key, b"secret", None).await.unwrap();
+    assert_eq!(client.get(&key).await.unwrap().unwrap().value, b"secret");
+
+    // No client certificate, another CA's server check, another CA's client: refused.
+    assert!(try_put(&endpoint, Some(tls(&good, false))).await.is_err());
+    assert!(try_put(&endpoint, Some(tls(&rogue, true))).await.is_err());
+    // https without TLS settings, and a scheme it does not speak: named at once.
+    let e = try_put(&endpoint, None).await.unwrap_err();
+    assert!(e.to_string().contains(&endpoint), "{e}");
+    let e = Client::connect(&["ftp://127.0.0.1:1".to_string()])
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("ftp://127.0.0.1:1"), "{e}");
+}

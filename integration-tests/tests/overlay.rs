@@ -22,6 +22,9 @@ struct Lab {
     underlay: Underlay,
     /// Each host's environment, to restart it the same way.
     prefix: String,
+    /// With an etcd over https: the `deploy/certs.sh` directory (CA, etcd's server
+    /// certificate naming the underlay address, the hosts' client identity).
+    tls: Option<tempfile::TempDir>,
 }
 
 const NODES: [&str; 3] = ["host-a", "host-b", "host-c"];
@@ -33,8 +36,37 @@ impl Lab {
 
     /// Like [`Lab::new`], with extra environment per host.
     fn with_env(hosts: usize, extra: impl Fn(usize) -> Vec<(&'static str, String)> + Sync) -> Lab {
+        Lab::with_options(hosts, false, extra)
+    }
+
+    /// [`Lab::new`] with etcd on https, asking every host for its client certificate.
+    fn with_etcd_tls(hosts: usize) -> Lab {
+        Lab::with_options(hosts, true, |_| Vec::new())
+    }
+
+    fn with_options(
+        hosts: usize,
+        tls: bool,
+        extra: impl Fn(usize) -> Vec<(&'static str, String)> + Sync,
+    ) -> Lab {
         let underlay = Underlay::new(hosts);
-        let etcd = EtcdPeer::start_in_netns(&underlay.underlay_netns(), Underlay::underlay_ip());
+        let tls = tls.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs.sh"),
+            )
+            .arg(dir.path())
+            .arg(Underlay::underlay_ip().to_string())
+            .output()
+            .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            dir
+        });
+        let etcd = EtcdPeer::start_in_netns_with(
+            &underlay.underlay_netns(),
+            Underlay::underlay_ip(),
+            tls.as_ref().map(|d| d.path()),
+        );
         let prefix = format!(
             "/bt{}-{}",
             std::process::id(),
@@ -45,6 +77,7 @@ impl Lab {
             etcd,
             underlay,
             prefix,
+            tls,
         };
         // Hosts start side by side: each loads the image on its own.
         let started: Vec<Engine> = thread::scope(|s| {
@@ -78,6 +111,31 @@ impl Lab {
             // Short, so a dead host's endpoints go quickly.
             ("BERTH_CLUSTER_LEASE_TTL", "3".to_string()),
         ]
+        .into_iter()
+        .chain(self.tls.iter().flat_map(|dir| {
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            [
+                ("BERTH_CLUSTER_CA", file("ca.pem")),
+                ("BERTH_CLUSTER_CERT", file("client.pem")),
+                ("BERTH_CLUSTER_KEY", file("client-key.pem")),
+            ]
+        }))
+        .collect()
+    }
+
+    /// The client TLS settings of the hosts, when etcd is on https.
+    fn etcd_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let dir = self.tls.as_ref()?.path();
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read("ca.pem")))
+                .identity(Identity::from_pem(
+                    read("client.pem"),
+                    read("client-key.pem"),
+                )),
+        )
     }
 
     /// The keys under this lab's prefix in etcd, read from inside the underlay (where etcd
@@ -85,6 +143,7 @@ impl Lab {
     fn etcd_keys(&self) -> Vec<String> {
         let netns = self.underlay.underlay_netns();
         let (endpoint, prefix) = (self.etcd.endpoint(), format!("{}/v1/", self.prefix));
+        let tls = self.etcd_tls();
         thread::spawn(move || {
             use std::os::unix::io::AsRawFd;
             let ns = std::fs::File::open(&netns).unwrap();
@@ -98,7 +157,9 @@ impl Lab {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let client = berth_etcd::Client::connect(&[endpoint]).await.unwrap();
+                let client = berth_etcd::Client::connect_tls(&[endpoint], tls)
+                    .await
+                    .unwrap();
                 let (kvs, _) = client.get_prefix(&prefix).await.unwrap();
                 kvs.into_iter().map(|kv| kv.key).collect()
             })
@@ -190,6 +251,22 @@ fn overlay(h: &Engine, args: &[&str]) {
     let mut all = vec!["network", "create", "-d", "overlay"];
     all.extend_from_slice(args);
     h.ok(&all);
+}
+
+#[test]
+fn overlay_state_goes_through_an_etcd_on_https_with_client_certificates() {
+    let lab = Lab::with_etcd_tls(2);
+    let (a, b) = (lab.host(0), lab.host(1));
+    overlay(a, &["--subnet", "10.91.0.0/24", "tlsnet"]);
+    lab.wait_network_everywhere("tlsnet overlay global");
+    serve(b, "tls-api", "tlsnet", None, "hello-over-tls");
+    let got = eventually(Duration::from_secs(10), || {
+        fetch(a, "tlsnet", "http://tls-api/").as_deref() == Some("hello-over-tls")
+    });
+    assert!(got, "A cannot fetch from B by name\n{}", lab.logs());
+    let keys = lab.etcd_keys();
+    assert!(keys.iter().any(|k| k.contains("/v1/networks/")), "{keys:?}");
+    b.ok(&["rm", "-f", "tls-api"]);
 }
 
 #[test]

@@ -10,8 +10,13 @@
 //! prefix = "/berth"                  # etcd key prefix     (BERTH_CLUSTER_PREFIX)
 //! vxlan_port = 4789                  #                     (BERTH_VXLAN_PORT)
 //! lease_ttl = 10                     # seconds a dead host's endpoints outlive it (BERTH_CLUSTER_LEASE_TTL)
+//! # With https:// endpoints: the CA of etcd's certificate, and this host's client
+//! # certificate when etcd checks clients (--client-cert-auth).
+//! ca = "/etc/berth/etcd/ca.pem"      #                     (BERTH_CLUSTER_CA)
+//! cert = "/etc/berth/etcd/client.pem"  #                   (BERTH_CLUSTER_CERT)
+//! key = "/etc/berth/etcd/client-key.pem"  #                (BERTH_CLUSTER_KEY)
 //! ```
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -26,6 +31,18 @@ pub struct ClusterFile {
     pub prefix: Option<String>,
     pub vxlan_port: Option<u16>,
     pub lease_ttl: Option<u64>,
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// TLS to etcd's `https://` endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreTls {
+    /// The CA that signed etcd's server certificate (PEM).
+    pub ca: PathBuf,
+    /// This host's client certificate and key (PEM), for an etcd that checks clients.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// A checked cluster configuration.
@@ -42,6 +59,8 @@ pub struct ClusterConfig {
     pub vxlan_port: u16,
     /// TTL of this host's lease: its endpoints vanish this long after it dies.
     pub lease_ttl: u64,
+    /// Set when any endpoint is `https://`.
+    pub tls: Option<StoreTls>,
 }
 
 pub const DEFAULT_PREFIX: &str = "/berth";
@@ -63,6 +82,7 @@ impl ClusterFile {
         for url in &store {
             check_store_url(url)?;
         }
+        let tls = self.store_tls(&store, &env)?;
         let advertise = env("BERTH_ADVERTISE_ADDR")
             .or_else(|| self.advertise.clone())
             .ok_or_else(|| {
@@ -127,6 +147,47 @@ impl ClusterFile {
             prefix,
             vxlan_port,
             lease_ttl,
+            tls,
+        }))
+    }
+
+    /// `ca`, `cert` and `key` checked against the endpoints: https needs a CA, a
+    /// certificate needs its key, and TLS settings without an https endpoint are a mistake.
+    fn store_tls(
+        &self,
+        store: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<StoreTls>, String> {
+        let path = |var: &str, value: &Option<String>| env(var).or_else(|| value.clone());
+        let ca = path("BERTH_CLUSTER_CA", &self.ca);
+        let cert = path("BERTH_CLUSTER_CERT", &self.cert);
+        let key = path("BERTH_CLUSTER_KEY", &self.key);
+        let https = store.iter().find(|u| u.starts_with("https://"));
+        let Some(https) = https else {
+            if let Some((name, _)) = [("ca", &ca), ("cert", &cert), ("key", &key)]
+                .into_iter()
+                .find(|(_, v)| v.is_some())
+            {
+                return Err(format!(
+                    "cluster.{name} is set but no cluster.store endpoint is https://"
+                ));
+            }
+            return Ok(None);
+        };
+        let ca = ca.ok_or_else(|| {
+            format!(
+                "cluster.store {https:?} needs cluster.ca: the CA that signed etcd's certificate"
+            )
+        })?;
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            (Some(cert), None) => return Err(format!("cluster.cert {cert:?} needs cluster.key")),
+            (None, Some(key)) => return Err(format!("cluster.key {key:?} needs cluster.cert")),
+        };
+        Ok(Some(StoreTls {
+            ca: PathBuf::from(ca),
+            identity,
         }))
     }
 }
@@ -134,13 +195,18 @@ impl ClusterFile {
 fn check_store_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("cluster.store {url:?} must be http://host:port"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!("cluster.store {url:?} must be http://host:port or https://host:port")
+        })?;
     let (host, port) = rest
         .trim_end_matches('/')
         .rsplit_once(':')
         .ok_or_else(|| format!("cluster.store {url:?} has no port"))?;
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("cluster.store {url:?} must be http://host:port"));
+        return Err(format!(
+            "cluster.store {url:?} must be http://host:port or https://host:port"
+        ));
     }
     Ok(())
 }
@@ -170,6 +236,52 @@ mod tests {
             return;
         }
         assert_eq!(ClusterFile::default().resolve(), Ok(None));
+    }
+
+    #[test]
+    fn tls_settings_follow_the_endpoints() {
+        if std::env::vars().any(|(k, _)| k.starts_with("BERTH_CLUSTER")) {
+            return;
+        }
+        let with = |store: &[&str], ca: Option<&str>, cert: Option<&str>, key: Option<&str>| {
+            ClusterFile {
+                ca: ca.map(str::to_string),
+                cert: cert.map(str::to_string),
+                key: key.map(str::to_string),
+                ..file(store, Some("10.0.0.11"))
+            }
+            .resolve()
+        };
+        let c = with(
+            &["https://e1:2379"],
+            Some("/ca.pem"),
+            Some("/c.pem"),
+            Some("/k.pem"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(StoreTls {
+                ca: "/ca.pem".into(),
+                identity: Some(("/c.pem".into(), "/k.pem".into())),
+            })
+        );
+        let plain = with(&["http://e1:2379"], None, None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.tls, None);
+        let e = with(&["https://e1:2379"], None, None, None).unwrap_err();
+        assert!(
+            e.contains("cluster.ca") && e.contains("https://e1:2379"),
+            "{e}"
+        );
+        let e = with(&["https://e1:2379"], Some("/ca.pem"), Some("/c.pem"), None).unwrap_err();
+        assert!(e.contains("/c.pem") && e.contains("cluster.key"), "{e}");
+        let e = with(&["http://e1:2379"], Some("/ca.pem"), None, None).unwrap_err();
+        assert!(e.contains("cluster.ca") && e.contains("https"), "{e}");
+        let e = with(&["ftp://e1:2379"], None, None, None).unwrap_err();
+        assert!(e.contains("ftp://e1:2379"), "{e}");
     }
 
     #[test]

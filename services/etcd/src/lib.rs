@@ -21,7 +21,8 @@
 //! - [`Client::keep_alive`] keeps a lease alive from a background task and reports when etcd
 //!   says it is gone; [`Client::watch_prefix`] streams the changes under a prefix.
 //!
-//! Only plain `http://` endpoints are supported (etcd on a private network).
+//! Endpoints are `http://` or, with [`Client::connect_tls`], `https://` (the CA of etcd's
+//! certificate, and a client certificate for an etcd that checks clients).
 use std::{
     fmt,
     future::Future,
@@ -33,7 +34,7 @@ use std::{
 };
 
 use tonic::{
-    transport::{Channel, Endpoint},
+    transport::{Channel, ClientTlsConfig, Endpoint},
     Code, Status,
 };
 use tracing::instrument;
@@ -179,18 +180,44 @@ impl Client {
     /// accepts a connection (within 2 s) serves; after a transport failure the next call goes
     /// to the next endpoint, so a member going down does not stop the client.
     pub async fn connect(endpoints: &[String]) -> Result<Client> {
+        Client::connect_tls(endpoints, None).await
+    }
+
+    /// [`Client::connect`] where `https://` endpoints use `tls` (its domain name is set per
+    /// endpoint, from the URL's host, which etcd's certificate must name).
+    pub async fn connect_tls(endpoints: &[String], tls: Option<ClientTlsConfig>) -> Result<Client> {
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint("(none given)".into()));
         }
         let mut parsed = Vec::with_capacity(endpoints.len());
         for url in endpoints {
-            if !url.starts_with("http://") {
-                return Err(Error::InvalidEndpoint(format!(
-                    "{url:?}: only http://HOST:PORT is supported"
-                )));
-            }
             let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| Error::InvalidEndpoint(format!("{url:?}: {e}")))?
+                .map_err(|e| Error::InvalidEndpoint(format!("{url:?}: {e}")))?;
+            let endpoint = match (url.strip_prefix("https://"), &tls) {
+                (Some(rest), Some(tls)) => {
+                    let authority = rest.split('/').next().unwrap_or(rest);
+                    let host = match authority.rsplit_once(':') {
+                        Some((host, _)) => host,
+                        None => authority,
+                    };
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    endpoint
+                        .tls_config(tls.clone().domain_name(host))
+                        .map_err(|e| Error::InvalidEndpoint(format!("{url:?}: {e}")))?
+                }
+                (Some(_), None) => {
+                    return Err(Error::InvalidEndpoint(format!(
+                        "{url:?}: https needs TLS settings (the CA of etcd's certificate)"
+                    )))
+                }
+                (None, _) if url.starts_with("http://") => endpoint,
+                (None, _) => {
+                    return Err(Error::InvalidEndpoint(format!(
+                        "{url:?}: want http://HOST:PORT or https://HOST:PORT"
+                    )))
+                }
+            };
+            let endpoint = endpoint
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 // Finds a dead peer (host gone, not just etcd stopped) on idle watch streams.

@@ -381,6 +381,7 @@ mod tests {
             prefix: "/t".into(),
             vxlan_port: 4789,
             lease_ttl: 10,
+            tls: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use berth_etcd::Client;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::{
     cluster::{encode, Cluster, NodeRecord},
@@ -45,7 +46,11 @@ impl NetworkService {
 
     /// One connection's worth of membership and watching; returns when it breaks.
     async fn cluster_session(&self, cluster: &Arc<Cluster>) -> Result<()> {
-        let client = Client::connect(&cluster.config.store)
+        let tls = match &cluster.config.tls {
+            Some(tls) => Some(store_tls(tls).map_err(|e| cluster.store_error(e))?),
+            None => None,
+        };
+        let client = Client::connect_tls(&cluster.config.store, tls)
             .await
             .map_err(|e| cluster.store_error(e))?;
         let err = |e| cluster.store_error(e);
@@ -156,4 +161,20 @@ impl NetworkService {
         }
         Ok(())
     }
+}
+
+/// The TLS settings for etcd's `https://` endpoints, from `[cluster]`'s PEM files (read at
+/// every session, so renewed certificates are picked up on the next reconnect).
+fn store_tls(tls: &berth_common::cluster::StoreTls) -> berth_etcd::Result<ClientTlsConfig> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            berth_etcd::Error::InvalidEndpoint(format!("cluster.{key} {}: {e}", path.display()))
+        })
+    };
+    let mut config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca", &tls.ca)?));
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
+    }
+    Ok(config.timeout(Duration::from_secs(10)))
 }
