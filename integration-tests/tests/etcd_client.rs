@@ -505,7 +505,7 @@ async fn https_needs_the_ca_and_a_client_certificate() {
     assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
 
     // The right CA and a client certificate it signed: keys go in and come out.
-    let client = Client::connect_tls(&[endpoint.clone()], Some(tls(&good, true)))
+    let client = Client::connect_tls(std::slice::from_ref(&endpoint), Some(tls(&good, true)))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}\n{}", peer.log()));
     let key = format!("/{}", unique("tls"));
