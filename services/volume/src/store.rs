@@ -66,7 +66,12 @@ pub struct CreateRequest {
 
 pub struct Store {
     root: PathBuf,
+    /// Every change goes through this one connection, one at a time.
     conn: Mutex<Connection>,
+    /// `get_volume` and `list_volumes` read through their own connection: in WAL mode a
+    /// read sees the last commit without waiting for a change in progress (a copy-up can
+    /// hold the writer for as long as the image directory takes to copy).
+    reader: Mutex<Connection>,
 }
 
 fn driver_name(driver: &str) -> Result<&'static str> {
@@ -145,9 +150,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let reader = Connection::open(state_dir.join("meta.db"))?;
+        reader.pragma_update(None, "query_only", true)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Store {
             root: state_dir.to_path_buf(),
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
         };
         store.reconcile()?;
         Ok(store)
@@ -223,6 +232,10 @@ impl Store {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn volume_dir(&self, name: &str) -> PathBuf {
@@ -332,7 +345,7 @@ impl Store {
     }
 
     pub fn get_volume(&self, name: &str) -> Result<VolumeInfo> {
-        let conn = self.conn();
+        let conn = self.reader();
         self.read(&conn, name)?
             .ok_or_else(|| Error::NotFound(name.to_string()))
     }
@@ -340,7 +353,9 @@ impl Store {
     /// Every volume matching `filters` (see [`Filters`]), by name.
     pub fn list_volumes(&self, filters: &[String]) -> Result<Vec<VolumeInfo>> {
         let filters = Filters::parse(filters)?;
-        let conn = self.conn();
+        let mut reader = self.reader();
+        // One snapshot for both tables.
+        let conn = reader.transaction()?;
         // One pass over each table: `volume ls` with thousands of volumes stays one query each.
         let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut stmt =
@@ -737,4 +752,46 @@ fn disk_usage(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{sync::Arc, time::Duration};
+
+    #[test]
+    fn reads_do_not_wait_for_a_change_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store
+            .create_volume(CreateRequest {
+                name: "kept".into(),
+                driver: String::new(),
+                labels: BTreeMap::new(),
+                options: BTreeMap::new(),
+            })
+            .unwrap();
+        // A change in progress (as a long copy-up holds it): uncommitted.
+        let mut writer = store.conn();
+        let tx = writer.transaction().unwrap();
+        tx.execute("DELETE FROM volumes WHERE name = 'kept'", [])
+            .unwrap();
+        let (done, answer) = std::sync::mpsc::channel();
+        let reading = store.clone();
+        std::thread::spawn(move || {
+            let listed = reading.list_volumes(&[]).map(|v| v.len()).ok();
+            let found = reading.get_volume("kept").is_ok();
+            let _ = done.send((listed, found));
+        });
+        let (listed, found) = answer
+            .recv_timeout(Duration::from_secs(3))
+            .expect("reads waited for the change in progress");
+        // They see the last commit.
+        assert_eq!(listed, Some(1));
+        assert!(found);
+        tx.commit().unwrap();
+        drop(writer);
+        assert!(store.get_volume("kept").is_err());
+        assert!(store.list_volumes(&[]).unwrap().is_empty());
+    }
 }
