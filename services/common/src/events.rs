@@ -145,34 +145,27 @@ impl std::fmt::Debug for EventLog {
     }
 }
 
-/// Reads the valid events of `path`, and whether the file needs repairing (a torn or
-/// malformed line).
-fn read_file(path: &Path) -> std::io::Result<(Vec<Event>, bool)> {
+/// Reads the valid events of `path`, oldest first: a malformed line is skipped, and a
+/// last line without its newline (being appended, or torn by a crash) is left out.
+fn read_file(path: &Path) -> std::io::Result<Vec<Event>> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut reader = BufReader::new(file);
     let mut events = Vec::new();
-    let mut damaged = false;
     let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        if line.last() != Some(&b'\n') {
-            // Torn by a crash in the middle of a write.
-            damaged = true;
-            break;
-        }
-        match serde_json::from_slice::<Event>(&line) {
-            Ok(e) => events.push(e),
-            Err(_) => damaged = true,
+        if let Ok(e) = serde_json::from_slice::<Event>(&line) {
+            events.push(e);
         }
     }
-    Ok((events, damaged))
+    Ok(events)
 }
 
 /// Writes `events` to `path` through a temp file and a rename.
@@ -199,28 +192,42 @@ impl EventLog {
         EventLog::open_file(&dir.join(FILE_NAME), service, KEEP)
     }
 
-    /// Opens the log at `path`, keeping the last `keep` events.
+    /// Opens the log at `path`, keeping the last `keep` events. Only the newest event is
+    /// parsed (it carries the sequence number and time to go on from): opening stays
+    /// cheap at every service start, however full the log.
     pub fn open_file(path: &Path, service: &str, keep: usize) -> std::io::Result<EventLog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let (events, damaged) = read_file(path)?;
-        if damaged {
-            tracing::warn!(path = %path.display(), kept = events.len(), "event log had a torn or malformed line; dropped it");
-            write_file(path, &events)?;
+        let mut bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            // Torn by a crash in the middle of a write.
+            tracing::warn!(path = %path.display(), "event log had a torn last line; dropped it");
+            OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(complete as u64)?;
+            bytes.truncate(complete);
         }
+        let newest = bytes
+            .split(|&b| b == b'\n')
+            .rev()
+            .find_map(|line| serde_json::from_slice::<Event>(line).ok());
         let file = open_append(path)?;
-        let seq = events.last().map(|e| e.seq).unwrap_or(0);
-        let last_time = events.last().map(|e| e.time_nano).unwrap_or(0);
         Ok(EventLog::build(
             service,
             Some(path.to_path_buf()),
             keep,
             State {
                 file: Some(file),
-                seq,
-                last_time,
-                lines: events.len(),
+                seq: newest.as_ref().map_or(0, |e| e.seq),
+                last_time: newest.as_ref().map_or(0, |e| e.time_nano),
+                lines: bytes.iter().filter(|&&b| b == b'\n').count(),
                 memory: VecDeque::new(),
             },
         ))
@@ -332,7 +339,7 @@ impl EventLog {
 
     /// Rewrites the file with its newest `keep` events.
     fn compact(&self, path: &Path, st: &mut State) -> std::io::Result<()> {
-        let (events, _) = read_file(path)?;
+        let events = read_file(path)?;
         let from = events.len().saturating_sub(self.inner.keep);
         write_file(path, &events[from..])?;
         st.file = Some(open_append(path)?);
@@ -362,7 +369,7 @@ impl EventLog {
             // appended reads as torn and is left out (a subscriber gets it from the
             // broadcast), and a compaction renames a new file over the one being read.
             Some(path) => match read_file(path) {
-                Ok((events, _)) => events.into_iter().filter(keep).collect(),
+                Ok(events) => events.into_iter().filter(keep).collect(),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "read the event log");
                     Vec::new()
