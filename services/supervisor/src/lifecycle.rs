@@ -798,10 +798,10 @@ impl Supervisor {
         self.deactivate_network(id).await;
         // Decide on a policy restart in the same step as recording the exit, so that a
         // waiter never sees `exited` for a container about to be restarted.
-        let restart = match self.get_id(id) {
-            Ok(rec) => self.wants_restart(&rec, exit.exit_code),
-            Err(_) => false,
-        };
+        let rec = self.get_id(id).ok();
+        let restart = rec
+            .as_ref()
+            .is_some_and(|rec| self.wants_restart(rec, exit.exit_code));
         let status = if restart {
             ContainerStatus::Restarting
         } else {
@@ -810,11 +810,13 @@ impl Supervisor {
         match self.inner.store.set_ended(id, pid, &exit, status) {
             Ok(true) => {
                 tracing::info!(id = %id, exit_code = exit.exit_code, restart, "exited");
-                if let Ok(rec) = self.get_id(id) {
+                // The record as read above: what the events carry (name, image, labels)
+                // is not changed by the exit.
+                if let Some(rec) = &rec {
                     if exit.oom_killed {
-                        self.publish(&rec, "oom", &[]);
+                        self.publish(rec, "oom", &[]);
                     }
-                    self.publish(&rec, "die", &[("exitCode", exit.exit_code.to_string())]);
+                    self.publish(rec, "die", &[("exitCode", exit.exit_code.to_string())]);
                 }
                 if restart {
                     self.schedule_restart(id);
