@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::Result,
     mounts::{MountKind, MountSpec, ResolvedMount},
-    store::{CreateRequest, Store, VolumeInfo},
+    store::{CreateRequest, Store, VolumeInfo, LOCAL_DRIVER},
 };
 
 #[derive(Clone)]
@@ -104,10 +104,11 @@ impl VolumeService {
     /// `create` for the volumes a mount made, then `mount` for every volume mounted.
     fn publish_mounts(&self, container: &str, mounts: &[ResolvedMount], created: &[String]) {
         for name in created {
-            self.events.publish(volume_event("create", name, "local"));
+            self.events
+                .publish(volume_event("create", name, LOCAL_DRIVER));
         }
         for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            let event = volume_event("mount", &m.volume_name, "local")
+            let event = volume_event("mount", &m.volume_name, LOCAL_DRIVER)
                 .attr("container", container)
                 .attr("destination", m.destination.as_str())
                 .attr("read/write", (!m.read_only).to_string())
@@ -166,16 +167,11 @@ impl Volumes for VolumeService {
     ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
         let r = request.into_inner();
         let name = r.name.clone();
-        let driver = self
-            .run(move |s| {
-                let driver = s.get_volume(&r.name).map(|v| v.driver).ok();
-                s.remove_volume(&r.name, r.force)?;
-                Ok(driver)
-            })
-            .await?;
-        // None: it did not exist and `force` made that a success; nothing happened.
-        if let Some(driver) = driver {
-            self.events.publish(volume_event("destroy", &name, &driver));
+        let removed = self.run(move |s| s.remove_volume(&r.name, r.force)).await?;
+        // False: it did not exist and `force` made that a success; nothing happened.
+        if removed {
+            self.events
+                .publish(volume_event("destroy", &name, LOCAL_DRIVER));
         }
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
@@ -190,7 +186,8 @@ impl Volumes for VolumeService {
             .run(move |s| s.prune_volumes(&r.filters, r.all))
             .await?;
         for name in &deleted {
-            self.events.publish(volume_event("destroy", name, "local"));
+            self.events
+                .publish(volume_event("destroy", name, LOCAL_DRIVER));
         }
         Ok(Response::new(pb::PruneVolumesResponse {
             deleted,
@@ -229,27 +226,7 @@ impl Volumes for VolumeService {
             r.image_lower_dirs.into_iter().map(Into::into).collect();
         let container = id.clone();
         let (mounts, created) = self
-            .run(move |s| {
-                // Named volumes that do not exist yet are created by their first mount.
-                let missing: Vec<String> = specs
-                    .iter()
-                    .filter(|m| m.kind == Some(MountKind::Volume) && !m.source.is_empty())
-                    .filter(|m| s.get_volume(&m.source).is_err())
-                    .map(|m| m.source.clone())
-                    .collect();
-                let named: Vec<&str> = specs.iter().map(|m| m.source.as_str()).collect();
-                let mounts = s.prepare_mounts(&id, &specs, &lower)?;
-                // Made now: a missing named volume, or an anonymous one (a fresh name).
-                let created: Vec<String> = mounts
-                    .iter()
-                    .filter(|m| m.kind == MountKind::Volume)
-                    .filter(|m| {
-                        missing.contains(&m.volume_name) || !named.contains(&m.volume_name.as_str())
-                    })
-                    .map(|m| m.volume_name.clone())
-                    .collect();
-                Ok((mounts, created))
-            })
+            .run(move |s| s.prepare_mounts_reporting(&id, &specs, &lower))
             .await?;
         self.publish_mounts(&container, &mounts, &created);
         Ok(Response::new(pb::PrepareMountsResponse {
@@ -265,18 +242,11 @@ impl Volumes for VolumeService {
         let id = request.into_inner().container_id;
         let container = id.clone();
         let (used, anonymous_volumes) = self
-            .run(move |s| {
-                let used: Vec<VolumeInfo> = s
-                    .list_volumes(&[])?
-                    .into_iter()
-                    .filter(|v| v.used_by.contains(&id))
-                    .collect();
-                Ok((used, s.release_mounts(&id)?))
-            })
+            .run(move |s| Ok((s.volumes_of(&id)?, s.release_mounts(&id)?)))
             .await?;
-        for v in &used {
+        for name in &used {
             self.events.publish(
-                volume_event("unmount", &v.name, &v.driver).attr("container", container.as_str()),
+                volume_event("unmount", name, LOCAL_DRIVER).attr("container", container.as_str()),
             );
         }
         Ok(Response::new(pb::ReleaseMountsResponse {

@@ -89,6 +89,8 @@ struct Undo {
     trees: Vec<PathBuf>,
     mounts: Vec<PathBuf>,
     filled: Vec<PathBuf>,
+    /// Names of the volumes made (their rows go with the transaction; reported on success).
+    volumes: Vec<String>,
 }
 
 impl Undo {
@@ -422,7 +424,7 @@ impl Store {
         for volume in self.list_volumes(&filters)? {
             let size = disk_usage(&volume.mountpoint);
             match self.remove_volume(&volume.name, false) {
-                Ok(()) => {
+                Ok(_) => {
                     reclaimed += size;
                     deleted.push(volume.name);
                 }
@@ -433,7 +435,8 @@ impl Store {
         Ok((deleted, reclaimed))
     }
 
-    pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+    /// Returns whether there was a volume to remove (false: absent, and `force`).
+    pub fn remove_volume(&self, name: &str, force: bool) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists = tx
@@ -442,7 +445,7 @@ impl Store {
             .is_some();
         if !exists {
             return if force {
-                Ok(())
+                Ok(false)
             } else {
                 Err(Error::NotFound(name.to_string()))
             };
@@ -462,8 +465,8 @@ impl Store {
         tx.commit()?;
         let dir = self.volume_dir(name);
         match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
             Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
         }
     }
@@ -479,6 +482,19 @@ impl Store {
         specs: &[MountSpec],
         lower_dirs: &[PathBuf],
     ) -> Result<Vec<ResolvedMount>> {
+        Ok(self
+            .prepare_mounts_reporting(container_id, specs, lower_dirs)?
+            .0)
+    }
+
+    /// [`Store::prepare_mounts`], and the names of the volumes it created (none when the
+    /// container's mounts were prepared before).
+    pub fn prepare_mounts_reporting(
+        &self,
+        container_id: &str,
+        specs: &[MountSpec],
+        lower_dirs: &[PathBuf],
+    ) -> Result<(Vec<ResolvedMount>, Vec<String>)> {
         // The ID names a scratch directory (the copy-up view): no path separators.
         if container_id.is_empty()
             || container_id.starts_with('.')
@@ -500,7 +516,7 @@ impl Store {
             )
             .optional()?
         {
-            return Ok(serde_json::from_str(&json).unwrap_or_default());
+            return Ok((serde_json::from_str(&json).unwrap_or_default(), Vec::new()));
         }
         let specs = mounts::validate(specs)?;
         let mut undo = Undo::default();
@@ -521,10 +537,13 @@ impl Store {
                 tx.commit()?;
                 Ok(resolved)
             });
-        if res.is_err() {
-            undo.run();
+        match res {
+            Ok(resolved) => Ok((resolved, undo.volumes)),
+            Err(e) => {
+                undo.run();
+                Err(e)
+            }
         }
-        res
     }
 
     fn resolve_all(
@@ -624,7 +643,9 @@ impl Store {
             labels: spec.volume_labels.clone(),
             options: spec.volume_options.clone(),
         };
-        if !self.create_in(tx, &req, anonymous, undo)? {
+        if self.create_in(tx, &req, anonymous, undo)? {
+            undo.volumes.push(name.clone());
+        } else {
             // An existing driver-option volume whose mount went away (host reboot).
             let options = self.read(tx, &name)?.map(|v| v.options).unwrap_or_default();
             if driver::has_mount(&options) && self.ensure_mounted(&name, &options)? {
@@ -646,6 +667,15 @@ impl Store {
             }
         }
         Ok(name)
+    }
+
+    /// The volumes `container_id` uses, by name.
+    pub fn volumes_of(&self, container_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .reader()
+            .prepare("SELECT volume_name FROM usage WHERE container_id = ?1 ORDER BY volume_name")?
+            .query_map([container_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// Forgets the container's use of its volumes; returns its anonymous volumes.
