@@ -213,14 +213,11 @@ impl ImageStore for ImageStoreService {
     ) -> Result<Response<pb::TagImageResponse>, Status> {
         let r = request.into_inner();
         let target = r.target.clone();
-        let image = self
-            .blocking(move |s| {
-                s.tag_image(&r.source, &r.target)?;
-                s.get_image(&r.target)
-            })
+        let id = self
+            .blocking(move |s| s.tag_image(&r.source, &r.target))
             .await?;
         self.events
-            .publish(image_event("tag", &image.id, &familiar(&target)));
+            .publish(image_event("tag", &id, &familiar(&target)));
         Ok(Response::new(pb::TagImageResponse {}))
     }
 
@@ -230,14 +227,12 @@ impl ImageStore for ImageStoreService {
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
         let r = request.into_inner();
-        let (id, removed) = self
-            .blocking(move |s| {
-                let id = s.get_image(&r.reference)?.id;
-                Ok((id, s.remove_image(&r.reference, r.force)?))
-            })
+        let removed = self
+            .blocking(move |s| s.remove_image(&r.reference, r.force))
             .await?;
         for tag in &removed.untagged {
-            self.events.publish(image_event("untag", &id, tag));
+            self.events
+                .publish(image_event("untag", &removed.image_id, tag));
         }
         for deleted in &removed.deleted {
             self.events.publish(image_event("delete", deleted, ""));

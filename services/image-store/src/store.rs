@@ -70,6 +70,8 @@ pub struct ImportOptions {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removed {
+    /// The image the reference named.
+    pub image_id: String,
     pub untagged: Vec<String>,
     pub deleted: Vec<String>,
 }
@@ -1080,7 +1082,8 @@ impl Store {
         ids.iter().map(|id| image_info(&conn, id)).collect()
     }
 
-    pub fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+    /// Points `target` at the image `source` names; returns that image's ID.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<String> {
         let tag = tag_reference(target)?;
         let _w = self.write_lock();
         let conn = self.conn();
@@ -1089,7 +1092,7 @@ impl Store {
             "INSERT OR REPLACE INTO tags (reference, image_id) VALUES (?1, ?2)",
             params![tag, id],
         )?;
-        Ok(())
+        Ok(id)
     }
 
     /// Untags and deletes, like `docker rmi` (see the proto and the module docs).
@@ -1105,7 +1108,10 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let short = short_id(id.strip_prefix("sha256:").unwrap_or(&id)).to_string();
-        let mut out = Removed::default();
+        let mut out = Removed {
+            image_id: id.clone(),
+            ..Removed::default()
+        };
         let untag: Vec<String> = match &by_tag {
             Some(tag) => {
                 if tags.len() == 1 && !users.is_empty() && !force {
