@@ -464,17 +464,12 @@ fn certs(dir: &std::path::Path) {
 }
 
 fn tls(dir: &std::path::Path, with_identity: bool) -> tonic::transport::ClientTlsConfig {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca.pem")));
-    if with_identity {
-        config.identity(Identity::from_pem(
-            read("client.pem"),
-            read("client-key.pem"),
-        ))
-    } else {
-        config
-    }
+    let identity = (dir.join("client.pem"), dir.join("client-key.pem"));
+    berth_common::tls::client_config(
+        &dir.join("ca.pem"),
+        with_identity.then_some((identity.0.as_path(), identity.1.as_path())),
+    )
+    .unwrap()
 }
 
 /// A put through a client of `endpoint` with `tls`: Ok, or the error (at connect or put).

@@ -125,17 +125,9 @@ impl Lab {
 
     /// The client TLS settings of the hosts, when etcd is on https.
     fn etcd_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let dir = self.tls.as_ref()?.path();
-        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-        Some(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(read("ca.pem")))
-                .identity(Identity::from_pem(
-                    read("client.pem"),
-                    read("client-key.pem"),
-                )),
-        )
+        let files = berth_common::tls::ClientFiles::in_dir(self.tls.as_ref()?.path());
+        let identity = Some((files.cert.as_path(), files.key.as_path()));
+        Some(berth_common::tls::client_config(&files.ca, identity).unwrap())
     }
 
     /// The keys under this lab's prefix in etcd, read from inside the underlay (where etcd

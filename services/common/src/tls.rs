@@ -83,14 +83,23 @@ impl ClientFiles {
     /// The client TLS settings for a server known as `host` (a name or an IP address,
     /// which the server's certificate must hold).
     pub fn tls_config(&self, host: &str) -> anyhow::Result<ClientTlsConfig> {
-        let ca = Certificate::from_pem(read(&self.ca)?);
-        let identity = Identity::from_pem(read(&self.cert)?, read(&self.key)?);
-        Ok(ClientTlsConfig::new()
-            .ca_certificate(ca)
-            .identity(identity)
-            .domain_name(host)
-            .timeout(HANDSHAKE_TIMEOUT))
+        Ok(client_config(&self.ca, Some((&self.cert, &self.key)))?.domain_name(host))
     }
+}
+
+/// Client TLS settings that trust servers signed by the CA in `ca` and, with `identity`
+/// (certificate, key), prove the client; all PEM files.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<ClientTlsConfig> {
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .timeout(HANDSHAKE_TIMEOUT);
+    if let Some((cert, key)) = identity {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
 }
 
 /// A lazy channel to `url` (`tcp://host:port`) over mutual TLS with `files`. Fails at

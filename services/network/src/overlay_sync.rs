@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use berth_etcd::Client;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::ClientTlsConfig;
 
 use crate::{
     cluster::{encode, Cluster, NodeRecord},
@@ -166,15 +166,10 @@ impl NetworkService {
 /// The TLS settings for etcd's `https://` endpoints, from `[cluster]`'s PEM files (read at
 /// every session, so renewed certificates are picked up on the next reconnect).
 fn store_tls(tls: &berth_common::cluster::StoreTls) -> berth_etcd::Result<ClientTlsConfig> {
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            berth_etcd::Error::InvalidEndpoint(format!("cluster.{key} {}: {e}", path.display()))
-        })
-    };
-    let mut config =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca", &tls.ca)?));
-    if let Some((cert, key)) = &tls.identity {
-        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
-    }
-    Ok(config.timeout(Duration::from_secs(10)))
+    let identity = tls
+        .identity
+        .as_ref()
+        .map(|(c, k)| (c.as_path(), k.as_path()));
+    berth_common::tls::client_config(&tls.ca, identity)
+        .map_err(|e| berth_etcd::Error::InvalidEndpoint(format!("cluster TLS files: {e:#}")))
 }
