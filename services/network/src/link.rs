@@ -212,6 +212,14 @@ pub struct Placement {
     pub mac: [u8; 6],
 }
 
+impl Placement {
+    /// The namespace file, open: a link is made inside it by its descriptor.
+    fn open_netns(&self) -> Result<std::fs::File> {
+        std::fs::File::open(&self.netns)
+            .map_err(|e| Error::sys(format!("open {}", self.netns.display()), e))
+    }
+}
+
 /// A veth pair: `host` enslaved to `bridge` and up, its peer made right inside the
 /// container's namespace as `to.ifname` with `to.mac`; with `mtu`, both ends get it. On
 /// failure nothing is left (deleting one end deletes both).
@@ -226,8 +234,7 @@ pub async fn create_veth(
     to: &Placement,
 ) -> Result<()> {
     let bridge_index = require(h, bridge).await?;
-    let ns = std::fs::File::open(&to.netns)
-        .map_err(|e| Error::sys(format!("open {}", to.netns.display()), e))?;
+    let ns = to.open_netns()?;
     let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(to.ifname.clone())
         .address(to.mac.to_vec())
@@ -268,8 +275,7 @@ pub async fn create_macvlan(h: &Handle, parent: &str, to: &Placement) -> Result<
     let parent_index = index_of(h, parent).await?.ok_or_else(|| {
         Error::InvalidArgument(format!("macvlan parent interface {parent} does not exist"))
     })?;
-    let ns = std::fs::File::open(&to.netns)
-        .map_err(|e| Error::sys(format!("open {}", to.netns.display()), e))?;
+    let ns = to.open_netns()?;
     let link = LinkMacVlan::new(&to.ifname, parent_index, MacVlanMode::Bridge)
         .address(to.mac.to_vec())
         .setns_by_fd(ns.as_raw_fd())
