@@ -357,6 +357,19 @@ impl EventLog {
                 e.time_nano >= since_time_nano
             }
         };
+        // Nothing that new (`berth events` without --since asks from now): no file read.
+        let (last_seq, last_time) = {
+            let st = self.lock();
+            (st.seq, st.last_time)
+        };
+        let nothing_newer = if after_seq > 0 {
+            after_seq >= last_seq
+        } else {
+            since_time_nano > last_time
+        };
+        if nothing_newer {
+            return Vec::new();
+        }
         match self.inner.path.as_deref() {
             None => self
                 .lock()
