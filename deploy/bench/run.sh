@@ -31,7 +31,7 @@
 # Every run ends with deploy/bench/chart.py drawing docs/benchmarks.svg: each berth / Docker
 # ratio on the page, on one log-scale chart (linked under the page's title).
 #
-# Overlay (integration-tests/tests/overlay_bench.rs, with these release services): the
+# Overlay (integration-tests/tests/measured/overlay_bench.rs, with these release services): the
 # netns lab of deploy/multihost, TCP throughput and round trips between containers on two
 # hosts over VXLAN against the same between the hosts over the underlay, and the time until
 # a new container's name resolves on another host. BENCH_ONLY=overlay runs only that part
@@ -80,7 +80,7 @@ now_ns() { date +%s%N; }
 # The overlay lab brings up its own hosts (network namespaces) with the release services.
 measure_overlay() {
     if ! (cd "$top" && BERTH_BENCH_OUT=$work/overlay.md BERTH_TEST_IMAGE=$image_tar \
-        cargo test -q -p berth-integration-tests --test overlay_bench -- --ignored >"$work/overlay.log" 2>&1); then
+        cargo test -q -p berth-integration-tests --test measured overlay_bench -- --ignored >"$work/overlay.log" 2>&1); then
         tail -n 40 "$work/overlay.log" >&2
         printf '## Overlay across hosts\n\nThe overlay benchmark failed in this run.\n' >"$work/overlay.md"
     fi

@@ -143,7 +143,12 @@ impl Engine {
 
     /// Starts an engine and loads the busybox test image as `busybox:latest`.
     pub fn with_busybox() -> Engine {
-        let engine = Engine::start();
+        Engine::with_busybox_and_env(&[])
+    }
+
+    /// [`Engine::start_with_env`] plus the busybox test image as `busybox:latest`.
+    pub fn with_busybox_and_env(extra_env: &[(&str, &str)]) -> Engine {
+        let engine = Engine::start_with_env(extra_env);
         let image = busybox_image();
         engine.ok(&["load", "-i", image.to_str().unwrap()]);
         engine
@@ -162,7 +167,10 @@ impl Engine {
             // Names the embedded DNS does not know go to a closed loopback port (answered
             // SERVFAIL at once), never to a resolver outside this machine.
             .env("BERTH_DNS_UPSTREAMS", "127.0.0.1:9")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // An empty configuration file: never the machine's /etc/berth/berth.toml (tests
+            // that want one pass BERTH_CONFIG_FILE in their extra environment).
+            .env("BERTH_CONFIG_FILE", "/dev/null");
         for (key, value) in &self.extra_env {
             cmd.env(key, value);
         }

@@ -1,32 +1,21 @@
 //! Registries, continued: cross-repository blob mounts on push, pull mirrors from the
 //! engine configuration file, and the cost of pulling an image that is up to date. A real
 //! `docker-registry` on a private loopback port.
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use berth_integration_tests::{stderr, Engine, Registry};
 
-/// Engines read `BERTH_CONFIG_FILE` from the environment they inherit: tests that set it
-/// start their engine under this lock, and every engine here starts under it.
-static ENV: Mutex<()> = Mutex::new(());
-
+/// An engine with the busybox image, reading `config` as its configuration file (none: the
+/// harness's empty one).
 fn engine_with_config(config: Option<&str>) -> (Engine, Option<tempfile::TempDir>) {
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = config.map(|text| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("berth.toml"), text).unwrap();
-        std::env::set_var("BERTH_CONFIG_FILE", dir.path().join("berth.toml"));
-        dir
-    });
-    if dir.is_none() {
-        // An empty file: never the machine's /etc/berth/berth.toml.
-        std::env::set_var("BERTH_CONFIG_FILE", "/dev/null");
-    }
-    let engine = Engine::with_busybox();
-    std::env::remove_var("BERTH_CONFIG_FILE");
-    (engine, dir)
+    let Some(text) = config else {
+        return (Engine::with_busybox(), None);
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, text).unwrap();
+    let engine = Engine::with_busybox_and_env(&[("BERTH_CONFIG_FILE", file.to_str().unwrap())]);
+    (engine, Some(dir))
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The overlay benchmark (`BENCH_ONLY=overlay deploy/bench/run.sh`, ignored in `just
-//! test`): two hosts of the netns lab (as in tests/overlay.rs), TCP throughput and round
+//! test`): two hosts of the netns lab (as in tests/e2e/overlay.rs), TCP throughput and round
 //! trips between containers on the two hosts over the overlay, against the same between
 //! the two hosts' own namespaces over the underlay; and the time from `run -d` on host B
 //! until its name resolves on host C. The traffic is made by this process from threads
