@@ -20,10 +20,10 @@ build:
 # Put `berth` and the service binaries on PATH ({{prefix}}/bin).
 install: build
     install -d {{prefix}}/bin
-    for b in berth berth-engine berth-image-store berth-supervisor berth-network berth-volume berth-log-router berth-shim; do install -m 0755 target/release/$b {{prefix}}/bin/$b; done
+    for b in berth berthd berth-engine berth-image-store berth-supervisor berth-network berth-volume berth-log-router berth-shim; do install -m 0755 target/release/$b {{prefix}}/bin/$b; done
     @echo "installed into {{prefix}}/bin"
 
-# Start all six services in the background; returns once all answer.
+# Start all six services in the background; returns once all answer (BERTH_ONE_PROCESS=1: as one process, berthd).
 up:
     deploy/local/berth-up.sh
 

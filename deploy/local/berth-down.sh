@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Stops the services started by berth-up.sh, by the PIDs it recorded. Containers keep
-# running under their shims and are picked up again by the next `just up`. When no
-# container runs any more, the instance's kernel objects go too (its bridges, nftables
-# table and parent cgroups); the next `just up` makes them again.
+# Stops the services started by berth-up.sh (six processes, or `berthd`), by the PIDs it
+# recorded. Containers keep running under their shims and are picked up again by the next
+# `just up`. When no container runs any more, the instance's kernel objects go too (its
+# bridges, nftables table and parent cgroups); the next `just up` makes them again.
 set -euo pipefail
 run_dir=${BERTH_RUN:-/run/berth}
-for s in engine log-router volume network supervisor image-store; do
+for s in berthd engine log-router volume network supervisor image-store; do
     pidfile=$run_dir/$s.pid
     [[ -f $pidfile ]] || continue
     pid=$(cat "$pidfile")

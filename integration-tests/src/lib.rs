@@ -27,6 +27,10 @@ pub const SERVICES: [&str; 6] = [
     "engine",
 ];
 
+/// The process that runs all six services ([`Engine::start_one_process`]); it serves the
+/// same six sockets.
+pub const ONE_PROCESS: &str = "berthd";
+
 /// Directory holding the built binaries (`cargo build --workspace --bins`).
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
@@ -80,6 +84,8 @@ pub struct Engine {
     /// The network namespace the services run in ([`Engine::start_in_netns`]); None: the
     /// test's own.
     netns: Option<PathBuf>,
+    /// The processes that serve the engine: the six services, or [`ONE_PROCESS`].
+    processes: &'static [&'static str],
 }
 
 impl Engine {
@@ -102,6 +108,15 @@ impl Engine {
         Engine::start_inner(Some(netns), extra_env)
     }
 
+    /// Like [`Engine::with_busybox`], with all six services in one process, `berthd`
+    /// (restart it with `restart_service(ONE_PROCESS, …)`).
+    pub fn one_process_with_busybox() -> Engine {
+        let engine = Engine::start_processes(None, &[], &[ONE_PROCESS]);
+        let image = busybox_image();
+        engine.ok(&["load", "-i", image.to_str().unwrap()]);
+        engine
+    }
+
     /// [`Engine::start_in_netns`] plus the busybox test image as `busybox:latest`.
     pub fn with_busybox_in_netns(netns: &Path, extra_env: &[(&str, &str)]) -> Engine {
         let engine = Engine::start_in_netns(netns, extra_env);
@@ -111,6 +126,14 @@ impl Engine {
     }
 
     fn start_inner(netns: Option<&Path>, extra_env: &[(&str, &str)]) -> Engine {
+        Engine::start_processes(netns, extra_env, &SERVICES)
+    }
+
+    fn start_processes(
+        netns: Option<&Path>,
+        extra_env: &[(&str, &str)],
+        processes: &'static [&'static str],
+    ) -> Engine {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // Short paths: Unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
@@ -133,9 +156,10 @@ impl Engine {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             netns: netns.map(Path::to_path_buf),
+            processes,
         };
-        for service in SERVICES {
-            engine.spawn(service);
+        for process in processes {
+            engine.spawn(process);
         }
         engine.wait_ready();
         engine
@@ -182,7 +206,11 @@ impl Engine {
             .append(true)
             .open(self.log_path(service))
             .unwrap();
-        let mut cmd = Command::new(bin_dir().join(format!("berth-{service}")));
+        let binary = match service {
+            ONE_PROCESS => ONE_PROCESS.to_string(),
+            service => format!("berth-{service}"),
+        };
+        let mut cmd = Command::new(bin_dir().join(&binary));
         self.env(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -208,7 +236,7 @@ impl Engine {
             }
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("start berth-{service}: {e} (run `cargo build --workspace --bins` first)")
+            panic!("start {binary}: {e} (run `cargo build --workspace --bins` first)")
         });
         drop(ns);
         self.services.insert(service, child);
@@ -225,7 +253,7 @@ impl Engine {
 
     /// The service logs, for failure messages.
     pub fn service_logs(&self) -> String {
-        SERVICES
+        self.processes
             .iter()
             .map(|s| {
                 format!(
@@ -265,8 +293,7 @@ impl Engine {
     /// Stops a service (SIGKILL when `kill9`, else SIGTERM) and starts it again.
     pub fn restart_service(&mut self, service: &'static str, kill9: bool) {
         self.stop_service(service, kill9);
-        self.spawn(service);
-        self.wait_socket(service);
+        self.start_service(service);
     }
 
     pub fn stop_service(&mut self, service: &'static str, kill9: bool) {
@@ -279,23 +306,27 @@ impl Engine {
 
     pub fn start_service(&mut self, service: &'static str) {
         self.spawn(service);
-        self.wait_socket(service);
+        if service == ONE_PROCESS {
+            SERVICES.iter().for_each(|s| self.wait_socket(s));
+        } else {
+            self.wait_socket(service);
+        }
     }
 
     /// SIGKILLs every service at once, as when the host dies (containers and their shims
     /// keep running, as after a crash of the services; drop still removes them).
     pub fn kill_all(&mut self) {
-        for service in SERVICES.iter().rev() {
-            self.stop_service(service, true);
+        for process in self.processes.iter().rev() {
+            self.stop_service(process, true);
         }
     }
 
     /// Starts every service that is not running (after [`Engine::kill_all`]) and waits until
     /// the engine answers.
     pub fn start_all(&mut self) {
-        for service in SERVICES {
-            if !self.services.contains_key(service) {
-                self.spawn(service);
+        for process in self.processes {
+            if !self.services.contains_key(process) {
+                self.spawn(process);
             }
         }
         self.wait_ready();
@@ -463,8 +494,8 @@ impl Engine {
         while !self.shim_pids().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
-        for service in SERVICES.iter().rev() {
-            self.stop_service(service, false);
+        for process in self.processes.iter().rev() {
+            self.stop_service(process, false);
         }
         for pid in self.shim_pids() {
             unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -2,6 +2,7 @@
 //! one link instead of one per file keeps the test build small and fast. Each module is one
 //! capability; tests in different modules run side by side, so each makes its own engine,
 //! names and kernel objects and never changes the process's environment.
+mod berthd;
 mod cow;
 mod etcd_client;
 mod events;

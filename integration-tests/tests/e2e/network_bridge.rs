@@ -57,6 +57,17 @@ fn net_footprint(engine: &Engine) -> NetFootprint {
     }
 }
 
+/// The footprint once it equals `expected`, or after 5 s: the kernel destroys a removed
+/// container's links with its namespace, in the background (ADR 7).
+fn settled_footprint(engine: &Engine, expected: &NetFootprint) -> NetFootprint {
+    let mut now = net_footprint(engine);
+    eventually(Duration::from_secs(5), || {
+        now = net_footprint(engine);
+        now == *expected
+    });
+    now
+}
+
 /// A container running busybox httpd on port 80 serving `body`.
 fn web(engine: &Engine, name: &str, extra: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name];
@@ -132,7 +143,7 @@ fn default_bridge_gives_an_address_and_containers_reach_each_other() {
     let ifaces = engine.ok(&["run", "--rm", "busybox", "ls", "/sys/class/net"]);
     assert!(ifaces.contains("eth0"), "{ifaces}");
     engine.ok(&["rm", "-f", &server]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 #[test]
@@ -184,7 +195,7 @@ fn user_network_resolves_names_and_aliases_round_robin() {
         engine.ok(&["rm", "-f", name]);
     }
     engine.ok(&["network", "rm", &net]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 #[test]
@@ -260,7 +271,7 @@ fn published_tcp_and_udp_ports_reach_the_container_from_the_host() {
     assert!(echoed, "no UDP reply through the published port");
     server.stop();
     engine.ok(&["rm", "-f", &name, &udp]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
     // The ports are free again.
     TcpListener::bind(("0.0.0.0", port)).expect("published port still held after rm");
 }
@@ -300,7 +311,7 @@ fn a_taken_port_fails_the_run_and_releases_the_others() {
     assert!(!ps.contains(&name), "half-created container left: {ps}");
     TcpListener::bind(("127.0.0.1", other_port)).expect("the other port was not released");
     drop(taken);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 #[test]
@@ -364,7 +375,7 @@ fn bridges_are_isolated_and_internal_networks_have_no_way_out() {
     );
     engine.ok(&["rm", "-f", &server]);
     engine.ok(&["network", "rm", &net1, &net2, &internal]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 #[test]
@@ -510,7 +521,7 @@ fn stop_releases_the_network_and_start_brings_it_back() {
 
     // Stopped: veth, namespace, DNAT rules, proxy listener and DNS name are gone.
     engine.ok(&["stop", "-t", "1", &name]);
-    assert_eq!(net_footprint(&engine), idle);
+    assert_eq!(settled_footprint(&engine, &idle), idle);
     drop(TcpListener::bind(("0.0.0.0", port)).expect("published port still held after stop"));
     assert_eq!(
         fetch_by_name(&engine, &net, &name),
@@ -541,7 +552,7 @@ fn stop_releases_the_network_and_start_brings_it_back() {
     assert_eq!(net_footprint(&engine).links.len(), running.links.len());
 
     engine.ok(&["rm", "-f", &name]);
-    assert_eq!(net_footprint(&engine), idle);
+    assert_eq!(settled_footprint(&engine, &idle), idle);
     engine.ok(&["network", "rm", &net]);
 }
 
@@ -576,7 +587,7 @@ fn a_restart_always_container_killed_from_outside_comes_back_reachable() {
         "not reachable again after a policy restart"
     );
     engine.ok(&["rm", "-f", &name]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 #[test]
@@ -610,7 +621,7 @@ fn the_same_port_twice_fails_the_second_run_and_leaves_nothing() {
         .contains(&first));
     engine.ok(&["rm", "-f", &first]);
     let _ = engine.berth(&["rm", "-f", &second]);
-    assert_eq!(net_footprint(&engine), before);
+    assert_eq!(settled_footprint(&engine, &before), before);
 }
 
 /// A DNS responder on loopback standing in for the host's resolvers: every A query gets

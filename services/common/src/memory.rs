@@ -6,8 +6,14 @@ use std::time::Duration;
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Limits glibc to two malloc arenas and returns free heap memory to the kernel every
-/// few seconds. Call once from inside the tokio runtime.
+/// few seconds. Call from inside the tokio runtime; calls after the first (several services
+/// in one process, `berthd`) do nothing.
 pub fn keep_small() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(start_trimming);
+}
+
+fn start_trimming() {
     // SAFETY: mallopt and malloc_trim only tune and compact glibc's allocator.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     tokio::spawn(async {

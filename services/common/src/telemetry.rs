@@ -83,7 +83,8 @@ pub fn configured() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
-/// `berth-<service>` from the binary's name; `berth` (the CLI) is `berth-cli`.
+/// `berth-<service>` from the binary's name; `berth` (the CLI) is `berth-cli`, `berthd` (all
+/// services in one process) itself.
 fn default_service_name() -> String {
     let exe = std::env::args_os()
         .next()
@@ -93,6 +94,7 @@ fn default_service_name() -> String {
     match exe.as_str() {
         "" => "berth".into(),
         "berth" => "berth-cli".into(),
+        "berthd" => "berthd".into(),
         name if name.starts_with("berth-") => name.into(),
         name => format!("berth-{name}"),
     }

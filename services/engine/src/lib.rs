@@ -8,6 +8,7 @@
 //! (the services' event logs merged for `berth events`).
 //! The engine owns no durable state.
 pub mod clients;
+pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod grpc;

@@ -3,6 +3,7 @@
 //!
 //! [`store::Store`] holds the logic; [`service::ImageStoreService`] is the thin gRPC layer.
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod layer;

@@ -1,37 +1,6 @@
 //! `berth-image-store`: serves the image store on its Unix socket until SIGTERM/SIGINT.
-use std::sync::Arc;
-
-use anyhow::Context;
-use berth_common::{
-    config::FileConfig,
-    events::{self, EventLog},
-    Config, Service,
-};
-use berth_image_store::{service::ImageStoreService, Store, SERVICE_NAME};
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    // A malformed configuration file stops the service with the file, line and key.
-    let file = FileConfig::load()?;
-    let config = Config::from_file(&file);
-    let state = config.state_dir(Service::ImageStore);
-    berth_common::config::ensure_private_dir(&state)
-        .with_context(|| format!("create {}", state.display()))?;
-    let events = EventLog::open_or_memory(&state, "image-store");
-    let store = tokio::task::spawn_blocking(move || Store::open(&state))
-        .await
-        .context("open image store")?
-        .context("open image store")?;
-    let service = ImageStoreService::new(Arc::new(store))
-        .with_registries(file.registries)
-        .with_events(events.clone());
-    let routes =
-        tonic::service::Routes::new(service.into_server()).add_service(events::server(events));
-    berth_common::serve::serve_unix(
-        &config.socket(Service::ImageStore),
-        routes,
-        &[SERVICE_NAME, events::SERVICE_NAME],
-    )
-    .await
+    berth_image_store::daemon::run().await
 }

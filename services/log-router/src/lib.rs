@@ -5,6 +5,7 @@
 //! [`logger::Logger`]; json-file ([`jsonfile`]) is the only one so far.
 pub mod attrs;
 pub mod awslogs;
+pub mod daemon;
 pub mod error;
 pub mod fluentd;
 pub mod ingest;

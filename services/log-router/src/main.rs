@@ -1,42 +1,7 @@
 //! `berth-log-router`: serves the log router's gRPC API and the shims' ingest socket
 //! until SIGTERM/SIGINT.
-use std::sync::Arc;
-
-use anyhow::Context;
-use berth_common::{Config, Service};
-use berth_log_router::{ingest, service::LogRouterService, Router, SERVICE_NAME};
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::load().context("read the configuration")?;
-    let state = config.state_dir(Service::LogRouter);
-    berth_common::config::ensure_private_dir(&state)
-        .with_context(|| format!("create {}", state.display()))?;
-    let router = tokio::task::spawn_blocking(move || Router::open(&state))
-        .await
-        .context("open log router")?
-        .context("open log router")?;
-    let router = Arc::new(router);
-    let ingest_socket = config.log_ingest_socket();
-    let listener = berth_common::serve::bind_unix(&ingest_socket)?;
-    tracing::info!(socket = %ingest_socket.display(), "ingesting");
-    let ingest = tokio::spawn({
-        let router = router.clone();
-        async move {
-            if let Err(e) = ingest::serve(router, listener).await {
-                tracing::error!(error = %e, "ingest socket failed");
-            }
-        }
-    });
-    let routes = tonic::service::Routes::new(LogRouterService::new(router).into_server());
-    let served = berth_common::serve::serve_unix(
-        &config.socket(Service::LogRouter),
-        routes,
-        &[SERVICE_NAME],
-    )
-    .await;
-    ingest.abort();
-    let _ = std::fs::remove_file(&ingest_socket);
-    served
+    berth_log_router::daemon::run().await
 }

@@ -21,10 +21,11 @@ impl Drop for Child {
 
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
+    // Connect, not just look for the file: it exists a moment before the listen.
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
         assert!(
             Instant::now() < deadline,
-            "{} did not appear",
+            "{} did not answer",
             path.display()
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -33,10 +33,11 @@ async fn start(root: &Path, run: &Path) -> (Child, LogRouterClient<Channel>) {
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    // Connect, not just look for the file: it exists a moment before the listen.
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         assert!(
             Instant::now() < deadline,
-            "{} did not appear",
+            "{} did not answer",
             sock.display()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

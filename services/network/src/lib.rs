@@ -11,6 +11,7 @@
 //! ports and DNS names exist only between ActivateContainer and DeactivateContainer, which
 //! the supervisor calls around each run of the container (ADR 7).
 pub mod cluster;
+pub mod daemon;
 pub mod dns;
 pub mod endpoint;
 pub mod error;

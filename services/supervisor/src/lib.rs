@@ -47,6 +47,7 @@
 //!   (one per second when streaming), with one buffer and cached paths.
 pub mod attach;
 pub mod cgroup;
+pub mod daemon;
 pub mod error;
 pub mod exec;
 pub mod lifecycle;

@@ -1,26 +1,6 @@
 //! `berth-supervisor`: serves the Supervisor API on its Unix socket until SIGTERM/SIGINT.
-use anyhow::Context;
-use berth_common::{events, Config, Service};
-use berth_supervisor::{server, Options, Supervisor};
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init("info");
-    let config = Config::load().context("read the configuration")?;
-    let socket = config.socket(Service::Supervisor);
-    let opts = Options::from_config(config);
-    tracing::info!(state = %opts.state_dir.display(), shim = %opts.shim_binary.display(), "starting");
-    let sup = Supervisor::start_up(opts)
-        .await
-        .context("open and reconcile container records")?;
-    let routes = tonic::service::Routes::new(server::Service::new(sup.clone()).into_server())
-        .add_service(events::server(sup.events().clone()));
-    berth_common::serve::serve_unix(
-        &socket,
-        routes,
-        &[server::SERVICE_NAME, events::SERVICE_NAME],
-    )
-    .await?;
-    sup.shutdown();
-    Ok(())
+    berth_supervisor::daemon::run().await
 }

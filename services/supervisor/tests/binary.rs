@@ -60,10 +60,11 @@ impl Daemon {
             .expect("spawn berth-supervisor");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // Connect, not just look for the file: it exists a moment before the listen.
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "supervisor socket never appeared"
+                "supervisor socket never answered"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

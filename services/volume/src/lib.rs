@@ -3,6 +3,7 @@
 //! [`store::Store`] holds the logic (testable against a temp dir), [`mounts`] the pure
 //! validation of mount specs, and [`service`] is the thin gRPC layer.
 pub mod copyup;
+pub mod daemon;
 pub mod driver;
 pub mod error;
 pub mod mounts;
