@@ -31,6 +31,11 @@
 # Every run ends with deploy/bench/chart.py drawing docs/benchmarks.svg: each berth / Docker
 # ratio on the page, on one log-scale chart (linked under the page's title).
 #
+# One process (berthd): the same engine figures and idle memory with the six services run as
+# one process, `berthd` (BERTH_ONE_PROCESS=1 deploy/local/berth-up.sh), beside the six
+# processes in the same run. BENCH_ONLY=berthd runs only that part (and the six-process
+# figures it is compared with) and replaces the "## One process (berthd)" section.
+#
 # Overlay (integration-tests/tests/measured/overlay_bench.rs, with these release services): the
 # netns lab of deploy/multihost, TCP throughput and round trips between containers on two
 # hosts over VXLAN against the same between the hosts over the underlay, and the time until
@@ -105,6 +110,15 @@ time_ms() { local s e; s=$(now_ns); "$@" >/dev/null; e=$(now_ns); echo $(( (e - 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 anon_kib() { awk '/^Anonymous:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# idle_memory PID... -> "rss pss anon", KiB summed over the processes
+idle_memory() {
+    local rss=0 pss=0 anon=0 p
+    for p in "$@"; do
+        rss=$(( rss + $(rss_kib "$p") )); pss=$(( pss + $(pss_kib "$p") )); anon=$(( anon + $(anon_kib "$p") ))
+    done
+    echo "$rss $pss $anon"
+}
+six_pids() { for s in engine image-store supervisor network volume log-router; do cat "$BERTH_RUN/$s.pid"; done; }
 
 if [[ -z $only || $only == overlay ]]; then measure_overlay; fi
 if [[ $only == overlay ]]; then replace_section "Overlay across hosts" overlay_section; fi
@@ -146,15 +160,52 @@ measure_engine() { # name cli...
     "${cli[@]}" ps -aq | xargs -r "${cli[@]}" rm -f >/dev/null
 }
 
-if [[ -z $only ]]; then
+# The same work and idle time as the six processes had, with the six services as berthd;
+# then the six processes again for the parts that follow.
+measure_one_process() {
+    "$top/deploy/local/berth-down.sh" >/dev/null
+    BERTH_ONE_PROCESS=1 "$top/deploy/local/berth-up.sh" >/dev/null
+    measure_engine berthd "$bin/berth"
+    sleep 12
+    read -r one_rss one_pss one_anon <<<"$(idle_memory "$(cat "$BERTH_RUN/berthd.pid")")"
+    "$top/deploy/local/berth-down.sh" >/dev/null
+    BERTH_ONE_PROCESS='' "$top/deploy/local/berth-up.sh" >/dev/null
+}
+one_process_section() {
+    mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
+    cell() { local m lo hi; read -r m lo hi <<<"${result[$1]}"; echo "$m ms ($lo–$hi)"; }
+    orow() { # label key
+        local a b
+        a=$(cut -d' ' -f1 <<<"${result[berth.$2]}"); b=$(cut -d' ' -f1 <<<"${result[berthd.$2]}")
+        echo "| $1 | $(cell "berth.$2") | $(cell "berthd.$2") | $(ratio "$b" "$a") |"
+    }
+    echo "## One process (berthd)"
+    echo
+    echo "The six services as one process, \`berthd\` (\`BERTH_ONE_PROCESS=1 just up\`), serving the"
+    echo "same six sockets, against the six processes in the same run: the same work (the engine"
+    echo "figures at the top of the page), then 12 s idle. Median of $runs runs (min–max)."
+    echo
+    echo "| figure | six processes | berthd | berthd / six |"
+    echo "|---|---|---|---|"
+    echo "| idle RSS (sum) | $(mib "$berth_rss") | $(mib "$one_rss") | $(ratio "$one_rss" "$berth_rss") |"
+    echo "| idle PSS (sum) | $(mib "$berth_pss") | $(mib "$one_pss") | $(ratio "$one_pss" "$berth_pss") |"
+    echo "| idle heap (anonymous) | $(mib "$berth_anon") | $(mib "$one_anon") | $(ratio "$one_anon" "$berth_anon") |"
+    orow '`run --rm busybox true`' run
+    orow '50 × `run -d … sleep 1000`' run50
+    orow "\`ps -a\` with $ps_n containers" ps
+    orow '`exec c true`' exec
+}
+
+if [[ -z $only || $only == berthd ]]; then
     measure_engine berth "$bin/berth"
     sleep 12  # idle: past the services' periodic heap trim
-    berth_rss=0; berth_pss=0; berth_anon=0
-    for s in engine image-store supervisor network volume log-router; do
-        pid=$(cat "$BERTH_RUN/$s.pid")
-        berth_rss=$(( berth_rss + $(rss_kib "$pid") )); berth_pss=$(( berth_pss + $(pss_kib "$pid") ))
-        berth_anon=$(( berth_anon + $(anon_kib "$pid") ))
-    done
+    # shellcheck disable=SC2046 # one PID per word
+    read -r berth_rss berth_pss berth_anon <<<"$(idle_memory $(six_pids))"
+    measure_one_process
+fi
+if [[ $only == berthd ]]; then replace_section "One process (berthd)" one_process_section; fi
+if [[ -z $only ]]; then
     berth run -d --name bench-shim busybox sleep 1000 >/dev/null
     sleep 2  # idle: the shim gives its code pages back after a second of quiet
     shim_pid=$(pgrep -f "berth-shim --id $(berth inspect --format '{{.Id}}' bench-shim)" | head -1 || true)
@@ -510,6 +561,8 @@ if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
     echo "anonymous memory only. The services are measured idle, after the run above and past"
     echo "their periodic heap trim. The shim returns its clean code pages to the page cache after"
     echo "a second of quiet (one shim runs per container); the services do not."
+    echo
+    one_process_section
     echo
     pull_section
     echo

@@ -10,9 +10,11 @@ use anyhow::Context;
 
 type Daemon = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    berth_common::telemetry::init("info");
+fn main() -> anyhow::Result<()> {
+    berth_common::serve::run_daemon(run_all)
+}
+
+async fn run_all() -> anyhow::Result<()> {
     let daemons: [(&str, Daemon); 6] = [
         ("image store", Box::pin(berth_image_store::daemon::run())),
         ("supervisor", Box::pin(berth_supervisor::daemon::run())),

@@ -22,6 +22,24 @@ use crate::{
 /// How long a stopping service waits for open calls to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The `main` of a service process: limits malloc arenas before any thread starts, builds
+/// the tokio runtime, installs tracing (see [`crate::telemetry::init`]) and runs `daemon`
+/// (a service's `daemon::run`, or all of them in `berthd`) to its end.
+pub fn run_daemon<F>(daemon: impl FnOnce() -> F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    crate::memory::limit_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async {
+        crate::telemetry::init("info");
+        daemon().await
+    })
+}
+
 /// Serves `routes` on `socket` (mode 0600) until SIGTERM/SIGINT. `service_names` are the
 /// fully qualified gRPC service names reported as SERVING by the health service.
 ///

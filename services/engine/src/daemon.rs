@@ -5,6 +5,7 @@ use berth_common::{config::FileConfig, Config, Service};
 use berth_proto::engine::v1::engine_server::EngineServer;
 use tonic::service::Routes;
 
+/// Opens the service's state and serves its socket until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     let file = FileConfig::load().context("read the configuration")?;
     let config = Config::from_file(&file);

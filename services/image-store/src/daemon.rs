@@ -1,5 +1,5 @@
-//! The image-store daemon: serves the image store on its Unix socket until SIGTERM/SIGINT.
-//! `berth-image-store` runs it alone; `berthd` runs it beside the other services in one process.
+//! The image-store daemon: serves the image store on its Unix socket until SIGTERM/SIGINT. `berth-
+//! image-store` runs it alone; `berthd` runs it beside the other services in one process.
 use std::sync::Arc;
 
 use crate::{service::ImageStoreService, Store, SERVICE_NAME};
@@ -10,6 +10,7 @@ use berth_common::{
     Config, Service,
 };
 
+/// Opens the service's state and serves its socket until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     // A malformed configuration file stops the service with the file, line and key.
     let file = FileConfig::load()?;

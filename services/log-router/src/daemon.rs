@@ -1,11 +1,13 @@
-//! The log-router daemon: serves the log router's gRPC API and the shims' ingest socket until SIGTERM/SIGINT.
-//! `berth-log-router` runs it alone; `berthd` runs it beside the other services in one process.
+//! The log-router daemon: serves the log router's gRPC API and the shims' ingest socket until
+//! SIGTERM/SIGINT. `berth-log-router` runs it alone; `berthd` runs it beside the other services in
+//! one process.
 use std::sync::Arc;
 
 use crate::{ingest, service::LogRouterService, Router, SERVICE_NAME};
 use anyhow::Context;
 use berth_common::{Config, Service};
 
+/// Opens the service's state and serves its socket until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::load().context("read the configuration")?;
     let state = config.state_dir(Service::LogRouter);

@@ -1,6 +1,4 @@
 //! `berth-network`: serves the network service on its Unix socket until SIGTERM/SIGINT.
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    berth_common::telemetry::init("info");
-    berth_network::daemon::run().await
+fn main() -> anyhow::Result<()> {
+    berth_common::serve::run_daemon(berth_network::daemon::run)
 }

@@ -4,6 +4,7 @@ use crate::{server, Options, Supervisor};
 use anyhow::Context;
 use berth_common::{events, Config, Service};
 
+/// Opens the service's state and serves its socket until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::load().context("read the configuration")?;
     let socket = config.socket(Service::Supervisor);

@@ -1,5 +1,5 @@
-//! The volume daemon: serves the volume service on its Unix socket until SIGTERM/SIGINT.
-//! `berth-volume` runs it alone; `berthd` runs it beside the other services in one process.
+//! The volume daemon: serves the volume service on its Unix socket until SIGTERM/SIGINT. `berth-
+//! volume` runs it alone; `berthd` runs it beside the other services in one process.
 use std::sync::Arc;
 
 use crate::{service::VolumeService, Store, SERVICE_NAME};
@@ -9,6 +9,7 @@ use berth_common::{
     Config, Service,
 };
 
+/// Opens the service's state and serves its socket until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::load().context("read the configuration")?;
     let state = config.state_dir(Service::Volume);

@@ -1,6 +1,4 @@
 //! `berth-volume`: serves the volume service on its Unix socket until SIGTERM/SIGINT.
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    berth_common::telemetry::init("info");
-    berth_volume::daemon::run().await
+fn main() -> anyhow::Result<()> {
+    berth_common::serve::run_daemon(berth_volume::daemon::run)
 }
