@@ -1,6 +1,6 @@
 //! `berthd`: the six berth services in one process, each on its own Unix socket exactly as
 //! when they run apart (`berth-engine`, `berth-supervisor`, …). One copy of the code, one
-//! runtime and one heap instead of six make the idle engine several times smaller. The
+//! runtime and one heap instead of six take the idle engine to less than half the memory. The
 //! services stay separate gRPC APIs, so tools still call them one by one, and any of them
 //! can run alone instead (or on another host). Shims stay one process per container, so
 //! containers keep running across a restart of `berthd`.
