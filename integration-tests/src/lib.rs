@@ -372,6 +372,34 @@ impl Engine {
         stdout(&out)
     }
 
+    /// The actions (with their `height`/`width` on `resize`) of `container`'s own events
+    /// from `since` (a [`now_arg`]) until now, in order, from `berth events`.
+    pub fn container_events(&self, since: &str, container: &str) -> Vec<String> {
+        self.ok(&[
+            "events",
+            "--since",
+            since,
+            "--until",
+            &now_arg(),
+            "--filter",
+            &format!("container={container}"),
+            "--format",
+            "{{json .}}",
+        ])
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("event {line}: {e}"));
+            let action = event["Action"].as_str().unwrap_or_default();
+            let attrs = &event["Actor"]["Attributes"];
+            match (attrs["height"].as_str(), attrs["width"].as_str()) {
+                (Some(h), Some(w)) => format!("{action} {h}x{w}"),
+                _ => action.to_string(),
+            }
+        })
+        .collect()
+    }
+
     /// `berth inspect --format`.
     pub fn inspect(&self, name: &str, format: &str) -> String {
         self.ok(&["inspect", "--format", format, name])
@@ -668,6 +696,14 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Now as Unix seconds with nanoseconds, a value `events --since/--until` take.
+pub fn now_arg() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// A unique container name for this test process.

@@ -135,11 +135,13 @@ fn a_containers_life_comes_in_order_from_every_service() {
     engine.ok(&["rm", &name]);
 
     // Live: the container filter keeps this container's own events.
-    let live = follower.take(4);
+    let live = follower.take(5);
     assert_eq!(
         actions(&live),
         [
             "container create",
+            // The attached `run` attaches, then starts, as in Docker.
+            "container attach",
             "container start",
             "container die",
             "container destroy"
@@ -153,7 +155,7 @@ fn a_containers_life_comes_in_order_from_every_service() {
         assert_eq!(e["Actor"]["Attributes"]["app"], "shop");
         assert_eq!(e["scope"], "local");
     }
-    assert_eq!(live[2]["Actor"]["Attributes"]["exitCode"], "3");
+    assert_eq!(live[3]["Actor"]["Attributes"]["exitCode"], "3");
     let times: Vec<i64> = live
         .iter()
         .map(|e| e["timeNano"].as_i64().unwrap())
@@ -173,6 +175,8 @@ fn a_containers_life_comes_in_order_from_every_service() {
     let order = [
         "volume create",
         "container create",
+        // Docker's order for an attached run.
+        "container attach",
         "network connect",
         "container start",
         // The network is gone before the exit is recorded (ADR 16).

@@ -2,7 +2,7 @@
 //! attach, resize, exec.
 use std::time::Duration;
 
-use berth_integration_tests::{eventually, stderr, stdout, unique, Engine, Terminal};
+use berth_integration_tests::{eventually, now_arg, stderr, stdout, unique, Engine, Terminal};
 
 #[test]
 fn run_it_gives_a_shell_with_a_tty_and_exit_ends_it() {
@@ -29,6 +29,7 @@ fn ctrl_p_ctrl_q_detaches_and_attach_comes_back() {
     let engine = Engine::with_busybox();
     let term = Terminal::new(&engine);
     let name = unique("detach");
+    let since = now_arg();
     term.line(&format!(
         "berth run -it --name {name} busybox sh; echo after=$((200+$?))"
     ));
@@ -36,6 +37,13 @@ fn ctrl_p_ctrl_q_detaches_and_attach_comes_back() {
     term.send(&["C-p", "C-q"]);
     term.wait_for("after=200");
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");
+    // Docker's order: attach before start; the detach keys publish `detach`.
+    let events: Vec<String> = engine
+        .container_events(&since, &name)
+        .into_iter()
+        .filter(|e| !e.starts_with("resize"))
+        .collect();
+    assert_eq!(events, ["create", "attach", "start", "detach"]);
 
     term.line(&format!("berth attach {name}; echo again=$((300+$?))"));
     term.line("echo back-$((50+5))-again");
@@ -44,6 +52,14 @@ fn ctrl_p_ctrl_q_detaches_and_attach_comes_back() {
     term.send(&["C-p", "C-q"]);
     term.wait_for("again=300");
     assert_eq!(engine.inspect(&name, "{{.State.Status}}"), "running");
+    let events = engine.container_events(&since, &name);
+    let tail: Vec<&str> = events
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.starts_with("resize"))
+        .skip(4)
+        .collect();
+    assert_eq!(tail, ["attach", "detach"], "{events:?}");
     engine.ok(&["rm", "-f", &name]);
 }
 
@@ -84,7 +100,9 @@ fn custom_and_disabled_detach_keys() {
 fn window_size_follows_the_terminal() {
     let engine = Engine::with_busybox();
     let term = Terminal::new(&engine);
-    term.line("berth run -it --rm busybox sh");
+    let name = unique("size");
+    let since = now_arg();
+    term.line(&format!("berth run -it --name {name} busybox sh"));
     term.wait_for("/ #");
     term.line("stty size");
     term.wait_for("30 100");
@@ -93,6 +111,10 @@ fn window_size_follows_the_terminal() {
     term.line("stty size");
     term.wait_for("25 90");
     term.line("exit");
+    // Each size the terminal had is a `resize` event, as in Docker.
+    let events = engine.container_events(&since, &name);
+    assert!(events.iter().any(|e| e == "resize 25x90"), "{events:?}");
+    engine.ok(&["rm", "-f", &name]);
 }
 
 #[test]

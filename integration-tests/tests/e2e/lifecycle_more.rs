@@ -1,7 +1,7 @@
 //! pause/unpause, rename, top, restart, restart policies, --init, kill -s.
 use std::time::{Duration, Instant};
 
-use berth_integration_tests::{eventually, stderr, unique, Engine};
+use berth_integration_tests::{eventually, now_arg, stderr, unique, Engine};
 
 fn counter(engine: &Engine, name: &str) -> u64 {
     engine
@@ -67,9 +67,11 @@ fn rename_keeps_the_id_and_top_lists_processes() {
     engine.ok(&["rename", &old, &new]);
     assert_eq!(engine.inspect(&new, "{{.Id}}"), id);
     assert!(!engine.berth(&["inspect", &old]).status.success());
+    let since = now_arg();
     let top = engine.ok(&["top", &new]);
     assert!(top.lines().next().unwrap().contains("PID"), "{top}");
     assert!(top.contains("sleep 1000"), "{top}");
+    assert_eq!(engine.container_events(&since, &new), ["top"]);
     let other = unique("other");
     engine.ok(&["create", "--name", &other, "busybox", "true"]);
     let out = engine.berth(&["rename", &new, &other]);

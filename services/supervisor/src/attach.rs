@@ -201,7 +201,10 @@ where
         let rec = sup.record(&id)?;
         if rec.is_running() {
             match connect(&socket, flags).await {
-                Ok(s) => s,
+                Ok(s) => {
+                    sup.publish(&rec, "attach", &[]);
+                    s
+                }
                 Err(_) => {
                     return Ok(one_message(Ok(exit_output(
                         sup.exit_status_after_end(&id).await?,
@@ -209,6 +212,8 @@ where
                 }
             }
         } else {
+            // Docker's order: the client attaches, then the container starts.
+            sup.publish(&rec, "attach", &[]);
             let rec = sup.start_locked(rec, true).await?;
             match connect(&socket, flags).await {
                 Ok(s) => s,
@@ -228,7 +233,10 @@ where
             return Err(Error::NotRunning(id));
         }
         match connect(&socket, flags).await {
-            Ok(s) => s,
+            Ok(s) => {
+                sup.publish(&rec, "attach", &[]);
+                s
+            }
             // The socket vanished with the container: report how it ended.
             Err(_) => {
                 let exit = match sup.exit_status_after_end(&id).await {
@@ -270,7 +278,13 @@ where
     } else {
         None
     };
-    let input_task = tokio::spawn(relay_input(input, write, scanner, stdin, detach_tx));
+    let resized = ResizeEvents {
+        sup: sup.clone(),
+        source: source.clone(),
+    };
+    let input_task = tokio::spawn(relay_input(
+        input, write, scanner, stdin, detach_tx, resized,
+    ));
     let sup = sup.clone();
     tokio::spawn(async move {
         relay_output(&sup, &source, read, tx, detach_rx).await;
@@ -290,12 +304,34 @@ async fn write_frame(w: &mut OwnedWriteHalf, kind: u8, payload: &[u8]) -> std::i
     Ok(())
 }
 
+/// Publishes Docker's `resize` event when a client resizes a container's terminal (not an
+/// exec's: Docker has no event for that).
+struct ResizeEvents {
+    sup: Supervisor,
+    source: ExitSource,
+}
+
+impl ResizeEvents {
+    fn publish(&self, size: WinSize) {
+        if let ExitSource::Container(id) = &self.source {
+            if let Ok(rec) = self.sup.record(id) {
+                let extra = [
+                    ("height", size.rows.to_string()),
+                    ("width", size.cols.to_string()),
+                ];
+                self.sup.publish(&rec, "resize", &extra);
+            }
+        }
+    }
+}
+
 async fn relay_input<S>(
     mut input: S,
     mut w: OwnedWriteHalf,
     mut scanner: Option<DetachScanner>,
     stdin: bool,
     mut detach: oneshot::Sender<()>,
+    resized: ResizeEvents,
 ) where
     S: Stream<Item = Result<AttachInput, Status>> + Send + Unpin + 'static,
 {
@@ -329,7 +365,11 @@ async fn relay_input<S>(
                     rows: r.rows.min(u16::MAX as u32) as u16,
                     cols: r.cols.min(u16::MAX as u32) as u16,
                 };
-                write_frame(&mut w, kind::RESIZE, &size.encode()).await
+                let res = write_frame(&mut w, kind::RESIZE, &size.encode()).await;
+                if res.is_ok() {
+                    resized.publish(size);
+                }
+                res
             }
             attach_input::Input::CloseStdin(true) if stdin => {
                 write_frame(&mut w, kind::CLOSE_STDIN, &[]).await
@@ -406,6 +446,11 @@ async fn relay_output(
             biased;
             res = &mut detach, if detach_armed => {
                 if res.is_ok() {
+                    if let ExitSource::Container(id) = source {
+                        if let Ok(rec) = sup.record(id) {
+                            sup.publish(&rec, "detach", &[]);
+                        }
+                    }
                     let _ = tx.send(Ok(AttachOutput { output: Some(attach_output::Output::Detached(true)) })).await;
                     return;
                 }

@@ -1430,10 +1430,12 @@ impl Supervisor {
         if !rec.is_running() {
             return Err(Error::NotRunning(rec.id));
         }
-        let (instance, id) = (self.instance().to_string(), rec.id);
-        tokio::task::spawn_blocking(move || crate::top::processes(&instance, &id))
+        let (instance, id) = (self.instance().to_string(), rec.id.clone());
+        let rows = tokio::task::spawn_blocking(move || crate::top::processes(&instance, &id))
             .await
-            .map_err(|e| Error::Internal(format!("top: {e}")))
+            .map_err(|e| Error::Internal(format!("top: {e}")))?;
+        self.publish(&rec, "top", &[]);
+        Ok(rows)
     }
 
     pub(crate) fn bundle_path(&self, id: &str) -> PathBuf {
