@@ -324,6 +324,50 @@ fn bad_requests_name_the_bad_value() {
 }
 
 #[test]
+fn prunes_are_events_with_the_space_reclaimed() {
+    let engine = Engine::with_busybox();
+    let volume = unique("pvol");
+    let network = unique("pnet");
+    engine.ok(&["volume", "create", &volume]);
+    engine.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/d"),
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/d/f",
+        "bs=1024",
+        "count=64",
+    ]);
+    engine.ok(&["network", "create", &network]);
+    let since = now_arg();
+    engine.ok(&["volume", "prune", "-a", "-f"]);
+    engine.ok(&["network", "prune", "-f"]);
+    engine.ok(&["image", "prune", "-a", "-f"]);
+    let prunes = history(&engine, &since, &["event=prune"]);
+    assert_eq!(
+        actions(&prunes),
+        ["volume prune", "network prune", "image prune"]
+    );
+    let reclaimed = |e: &Value| -> u64 {
+        e["Actor"]["Attributes"]["reclaimed"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no reclaimed bytes: {e}"))
+    };
+    assert!(reclaimed(&prunes[0]) >= 64 * 1024, "{}", prunes[0]);
+    assert!(reclaimed(&prunes[2]) > 0, "{}", prunes[2]);
+    // What each prune removed is an event of its own, before the prune's.
+    let all = actions(&history(&engine, &since, &[]));
+    let at = |what: &str| all.iter().position(|a| a == what).unwrap();
+    assert!(at("volume destroy") < at("volume prune"), "{all:?}");
+    assert!(at("network destroy") < at("network prune"), "{all:?}");
+    assert!(at("image delete") < at("image prune"), "{all:?}");
+}
+
+#[test]
 fn events_outlive_restarts_of_the_engine_and_of_a_publisher() {
     let mut engine = Engine::with_busybox();
     let since = now_arg();

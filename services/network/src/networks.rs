@@ -3,6 +3,7 @@
 //! host-wide IPAM lock.
 use std::{collections::BTreeMap, collections::HashMap, net::Ipv4Addr, path::PathBuf};
 
+use berth_common::events::Event;
 use berth_proto::network::v1::{CreateNetworkRequest, NetworkInfo};
 
 use crate::{
@@ -346,6 +347,10 @@ impl NetworkService {
                 deleted.push(n.name.clone());
             }
         }
+        // Docker's `network prune` event: no actor, nothing reclaimed to count.
+        self.inner
+            .events
+            .publish(Event::new("network", "prune", "").attr("reclaimed", "0"));
         Ok(deleted)
     }
 
