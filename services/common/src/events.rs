@@ -60,6 +60,11 @@ impl Event {
         }
     }
 
+    /// Docker's `<kind> prune` event: no actor, the bytes the prune freed.
+    pub fn prune(kind: &str, reclaimed: impl std::fmt::Display) -> Event {
+        Event::new(kind, "prune", "").attr("reclaimed", reclaimed.to_string())
+    }
+
     /// Adds one attribute (empty values are left out, as Docker does for most).
     pub fn attr(mut self, key: &str, value: impl Into<String>) -> Event {
         let value = value.into();

@@ -468,10 +468,8 @@ impl ImageStore for ImageStoreService {
         for deleted in &p.deleted {
             self.events.publish(image_event("delete", deleted, ""));
         }
-        // Docker's `image prune` event: no actor, the bytes freed.
-        self.events.publish(
-            Event::new("image", "prune", "").attr("reclaimed", p.space_reclaimed.to_string()),
-        );
+        self.events
+            .publish(Event::prune("image", p.space_reclaimed));
         Ok(Response::new(pb::PruneImagesResponse {
             untagged: p.untagged,
             deleted: p.deleted,

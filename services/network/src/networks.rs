@@ -347,10 +347,8 @@ impl NetworkService {
                 deleted.push(n.name.clone());
             }
         }
-        // Docker's `network prune` event: no actor, nothing reclaimed to count.
-        self.inner
-            .events
-            .publish(Event::new("network", "prune", "").attr("reclaimed", "0"));
+        // Removing a network frees no space to count.
+        self.inner.events.publish(Event::prune("network", 0));
         Ok(deleted)
     }
 

@@ -33,6 +33,16 @@ pub(crate) enum ExitSource {
 }
 
 impl ExitSource {
+    /// Publishes a `container` event about the attached container (`detach`, `resize`); an
+    /// exec's attach publishes none, as Docker has no such events for execs.
+    fn publish(&self, sup: &Supervisor, action: &str, extra: &[(&str, String)]) {
+        if let ExitSource::Container(id) = self {
+            if let Ok(rec) = sup.record(id) {
+                sup.publish(&rec, action, extra);
+            }
+        }
+    }
+
     async fn resolve(&self, sup: &Supervisor, frame: Option<ExitStatus>) -> Result<ExitStatus> {
         match self {
             ExitSource::Container(id) => match sup.exit_status_after_end(id).await {
@@ -278,12 +288,13 @@ where
     } else {
         None
     };
-    let resized = ResizeEvents {
-        sup: sup.clone(),
-        source: source.clone(),
-    };
     let input_task = tokio::spawn(relay_input(
-        input, write, scanner, stdin, detach_tx, resized,
+        input,
+        write,
+        scanner,
+        stdin,
+        detach_tx,
+        (sup.clone(), source.clone()),
     ));
     let sup = sup.clone();
     tokio::spawn(async move {
@@ -304,34 +315,13 @@ async fn write_frame(w: &mut OwnedWriteHalf, kind: u8, payload: &[u8]) -> std::i
     Ok(())
 }
 
-/// Publishes Docker's `resize` event when a client resizes a container's terminal (not an
-/// exec's: Docker has no event for that).
-struct ResizeEvents {
-    sup: Supervisor,
-    source: ExitSource,
-}
-
-impl ResizeEvents {
-    fn publish(&self, size: WinSize) {
-        if let ExitSource::Container(id) = &self.source {
-            if let Ok(rec) = self.sup.record(id) {
-                let extra = [
-                    ("height", size.rows.to_string()),
-                    ("width", size.cols.to_string()),
-                ];
-                self.sup.publish(&rec, "resize", &extra);
-            }
-        }
-    }
-}
-
 async fn relay_input<S>(
     mut input: S,
     mut w: OwnedWriteHalf,
     mut scanner: Option<DetachScanner>,
     stdin: bool,
     mut detach: oneshot::Sender<()>,
-    resized: ResizeEvents,
+    (sup, source): (Supervisor, ExitSource),
 ) where
     S: Stream<Item = Result<AttachInput, Status>> + Send + Unpin + 'static,
 {
@@ -367,7 +357,11 @@ async fn relay_input<S>(
                 };
                 let res = write_frame(&mut w, kind::RESIZE, &size.encode()).await;
                 if res.is_ok() {
-                    resized.publish(size);
+                    let extra = [
+                        ("height", size.rows.to_string()),
+                        ("width", size.cols.to_string()),
+                    ];
+                    source.publish(&sup, "resize", &extra);
                 }
                 res
             }
@@ -446,11 +440,7 @@ async fn relay_output(
             biased;
             res = &mut detach, if detach_armed => {
                 if res.is_ok() {
-                    if let ExitSource::Container(id) = source {
-                        if let Ok(rec) = sup.record(id) {
-                            sup.publish(&rec, "detach", &[]);
-                        }
-                    }
+                    source.publish(sup, "detach", &[]);
                     let _ = tx.send(Ok(AttachOutput { output: Some(attach_output::Output::Detached(true)) })).await;
                     return;
                 }

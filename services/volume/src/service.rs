@@ -189,10 +189,7 @@ impl Volumes for VolumeService {
             self.events
                 .publish(volume_event("destroy", name, LOCAL_DRIVER));
         }
-        // Docker's `volume prune` event: no actor, the bytes freed.
-        self.events.publish(
-            Event::new("volume", "prune", "").attr("reclaimed", space_reclaimed.to_string()),
-        );
+        self.events.publish(Event::prune("volume", space_reclaimed));
         Ok(Response::new(pb::PruneVolumesResponse {
             deleted,
             space_reclaimed,
