@@ -118,6 +118,9 @@ idle_memory() {
     done
     echo "$rss $pss $anon"
 }
+# mib KIB -> "N.N MiB"; ratio A B -> "A/B×"
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
 six_pids() { for s in engine image-store supervisor network volume log-router; do cat "$BERTH_RUN/$s.pid"; done; }
 
 if [[ -z $only || $only == overlay ]]; then measure_overlay; fi
@@ -172,8 +175,6 @@ measure_one_process() {
     BERTH_ONE_PROCESS='' "$top/deploy/local/berth-up.sh" >/dev/null
 }
 one_process_section() {
-    mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
     cell() { local m lo hi; read -r m lo hi <<<"${result[$1]}"; echo "$m ms ($lo–$hi)"; }
     orow() { # label key
         local a b
@@ -538,8 +539,6 @@ if [[ $only == pull ]]; then replace_section "Pull" pull_section; fi
     row "\`ps -a\` with $ps_n containers" ps ms
     row '`exec c true`' exec ms
     row 'keystroke to echo through `run -it` (1,000 keys)' key ms
-    mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a/b}'; }
     if [[ -n $docker_rss ]]; then
         echo "| idle RSS of the engine (sum) | $(mib $berth_rss) (six services) | $(mib $docker_rss) (dockerd + containerd) | $(ratio $berth_rss $docker_rss) |"
         echo "| idle PSS of the engine (sum) | $(mib $berth_pss) | $(mib $docker_pss) | $(ratio $berth_pss $docker_pss) |"

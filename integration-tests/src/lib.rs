@@ -97,7 +97,7 @@ impl Engine {
     /// Like [`Engine::start`], with extra environment for every service (overriding the
     /// harness's own settings, e.g. `BERTH_DNS_UPSTREAMS`).
     pub fn start_with_env(extra_env: &[(&str, &str)]) -> Engine {
-        Engine::start_inner(None, extra_env)
+        Engine::start_processes(None, extra_env, &SERVICES)
     }
 
     /// Like [`Engine::start_with_env`], with every service (also when restarted) inside the
@@ -105,28 +105,18 @@ impl Engine {
     /// host. The CLI stays in the test's namespace and reaches the services over their Unix
     /// sockets; the namespace needs `lo` up (services use 127.0.0.1).
     pub fn start_in_netns(netns: &Path, extra_env: &[(&str, &str)]) -> Engine {
-        Engine::start_inner(Some(netns), extra_env)
+        Engine::start_processes(Some(netns), extra_env, &SERVICES)
     }
 
     /// Like [`Engine::with_busybox`], with all six services in one process, `berthd`
     /// (restart it with `restart_service(ONE_PROCESS, …)`).
     pub fn one_process_with_busybox() -> Engine {
-        let engine = Engine::start_processes(None, &[], &[ONE_PROCESS]);
-        let image = busybox_image();
-        engine.ok(&["load", "-i", image.to_str().unwrap()]);
-        engine
+        Engine::start_processes(None, &[], &[ONE_PROCESS]).with_busybox_loaded()
     }
 
     /// [`Engine::start_in_netns`] plus the busybox test image as `busybox:latest`.
     pub fn with_busybox_in_netns(netns: &Path, extra_env: &[(&str, &str)]) -> Engine {
-        let engine = Engine::start_in_netns(netns, extra_env);
-        let image = busybox_image();
-        engine.ok(&["load", "-i", image.to_str().unwrap()]);
-        engine
-    }
-
-    fn start_inner(netns: Option<&Path>, extra_env: &[(&str, &str)]) -> Engine {
-        Engine::start_processes(netns, extra_env, &SERVICES)
+        Engine::start_in_netns(netns, extra_env).with_busybox_loaded()
     }
 
     fn start_processes(
@@ -172,10 +162,14 @@ impl Engine {
 
     /// [`Engine::start_with_env`] plus the busybox test image as `busybox:latest`.
     pub fn with_busybox_and_env(extra_env: &[(&str, &str)]) -> Engine {
-        let engine = Engine::start_with_env(extra_env);
+        Engine::start_with_env(extra_env).with_busybox_loaded()
+    }
+
+    /// Loads the busybox test image as `busybox:latest`.
+    fn with_busybox_loaded(self) -> Engine {
         let image = busybox_image();
-        engine.ok(&["load", "-i", image.to_str().unwrap()]);
-        engine
+        self.ok(&["load", "-i", image.to_str().unwrap()]);
+        self
     }
 
     fn env(&self, cmd: &mut Command) {

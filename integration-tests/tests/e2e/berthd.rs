@@ -5,20 +5,15 @@
 //! with that service's name.
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use berth_integration_tests::{bin_dir, eventually, stderr, unique, Engine, ONE_PROCESS, SERVICES};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use berth_integration_tests::{
+    bin_dir, eventually, fluentbit::free_port, now_arg, stderr, unique, Engine, ONE_PROCESS,
+    SERVICES,
+};
 
 /// The body of `GET /<path>` on 127.0.0.1:`port`, or None.
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -32,16 +27,11 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         .map(|(_, body)| body.to_string())
 }
 
-fn now_secs() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
-
 #[test]
 fn one_process_serves_every_service_and_containers_outlive_a_kill_9() {
     let mut engine = Engine::one_process_with_busybox();
     let before = engine.footprint();
-    let since = now_secs();
+    let since = now_arg();
     let (net, web, vol) = (unique("one"), unique("web"), unique("vol"));
     let port = free_port();
     engine.ok(&["network", "create", &net]);
@@ -96,7 +86,7 @@ fn one_process_serves_every_service_and_containers_outlive_a_kill_9() {
         "--since",
         &since,
         "--until",
-        &now_secs(),
+        &now_arg(),
         "--format",
         "{{.Type}} {{.Action}}",
     ]);
@@ -133,11 +123,11 @@ fn a_service_that_cannot_start_stops_berthd_with_its_name() {
     let run = dir.path().join("run");
     // A directory where the volume service's socket goes: it cannot bind there.
     std::fs::create_dir_all(run.join("volume.sock/in-the-way")).unwrap();
-    let instance = format!("berth-t{}-{}", std::process::id(), unique("bad"));
+    let instance = InstanceObjects(format!("berth-t{}-{}", std::process::id(), unique("bad")));
     let out = Command::new(bin_dir().join(ONE_PROCESS))
         .env("BERTH_ROOT", dir.path().join("root"))
         .env("BERTH_RUN", &run)
-        .env("BERTH_INSTANCE", &instance)
+        .env("BERTH_INSTANCE", &instance.0)
         .env("BERTH_CONFIG_FILE", "/dev/null")
         .env(
             "BERTH_ADDRESS_POOL",
@@ -159,29 +149,28 @@ fn a_service_that_cannot_start_stops_berthd_with_its_name() {
             "{service} still answers"
         );
     }
-    cleanup_instance(&instance);
 }
 
-/// The bridge, nftables table and cgroups the network and supervisor services made for
-/// `instance` before berthd stopped.
-fn cleanup_instance(instance: &str) {
-    let prefix = berth_common::config::link_prefix(instance);
-    for link in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
-        let name = link.file_name().to_string_lossy().to_string();
-        if name.starts_with(&prefix) {
-            let _ = Command::new("ip").args(["link", "del", &name]).status();
+/// An instance name whose bridge, nftables table and cgroups (made by the network and
+/// supervisor services before berthd stopped) are removed on drop, on failure too.
+struct InstanceObjects(String);
+
+impl Drop for InstanceObjects {
+    fn drop(&mut self) {
+        for link in berth_integration_tests::instance_links(&self.0) {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
         }
-    }
-    let table = berth_common::Config {
-        instance: instance.to_string(),
-        ..Default::default()
-    }
-    .nft_table();
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", &table])
-        .stderr(Stdio::null())
-        .status();
-    for hierarchy in berth_integration_tests::cgroup_hierarchies() {
-        let _ = std::fs::remove_dir(hierarchy.join(instance));
+        let table = berth_common::Config {
+            instance: self.0.clone(),
+            ..Default::default()
+        }
+        .nft_table();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .stderr(Stdio::null())
+            .status();
+        for hierarchy in berth_integration_tests::cgroup_hierarchies() {
+            let _ = std::fs::remove_dir(hierarchy.join(&self.0));
+        }
     }
 }

@@ -5,19 +5,13 @@ use std::{
     io::{BufRead, BufReader},
     process::{Child, Stdio},
     sync::mpsc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use berth_integration_tests::{stderr, unique, Engine, Registry};
+use berth_integration_tests::{now_arg, stderr, unique, Engine, Registry};
 use serde_json::Value;
 
 const JSON: &str = "{{json .}}";
-
-/// Now as Unix seconds with nanoseconds, a value `--since`/`--until` take.
-fn now_arg() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
 
 /// The events between `since` and now, as JSON, with `filters`.
 fn history(engine: &Engine, since: &str, filters: &[&str]) -> Vec<Value> {
